@@ -1,0 +1,264 @@
+/*! tidings.js: browser client for a tidings server. Plain ES2017, no build step.
+ *
+ *   const t = new Tidings({url: "", token, tenantId: "acme"});
+ *   t.on("notification", n => console.log(n.title));
+ *   t.on("stats", s => badge.textContent = s.unread);
+ *   t.markRead(42); t.close();
+ *
+ * WebSocket first; Server-Sent Events when the WebSocket never opens (blocked by a
+ * proxy, refused). Reconnects by itself with exponential backoff and full jitter and
+ * resumes from the largest notification id seen (`since` / `last_event_id`), so
+ * nothing sent while it was away is lost and nothing is delivered twice.
+ */
+(function (root) {
+  "use strict";
+
+  const AUTH_CLOSE_CODES = new Set([1008, 4401, 4403]); // the token was refused: retrying will not help
+  const SEEN_LIMIT = 2000; // ids remembered for de-duplication
+
+  class Tidings {
+    /**
+     * @param {object} o
+     * @param {string} [o.url]        server base URL ("" or omitted: this page's origin)
+     * @param {string} o.token        JWT of the user
+     * @param {string} [o.tenantId]
+     * @param {"auto"|"websocket"|"sse"} [o.transport]
+     * @param {number} [o.since]      resume cursor: deliver only ids larger than this (e.g. the inbox's newest id)
+     * @param {number} [o.minDelay]   first reconnect delay ceiling, ms (default 1000)
+     * @param {number} [o.maxDelay]   reconnect delay cap, ms (default 30000)
+     * @param {boolean} [o.autoConnect] default true
+     */
+    constructor(o) {
+      if (!o || !o.token) throw new Error("Tidings: a token is required");
+      const base = o.url || (root.location ? root.location.origin : "");
+      this.url = base.replace(/\/+$/, "");
+      this.token = o.token;
+      this.tenantId = o.tenantId || null;
+      this.transport = o.transport || "auto";
+      this.lastId = typeof o.since === "number" ? o.since : null;
+      this.minDelay = o.minDelay || 1000;
+      this.maxDelay = o.maxDelay || 30000;
+      this.stableAfter = 10000; // a connection up this long resets the backoff
+      this.connectTimeout = 8000; // a WebSocket that has not opened by then counts as failed
+      this.idleTimeout = 75000; // no frame at all for this long: the link is dead, reconnect
+      this.connected = false;
+      this.current = null; // "websocket" | "sse" while connected
+      this._listeners = new Map();
+      this._seen = new Set();
+      this._attempt = 0;
+      this._wsEverOpened = false;
+      this._mode = this.transport === "sse" ? "sse" : "websocket";
+      this._closed = false;
+      this._onOnline = () => { if (this._retryTimer) this._open(); }; // back online: retry now
+      if (root.addEventListener) root.addEventListener("online", this._onOnline);
+      if (o.autoConnect !== false) this._open();
+    }
+
+    on(name, fn) {
+      if (!this._listeners.has(name)) this._listeners.set(name, new Set());
+      this._listeners.get(name).add(fn);
+      return this;
+    }
+
+    off(name, fn) {
+      const set = this._listeners.get(name);
+      if (set) set.delete(fn);
+      return this;
+    }
+
+    /** Mark one notification read: over the open WebSocket, else over REST. */
+    markRead(id) {
+      if (this.current === "websocket" && this._sock && this._sock.readyState === 1) {
+        this._sock.send(JSON.stringify({type: "mark_read", id: id}));
+        return Promise.resolve();
+      }
+      return this.request("POST", `/api/notifications/${encodeURIComponent(id)}/read`);
+    }
+
+    markAllRead() {
+      return this.request("POST", "/api/notifications/read-all");
+    }
+
+    /** Authenticated REST call to the same server; resolves to the parsed JSON body. */
+    async request(method, path, body) {
+      const headers = {Authorization: `Bearer ${this.token}`};
+      if (this.tenantId) headers["X-Tenant-ID"] = this.tenantId;
+      if (body !== undefined) headers["Content-Type"] = "application/json";
+      const res = await fetch(this.url + path, {
+        method, headers, body: body === undefined ? undefined : JSON.stringify(body),
+      });
+      const data = res.status === 204 ? null : await res.json().catch(() => null);
+      if (!res.ok) {
+        const err = new Error((data && data.error && data.error.message) || `HTTP ${res.status}`);
+        err.status = res.status;
+        err.code = data && data.error && data.error.code;
+        throw err;
+      }
+      return data;
+    }
+
+    /** Replace the token (e.g. after a refresh) and reconnect with it. */
+    setToken(token) {
+      this.token = token;
+      this._closed = false;
+      this._attempt = 0;
+      this._teardown();
+      this._open();
+    }
+
+    close() {
+      this._closed = true;
+      if (root.removeEventListener) root.removeEventListener("online", this._onOnline);
+      this._teardown();
+    }
+
+    // ---- internals ----
+
+    _emit(name, detail) {
+      const set = this._listeners.get(name);
+      if (!set) return;
+      for (const fn of Array.from(set)) {
+        try { fn(detail); } catch (e) { setTimeout(() => { throw e; }); } // never break the client
+      }
+    }
+
+    _query(cursorName) {
+      const q = new URLSearchParams({token: this.token});
+      if (this.tenantId) q.set("tenant_id", this.tenantId);
+      if (this.lastId !== null) q.set(cursorName, String(this.lastId));
+      return q.toString();
+    }
+
+    _open() {
+      clearTimeout(this._retryTimer);
+      this._retryTimer = null;
+      if (this._closed) return;
+      if (this._mode === "websocket") this._openWebSocket(); else this._openSSE();
+    }
+
+    _openWebSocket() {
+      const ws = new WebSocket(`${this.url.replace(/^http/, "ws")}/ws/notifications?${this._query("since")}`);
+      let opened = false;
+      this._sock = ws;
+      const openTimer = setTimeout(() => ws.close(), this.connectTimeout);
+      ws.onopen = () => { opened = true; this._wsEverOpened = true; clearTimeout(openTimer); };
+      ws.onmessage = (ev) => {
+        let frame;
+        try { frame = JSON.parse(ev.data); } catch (e) { return; }
+        this._handle(frame.type, frame, "websocket");
+      };
+      ws.onclose = (ev) => {
+        clearTimeout(openTimer);
+        if (this._sock !== ws) return; // superseded by setToken()/close()
+        clearInterval(this._keepAlive);
+        this._sock = null;
+        if (!opened && !this._wsEverOpened && this.transport === "auto") {
+          this._mode = "sse"; // never got through: assume WebSockets are blocked here
+          this._open();
+          return;
+        }
+        this._lost(AUTH_CLOSE_CODES.has(ev.code) ? {code: "auth", closeCode: ev.code, reason: ev.reason} : null);
+      };
+      this._keepAlive = setInterval(() => {
+        if (ws.readyState === 1) ws.send('{"type":"ping"}');
+      }, this.idleTimeout / 3);
+    }
+
+    _openSSE() {
+      const es = new EventSource(`${this.url}/api/notifications/stream?${this._query("last_event_id")}`);
+      this._sock = es;
+      const on = (name) => es.addEventListener(name, (ev) => {
+        if (typeof ev.data !== "string") return; // the transport's own "error", handled below
+        let data = null;
+        try { data = ev.data ? JSON.parse(ev.data) : null; } catch (e) { return; }
+        this._handle(name, data, "sse");
+      });
+      ["connected", "notification", "stats_update", "heartbeat", "error"].forEach(on);
+      // EventSource would reconnect by itself with its own timing and the id of its
+      // last event; the library owns reconnects instead (backoff, the resume cursor).
+      es.onerror = () => {
+        if (this._sock !== es) return;
+        es.close();
+        this._sock = null;
+        this._lost(null);
+      };
+    }
+
+    /** One frame (WebSocket) or event (SSE), normalised to the same handling. */
+    _handle(type, data, transport) {
+      this._touch();
+      switch (type) {
+        case "connected":
+          this.connected = true;
+          this.current = transport;
+          this._connectedAt = Date.now();
+          const info = Object.assign({}, data || {}, {transport});
+          delete info.type;
+          this._emit("connected", info);
+          break;
+        case "notification": {
+          const n = transport === "websocket" ? data.notification : data;
+          if (!n || typeof n.id !== "number" || this._seen.has(n.id)) return; // never shown twice
+          this._seen.add(n.id);
+          if (this._seen.size > SEEN_LIMIT) this._seen.delete(this._seen.values().next().value);
+          if (this.lastId === null || n.id > this.lastId) this.lastId = n.id;
+          this._emit("notification", n);
+          break;
+        }
+        case "stats_update":
+          this._emit("stats", (data && data.stats) || data);
+          break;
+        case "error":
+          if (data) this._emit("error", data.error || data);
+          break;
+        default: // pong, heartbeat: liveness only
+      }
+    }
+
+    /** Restart the idle watchdog: a silent link for idleTimeout is treated as dead. */
+    _touch() {
+      clearTimeout(this._idleTimer);
+      this._idleTimer = setTimeout(() => {
+        if (!this._sock) return;
+        this._teardown(true);
+        this._lost(null);
+      }, this.idleTimeout);
+    }
+
+    _lost(authError) {
+      clearInterval(this._keepAlive);
+      clearTimeout(this._idleTimer);
+      const wasConnected = this.connected;
+      this.connected = false;
+      this.current = null;
+      if (wasConnected && Date.now() - this._connectedAt >= this.stableAfter) this._attempt = 0;
+      if (wasConnected) this._emit("disconnected", {willRetry: !authError && !this._closed});
+      if (authError) {
+        this._emit("error", Object.assign({fatal: true, message: "token refused; call setToken()"}, authError));
+        return; // do not hammer a server that refuses this token
+      }
+      if (this._closed) return;
+      // Exponential backoff with full jitter: a random delay in [0, min(cap, base * 2^n)).
+      const ceiling = Math.min(this.maxDelay, this.minDelay * Math.pow(2, this._attempt++));
+      this._retryTimer = setTimeout(() => this._open(), Math.random() * ceiling);
+    }
+
+    _teardown(keepState) {
+      clearTimeout(this._retryTimer);
+      clearInterval(this._keepAlive);
+      clearTimeout(this._idleTimer);
+      const s = this._sock;
+      this._sock = null;
+      if (s) s.close();
+      if (keepState) return;
+      if (this.connected) {
+        this.connected = false;
+        this.current = null;
+        this._emit("disconnected", {willRetry: false});
+      }
+    }
+  }
+
+  root.Tidings = Tidings;
+  if (typeof module === "object" && module.exports) module.exports = Tidings;
+})(typeof window !== "undefined" ? window : globalThis);
