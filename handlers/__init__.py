@@ -1,0 +1,51 @@
+"""The URL table: every route, the handler that serves it and the services it gets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import tornado.web
+
+from tidings.services import Services
+
+from . import api, sse, ws
+from .base import NotFoundHandler, log_request
+
+ROOT = Path(__file__).resolve().parent.parent
+WS_MAX_MESSAGE = 64 * 1024
+
+
+def routes(services: Services) -> list[tornado.web.URLSpec]:
+    s = {"services": services}
+    return [
+        tornado.web.url(r"/api/notifications", api.NotificationsHandler, s),
+        tornado.web.url(r"/api/notifications/stats", api.StatsHandler, s),
+        tornado.web.url(r"/api/notifications/connections", api.ConnectionsHandler, s),
+        tornado.web.url(r"/api/notifications/stream", sse.NotificationStream, s),
+        tornado.web.url(r"/api/notifications/read-all", api.ReadAllHandler, s),
+        tornado.web.url(r"/api/notifications/(\d+)", api.NotificationHandler, s),
+        tornado.web.url(r"/api/notifications/(\d+)/read", api.ReadHandler, s),
+        tornado.web.url(r"/api/openapi.json", api.OpenAPIHandler, s),
+        tornado.web.url(r"/ws/notifications", ws.NotificationSocket, s),
+        tornado.web.url(r"/healthz", api.HealthHandler, s),
+        tornado.web.url(r"/metrics", api.MetricsHandler, s),
+    ]
+
+
+def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
+    settings = services.settings
+    app_settings: dict[str, Any] = {
+        "log_function": log_request,
+        "static_path": str(ROOT / "static"),
+        "template_path": str(ROOT / "templates"),
+        "websocket_max_message_size": WS_MAX_MESSAGE,
+        "websocket_ping_interval": settings.heartbeat,
+        "websocket_ping_timeout": settings.heartbeat,  # Tornado caps it at the interval
+        "default_handler_class": NotFoundHandler,
+        "default_handler_args": {"services": services},
+        "xsrf_cookies": True,
+        "cookie_secret": str(settings.cookie_secret or ""),
+        **overrides,
+    }
+    return tornado.web.Application(routes(services), **app_settings)

@@ -1,0 +1,135 @@
+"""The REST API: parse, one domain call, write."""
+
+from __future__ import annotations
+
+import time
+
+from tidings import errors, validation
+from tidings.connections import SSE, WEBSOCKET
+from tidings.openapi import document
+
+from .base import BaseHandler
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+class NotificationsHandler(BaseHandler):
+    async def post(self) -> None:
+        who = self.authenticate()
+        if not who.may_send:
+            raise errors.forbidden("only admin and service tokens may send notifications")
+        key = self.request.headers.get("Idempotency-Key")
+        if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
+            raise errors.invalid("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} "
+                                                    "characters")
+        items, as_list = validation.notifications(self.json_body(), who.tenant_id)
+        published = await self.services.broadcaster.create(items, key)
+        if published.replayed:
+            self.set_header("Idempotent-Replayed", "true")
+        body: dict[str, object] = {"delivery": published.delivery}
+        if as_list:
+            body["notifications"] = published.notifications
+        else:
+            body["notification"] = published.notifications[0]
+        self.write_json(body, 201)
+
+    async def get(self) -> None:
+        who = self.authenticate()
+        limit = validation.limit(self.get_query_argument("limit", None))
+        before = validation.cursor(self.get_query_argument("before", None), "before")
+        unread = self.get_query_argument("unread", "false").lower() in ("true", "1", "yes")
+        page = await self.services.store.inbox(who, unread=unread, limit=limit, before=before)
+        next_before = page[-1]["id"] if len(page) == limit else None
+        self.write_json({"notifications": page, "next_before": next_before})
+
+
+class NotificationHandler(BaseHandler):
+    async def delete(self, notification_id: str) -> None:
+        who = self.authenticate()
+        await self.services.store.delete(who, int(notification_id))
+        await self.services.broadcaster.send_stats(who)
+        self.set_status(204)
+        self.finish()
+
+
+class ReadHandler(BaseHandler):
+    async def post(self, notification_id: str) -> None:
+        who = self.authenticate()
+        await self.services.store.mark_read(who, int(notification_id))
+        stats = await self.services.broadcaster.send_stats(who)
+        self.write_json({"id": int(notification_id), "stats": stats})
+
+
+class ReadAllHandler(BaseHandler):
+    async def post(self) -> None:
+        who = self.authenticate()
+        await self.services.store.mark_all_read(who)
+        stats = await self.services.broadcaster.send_stats(who)
+        self.write_json({"stats": stats})
+
+
+class StatsHandler(BaseHandler):
+    async def get(self) -> None:
+        who = self.authenticate()
+        counts = await self.services.store.counts(who)
+        counts["by_type"] = await self.services.store.by_type(who)  # type: ignore[assignment]
+        self.write_json(counts)
+
+
+class ConnectionsHandler(BaseHandler):
+    def get(self) -> None:
+        who = self.authenticate()
+        tenant_wide = who.role in ("admin", "service")
+        stats = self.services.broadcaster.connection_stats(
+            who.tenant_id, None if tenant_wide else who.user_id)
+        self.write_json({"tenant_id": who.tenant_id, **stats})
+
+
+class HealthHandler(BaseHandler):
+    async def get(self) -> None:
+        if not await self.services.db.ping():
+            raise errors.unavailable("the store does not answer")
+        self.write_json({"status": "ok"})
+
+
+class MetricsHandler(BaseHandler):
+    """Prometheus text format, for scrapers on loopback or with the admin password."""
+
+    def get(self) -> None:
+        password = self.services.settings.admin_password
+        bearer = self.request.headers.get("Authorization", "")
+        local = self.request.remote_ip in ("127.0.0.1", "::1")
+        if not local and not (password and bearer == f"Bearer {password}"):
+            raise errors.forbidden("metrics are served on loopback or with the admin password")
+        registry, broadcaster = self.services.registry, self.services.broadcaster
+        lines = [
+            "# HELP tidings_connections Open client connections.",
+            "# TYPE tidings_connections gauge",
+        ]
+        for tenant in registry.tenants():
+            stats = registry.stats(tenant)
+            for transport in (WEBSOCKET, SSE):
+                lines.append(f'tidings_connections{{tenant="{_label(tenant)}",'
+                             f'transport="{transport}"}} {stats[transport]}')
+        lines += [
+            "# HELP tidings_notifications_created_total Notifications stored and pushed.",
+            "# TYPE tidings_notifications_created_total counter",
+            f"tidings_notifications_created_total {broadcaster.created_total}",
+            "# HELP tidings_deliveries_total Notifications handed to a live connection.",
+            "# TYPE tidings_deliveries_total counter",
+            f"tidings_deliveries_total {broadcaster.delivered_total}",
+            "# HELP tidings_uptime_seconds Seconds since the process started.",
+            "# TYPE tidings_uptime_seconds gauge",
+            f"tidings_uptime_seconds {time.time() - self.services.started_at:.0f}",
+        ]
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish("\n".join(lines) + "\n")
+
+
+class OpenAPIHandler(BaseHandler):
+    def get(self) -> None:
+        self.write_json(document())
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

@@ -1,0 +1,107 @@
+"""What every handler shares: services, the caller's identity, JSON in and out, errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+import tornado.web
+
+from tidings import errors, validation
+from tidings.errors import TidingsError
+from tidings.models import Principal
+from tidings.services import Services
+
+access_log = logging.getLogger("tornado.access")
+app_log = logging.getLogger("tidings.http")
+
+_SECRET_PARAMS = re.compile(r"((?:^|[?&])(?:token|access_token)=)[^&]*", re.IGNORECASE)
+
+_HTTP_CODES = {400: "bad_request", 401: "invalid_token", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "too_large", 429: "too_many_requests"}
+
+
+def redact(uri: str) -> str:
+    """The URI with token query parameters replaced, for logs."""
+    return _SECRET_PARAMS.sub(r"\1[redacted]", uri)
+
+
+def log_request(handler: tornado.web.RequestHandler) -> None:
+    """The access log: method, redacted URI, status, client and time; never a token."""
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    request = handler.request
+    access_log.log(level, "%d %s %s (%s) %.1fms", status, request.method, redact(request.uri or ""),
+                   request.remote_ip, 1000.0 * request.request_time())
+
+
+def token_from(request: Any) -> str | None:
+    header = request.headers.get("Authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    values = request.query_arguments.get("token")
+    return values[-1].decode("utf-8", "replace") if values else None
+
+
+class ServicesMixin:
+    """Stores the services given in the URL table; the only state a handler has."""
+
+    services: Services
+
+    def initialize(self, services: Services) -> None:
+        self.services = services
+
+    def authenticate(self) -> Principal:
+        """The caller, from its token; the tenant named (header or query) must be the token's."""
+        request = self.request  # type: ignore[attr-defined]
+        principal = self.services.verifier.verify(token_from(request))
+        named = request.headers.get("X-Tenant-ID") or self.get_query_argument(  # type: ignore
+            "tenant_id", None)
+        if named is not None and named != principal.tenant_id:
+            raise errors.tenant_mismatch()
+        return principal
+
+
+class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
+    def set_default_headers(self) -> None:
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+
+    def check_xsrf_cookie(self) -> None:
+        """The API authenticates with bearer tokens, not cookies: XSRF does not apply."""
+
+    def json_body(self) -> dict[str, Any]:
+        return validation.json_body(self.request.body)
+
+    def write_json(self, value: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.finish(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, TidingsError):
+            self.set_status(error.status)
+            body = error.to_dict()
+        else:
+            if isinstance(error, tornado.web.HTTPError) and error.log_message:
+                message = error.log_message % error.args if error.args else error.log_message
+            else:
+                message = self._reason
+            code = _HTTP_CODES.get(status_code, "internal_error" if status_code >= 500 else
+                                   "error")
+            body = {"error": {"code": code, "message": message}}
+        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.finish(json.dumps(body))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, TidingsError | tornado.web.HTTPError):
+            return  # an answer to the client, not a server fault; the access log has it
+        app_log.error("uncaught exception in %s %s", self.request.method,
+                      redact(self.request.uri or ""), exc_info=(typ, value, tb))
+
+
+class NotFoundHandler(BaseHandler):
+    def prepare(self) -> None:
+        raise errors.not_found(f"route {self.request.path}")

@@ -1,0 +1,59 @@
+"""Server-Sent Events transport: `/api/notifications/stream`."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from tidings.connections import SSE, Connection, Message, dumps
+from tidings.models import Principal
+
+from .base import BaseHandler
+from .subscribe import SubscribeMixin
+
+RETRY_MS = 3000
+
+
+class SSEConnection(Connection):
+    transport = SSE
+
+    def __init__(self, handler: NotificationStream, who: Principal, **kwargs: Any) -> None:
+        super().__init__(who.tenant_id, who.user_id, **kwargs)
+        self.handler = handler
+        self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def _write(self, message: Message) -> asyncio.Future[Any]:
+        self.handler.write(message.sse)
+        return self.handler.flush()
+
+    def _size(self, message: Message) -> int:
+        return len(message.sse)
+
+    def _close(self, reason: str) -> None:
+        if not self.ended.done():
+            self.ended.set_result(reason)
+
+
+class NotificationStream(SubscribeMixin, BaseHandler):
+    conn: SSEConnection | None = None
+
+    async def get(self) -> None:
+        who = self.admit()
+        since = self.resume_cursor()
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")  # no proxy buffering (nginx)
+        self.conn = conn = SSEConnection(
+            self, who, max_pending=self.services.settings.max_pending_kib * 1024,
+            remote_ip=self.request.remote_ip or "",
+            user_agent=self.request.headers.get("User-Agent", ""))
+        hello = {"connection_id": conn.id, "user_id": who.user_id, "tenant_id": who.tenant_id}
+        self.write(f"retry: {RETRY_MS}\n\nevent: connected\ndata: {dumps(hello)}\n\n")
+        self.flush()
+        await self.services.broadcaster.attach(conn, who, since)
+        reason = await conn.ended
+        self.services.broadcaster.detach(conn, reason)
+
+    def on_connection_close(self) -> None:
+        if self.conn is not None:
+            self.conn.close("client went away")

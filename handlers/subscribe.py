@@ -1,0 +1,26 @@
+"""What the WebSocket and SSE handlers share before a stream starts."""
+
+from __future__ import annotations
+
+from tidings import errors, validation
+from tidings.models import Principal
+
+from .base import ServicesMixin
+
+
+class SubscribeMixin(ServicesMixin):
+    def admit(self) -> Principal:
+        """Authenticates and applies the per-user connection limit, before any upgrade."""
+        who = self.authenticate()
+        limit = self.services.settings.max_connections_per_user
+        if limit and len(self.services.registry.user(who.tenant_id, who.user_id)) >= limit:
+            raise errors.too_many_connections(limit)
+        return who
+
+    def resume_cursor(self) -> int | None:
+        """`since`, `Last-Event-ID` or `last_event_id`: the last id the client has seen."""
+        request = self.request  # type: ignore[attr-defined]
+        raw = (self.get_query_argument("since", None)  # type: ignore[attr-defined]
+               or request.headers.get("Last-Event-ID")
+               or self.get_query_argument("last_event_id", None))  # type: ignore[attr-defined]
+        return validation.cursor(raw, "since")

@@ -1,0 +1,119 @@
+"""WebSocket transport: `/ws/notifications`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+from urllib.parse import urlsplit
+
+import tornado.web
+import tornado.websocket
+
+from tidings.connections import WEBSOCKET, Connection, Message, dumps
+from tidings.errors import TidingsError
+from tidings.models import Principal
+
+from .base import BaseHandler
+from .subscribe import SubscribeMixin
+
+log = logging.getLogger("tidings.ws")
+
+# Close codes: 1001 going away (shutdown), 1013 try again later (too slow: resume with since).
+_CLOSE_CODES = {"shutdown": 1001, "too slow": 1013}
+_PONG = json.dumps({"type": "pong"})
+
+
+class WebSocketConnection(Connection):
+    transport = WEBSOCKET
+
+    def __init__(self, handler: NotificationSocket, who: Principal, **kwargs: Any) -> None:
+        super().__init__(who.tenant_id, who.user_id, **kwargs)
+        self.handler = handler
+
+    def _write(self, message: Message) -> asyncio.Future[Any]:
+        return self.handler.write_message(message.ws)
+
+    def _size(self, message: Message) -> int:
+        return len(message.ws)
+
+    def _close(self, reason: str) -> None:
+        self.handler.close(_CLOSE_CODES.get(reason, 1011), reason)
+
+
+class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
+    who: Principal
+    since: int | None
+    conn: WebSocketConnection | None = None
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        # Refusals are plain HTTP with a JSON body, before the upgrade.
+        try:
+            self.who = self.admit()
+            self.since = self.resume_cursor()
+        except TidingsError as e:
+            self.set_status(e.status)
+            self.set_header("Content-Type", "application/json; charset=utf-8")
+            self.finish(json.dumps(e.to_dict()))
+            return
+        await super().get(*args, **kwargs)
+
+    def check_origin(self, origin: str) -> bool:
+        """Same host, or an allowed origin: refuses cross-site WebSocket hijacking."""
+        allowed = self.services.settings.allowed_origins
+        if "*" in allowed or origin.rstrip("/") in allowed:
+            return True
+        return urlsplit(origin).netloc.lower() == self.request.host.lower()
+
+    async def open(self, *args: Any, **kwargs: Any) -> None:
+        self.set_nodelay(True)
+        self.conn = WebSocketConnection(
+            self, self.who, max_pending=self.services.settings.max_pending_kib * 1024,
+            remote_ip=self.request.remote_ip or "",
+            user_agent=self.request.headers.get("User-Agent", ""))
+        self.write_message(dumps({"type": "connected", "connection_id": self.conn.id,
+                                  "user_id": self.who.user_id,
+                                  "tenant_id": self.who.tenant_id}))
+        await self.services.broadcaster.attach(self.conn, self.who, self.since)
+
+    async def on_message(self, raw: str | bytes) -> None:
+        try:
+            frame = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            return self._error("invalid_json", "the frame is not valid JSON")
+        kind = frame.get("type") if isinstance(frame, dict) else None
+        if kind == "ping":
+            self.write_message(_PONG)
+        elif kind == "mark_read":
+            notification_id = frame.get("id")
+            if not isinstance(notification_id, int) or isinstance(notification_id, bool):
+                return self._error("invalid_request", "id: must be a notification id")
+            try:
+                await self.services.store.mark_read(self.who, notification_id)
+            except TidingsError as e:
+                return self._error(e.code, e.message)
+            await self.services.broadcaster.send_stats(self.who)
+        else:
+            self._error("unknown_type", f"unknown frame type {kind!r}; expected ping or "
+                                        "mark_read")
+
+    def _error(self, code: str, message: str) -> None:
+        self.write_message(dumps({"type": "error", "error": {"code": code, "message": message}}))
+
+    def write_message(self, message: str | bytes | dict[str, Any],  # type: ignore[override]
+                      binary: bool = False) -> asyncio.Future[None]:
+        try:
+            return super().write_message(message, binary)
+        except tornado.websocket.WebSocketClosedError:
+            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            future.set_result(None)
+            return future
+
+    def on_close(self) -> None:
+        if self.conn is not None:
+            self.conn.closed = True
+            self.services.broadcaster.detach(self.conn, f"code {self.close_code}")
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        BaseHandler.log_exception(self, typ, value, tb)  # type: ignore[arg-type]

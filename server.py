@@ -1,0 +1,161 @@
+"""tidings: a self-hosted, multi-tenant, real-time notification server.
+
+    python server.py [flags]            start the server (every flag has a TIDINGS_* variable)
+    python server.py token --tenant T --user U [--role R] [--ttl S]
+                                        print a signed token for the configured secret
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+import tornado.httpserver
+import tornado.netutil
+
+from handlers import make_app
+from tidings import config
+from tidings.auth import mint
+from tidings.config import Settings
+from tidings.models import ROLES
+from tidings.services import Services, kept_secret
+
+log = logging.getLogger("tidings")
+
+DEV_SECRET_FILE = "dev-jwt-secret"
+COOKIE_SECRET_FILE = "cookie-secret"
+SHUTDOWN_GRACE = 3.0
+
+
+def resolve_secrets(settings: Settings) -> Settings:
+    """Fills in the secrets that may be made and kept: the dev JWT secret, the cookie key."""
+    if settings.dev and not settings.jwt_secret:
+        settings = settings.replace(jwt_secret=kept_secret(settings, DEV_SECRET_FILE))
+    if not settings.cookie_secret:
+        settings = settings.replace(cookie_secret=kept_secret(settings, COOKIE_SECRET_FILE))
+    return settings
+
+
+class Server:
+    """A running tidings: services, the HTTP server and its sockets. Used by main and tests."""
+
+    def __init__(self, services: Services, http: tornado.httpserver.HTTPServer,
+                 port: int) -> None:
+        self.services = services
+        self.http = http
+        self.port = port
+        self.stopping = False
+        self.stopped = asyncio.Event()
+
+    @classmethod
+    async def start(cls, settings: Settings, sockets: list | None = None) -> Server:
+        services = await Services.open(settings)
+        app = make_app(services)
+        http = tornado.httpserver.HTTPServer(app, xheaders=False)
+        if sockets is None:
+            sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+        http.add_sockets(sockets)
+        port = sockets[0].getsockname()[1]
+        return cls(services, http, port)
+
+    async def stop(self) -> None:
+        """Stops accepting, tells every client (WebSocket 1001, SSE stream ended), finishes
+        the creates already queued and closes the database."""
+        if self.stopping:
+            return
+        self.stopping = True
+        self.http.stop()
+        registry = self.services.registry
+        for conn in list(registry.all()):
+            conn.close("shutdown")
+        await self.services.broadcaster.stop()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + SHUTDOWN_GRACE
+        while any(True for _ in registry.all()) and loop.time() < deadline:
+            await asyncio.sleep(0.05)  # closing handshakes finish on their own; bounded wait
+        try:
+            await asyncio.wait_for(self.http.close_all_connections(), SHUTDOWN_GRACE)
+        except TimeoutError:
+            log.warning("some HTTP connections did not close within %.0fs", SHUTDOWN_GRACE)
+        await self.services.close()
+        self.stopped.set()
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level, logging.INFO),
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+                        datefmt="%Y-%m-%d %H:%M:%S")
+
+
+async def serve(settings: Settings) -> None:
+    try:
+        server = await Server.start(settings)
+    except (ValueError, OSError, RuntimeError) as e:
+        raise SystemExit(f"tidings: cannot start: {e}") from None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, lambda s=signum: asyncio.ensure_future(shutdown(s)))
+
+    async def shutdown(signum: int) -> None:
+        log.info("%s received: shutting down", signal.Signals(signum).name)
+        await server.stop()
+
+    log.info("tidings listening on http://%s:%d (database %s)", settings.host, server.port,
+             settings.db)
+    if settings.dev:
+        token = mint(str(settings.jwt_secret), "demo", "alice", role="admin", ttl=86400)
+        print(f"\n  --dev: a sample admin token for tenant 'demo', user 'alice' (24 h):\n\n"
+              f"  {token}\n\n  demo page: http://{settings.host}:{server.port}/demo?token={token}"
+              f"&tenant_id=demo\n", flush=True)
+    await server.stopped.wait()
+    log.info("stopped")
+
+
+def token_command(argv: Sequence[str]) -> None:
+    parser = argparse.ArgumentParser(
+        prog="tidings token", description="Print an HS256 token signed with the configured "
+        "secret (--jwt-secret or TIDINGS_JWT_SECRET; with --dev, the kept development secret).")
+    parser.add_argument("--tenant", required=True, help="the tenant_id claim")
+    parser.add_argument("--user", required=True, help="the sub claim: the user id")
+    parser.add_argument("--role", default="user", choices=ROLES, help="the role claim "
+                        "(default user)")
+    parser.add_argument("--ttl", type=float, default=3600, help="seconds until it expires "
+                        "(default 3600)")
+    config.add_arguments(parser)
+    args = parser.parse_args(argv)
+    settings = resolve_secrets(config.load(args))
+    if not settings.jwt_secret:
+        parser.error("no secret: give --jwt-secret (or TIDINGS_JWT_SECRET), or --dev")
+    print(mint(str(settings.jwt_secret), args.tenant, args.user, args.role, args.ttl,
+               settings.jwt_audience, settings.jwt_issuer))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tidings", description="A self-hosted, multi-tenant, real-time notification "
+        "server. Every flag can also be set by the environment variable named in its help; "
+        "flags win.", epilog="Subcommand: 'tidings token --tenant T --user U [--role R] "
+        "[--ttl S]' prints a signed token (see 'tidings token --help').")
+    config.add_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["token"]:
+        return token_command(argv[1:])
+    settings = config.load(build_parser().parse_args(argv))
+    setup_logging(settings.log_level)
+    settings = resolve_secrets(settings)
+    if not settings.jwt_secret and not settings.jwt_public_key:
+        raise SystemExit("tidings: no --jwt-secret (TIDINGS_JWT_SECRET) or --jwt-public-key "
+                         "is set; give one, or start with --dev to try it out")
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

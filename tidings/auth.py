@@ -1,0 +1,103 @@
+"""Tokens: the only module that uses PyJWT. A token becomes a Principal or an invalid_token error."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from . import errors
+from .config import Settings
+from .models import ROLES, Principal
+
+LEEWAY_SECONDS = 10
+
+
+class TokenVerifier:
+    """Checks signature, algorithm, `exp`, `aud`/`iss` (when configured) and the claims we need.
+
+    The key is chosen by the algorithm family, never taken from the token: an HS256 token is
+    only checked against the secret and an RS256/ES256 token only against the public key, which
+    rules out `alg: none` and the HS256-signed-with-the-public-key confusion.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._keys: dict[str, Any] = {}
+        if settings.jwt_secret:
+            self._keys["HS256"] = str(settings.jwt_secret)
+        if settings.jwt_public_key:
+            pem = Path(settings.jwt_public_key).read_bytes()
+            key = load_pem_public_key(pem)
+            if isinstance(key, rsa.RSAPublicKey):
+                self._keys["RS256"] = key
+            elif isinstance(key, ec.EllipticCurvePublicKey):
+                self._keys["ES256"] = key
+            else:
+                raise ValueError("--jwt-public-key: only RSA and EC (P-256) keys are supported")
+        if not self._keys:
+            raise ValueError("no --jwt-secret or --jwt-public-key: nothing to check tokens with")
+        self._audience = settings.jwt_audience
+        self._issuer = settings.jwt_issuer
+
+    @property
+    def algorithms(self) -> list[str]:
+        return list(self._keys)
+
+    def verify(self, token: str | None) -> Principal:
+        if not token:
+            raise errors.invalid_token("a token is required (Authorization: Bearer or ?token=)")
+        try:
+            alg = jwt.get_unverified_header(token).get("alg")
+        except jwt.PyJWTError:
+            raise errors.invalid_token("the token is malformed") from None
+        key = self._keys.get(alg) if isinstance(alg, str) else None
+        if key is None:
+            raise errors.invalid_token(f"algorithm {alg!r} is not accepted")
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=[alg], audience=self._audience, issuer=self._issuer,
+                leeway=LEEWAY_SECONDS,
+                options={"require": ["exp", "sub"], "verify_aud": self._audience is not None},
+            )
+        except jwt.ExpiredSignatureError:
+            raise errors.invalid_token("the token has expired") from None
+        except jwt.InvalidSignatureError:
+            raise errors.invalid_token("the token's signature does not verify") from None
+        except jwt.MissingRequiredClaimError as e:
+            raise errors.invalid_token(f"the token has no {e.claim!r} claim") from None
+        except jwt.InvalidAudienceError:
+            raise errors.invalid_token("the token's audience is not accepted") from None
+        except jwt.InvalidIssuerError:
+            raise errors.invalid_token("the token's issuer is not accepted") from None
+        except jwt.PyJWTError:
+            raise errors.invalid_token("the token is not valid") from None
+        return _principal(claims)
+
+
+def _principal(claims: dict[str, Any]) -> Principal:
+    tenant_id, user_id = claims.get("tenant_id"), claims.get("sub")
+    role = claims.get("role", "user")
+    if not isinstance(tenant_id, str) or not tenant_id:
+        raise errors.invalid_token("the token has no 'tenant_id' claim")
+    if not isinstance(user_id, str) or not user_id:
+        raise errors.invalid_token("the token's 'sub' claim must be a non-empty string")
+    if role not in ROLES:
+        raise errors.invalid_token(f"the token's role must be one of {', '.join(ROLES)}")
+    return Principal(tenant_id=tenant_id, user_id=user_id, role=role)
+
+
+def mint(secret: str, tenant_id: str, user_id: str, role: str = "user", ttl: float = 3600,
+         audience: str | None = None, issuer: str | None = None) -> str:
+    """An HS256 token, for trying tidings out and for tests."""
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": user_id, "tenant_id": tenant_id, "role": role,
+                              "iat": now, "exp": now + int(ttl)}
+    if audience:
+        claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
+    return jwt.encode(claims, secret, algorithm="HS256")

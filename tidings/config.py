@@ -1,0 +1,162 @@
+"""Settings as data: one table feeds ``--help``, the environment variables and the README."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+
+class Secret(str):
+    """A string whose repr never shows its value, so it cannot leak through a log of settings."""
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self else "Secret('')"
+
+
+@dataclasses.dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    kind: Callable[[str], Any] = str
+    flag_only: bool = False  # a switch: no value, no environment variable
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "TIDINGS_" + self.name.upper()
+
+
+def _bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("host", "127.0.0.1", "Address to listen on (0.0.0.0 for every interface)."),
+    Setting("port", 8888, "TCP port to listen on.", int),
+    Setting("db", "data/tidings.db", "SQLite database file; created with its folder on first start."),
+    Setting("jwt_secret", None, "HS256 secret that signs client tokens. Required unless --dev "
+            "or --jwt-public-key is given.", Secret),
+    Setting("jwt_public_key", None, "PEM file with an RSA or EC public key: accept RS256/ES256 "
+            "tokens signed by your identity provider."),
+    Setting("jwt_audience", None, "When set, tokens must carry this `aud` claim."),
+    Setting("jwt_issuer", None, "When set, tokens must carry this `iss` claim."),
+    Setting("heartbeat", 30.0, "Seconds between heartbeats (WebSocket pings, SSE heartbeat "
+            "events); a WebSocket peer that leaves a ping unanswered for one interval is dropped.", float),
+    Setting("max_connections_per_user", 0, "Open connections allowed per user across both "
+            "transports; 0 means unlimited.", int),
+    Setting("max_pending_kib", 1024, "Output a connection may have queued before it is dropped "
+            "as too slow (it reconnects with its resume cursor).", int),
+    Setting("allowed_origins", (), "Comma-separated origins (https://app.example.com) whose "
+            "pages may open WebSockets; the server's own host is always allowed; * allows any.",
+            _origins),
+    Setting("synchronous", "NORMAL", "SQLite synchronous mode: NORMAL survives a killed process, "
+            "FULL also survives a power cut at some cost per commit.", str.upper),
+    Setting("admin_password", None, "Password of the /admin dashboard; without it the dashboard "
+            "login is disabled.", Secret),
+    Setting("cookie_secret", None, "Key that signs dashboard cookies; made and kept under the "
+            "database folder when not set.", Secret),
+    Setting("email_url", None, "Email transport: smtp://[user:pass@]host[:port] (STARTTLS when "
+            "offered), smtps://... (TLS) or ses://REGION. Email is off without it.", Secret),
+    Setting("email_from", None, "Sender address of emails; required when email is on."),
+    Setting("sms_url", None, "SMS transport: sns://REGION. SMS is off without it."),
+    Setting("aws_endpoint_url", None, "Endpoint of an AWS emulator for SES/SNS; AWS itself when "
+            "not set. Credentials come from the standard AWS chain."),
+    Setting("vapid_key", "data/vapid_private.pem", "PEM file with the VAPID private key for web "
+            "push; made on first start and kept."),
+    Setting("vapid_subject", None, "Contact for push services (mailto: or https:); web push is "
+            "off without it."),
+    Setting("log_level", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR.", str.upper),
+    Setting("dev", False, "Development mode: makes and keeps a JWT secret under the database "
+            "folder and prints a sample token. Never use it in production.", _bool,
+            flag_only=True),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8888
+    db: str = "data/tidings.db"
+    jwt_secret: Secret | None = None
+    jwt_public_key: str | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    heartbeat: float = 30.0
+    max_connections_per_user: int = 0
+    max_pending_kib: int = 1024
+    allowed_origins: tuple[str, ...] = ()
+    synchronous: str = "NORMAL"
+    admin_password: Secret | None = None
+    cookie_secret: Secret | None = None
+    email_url: Secret | None = None
+    email_from: str | None = None
+    sms_url: str | None = None
+    aws_endpoint_url: str | None = None
+    vapid_key: str = "data/vapid_private.pem"
+    vapid_subject: str | None = None
+    log_level: str = "INFO"
+    dev: bool = False
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Adds one flag per setting; its help names the environment variable and the default."""
+    for s in SETTINGS:
+        if s.flag_only:
+            parser.add_argument(s.flag, action="store_true", default=None, help=s.help)
+            continue
+        default = ",".join(s.default) if isinstance(s.default, tuple) else s.default
+        shown = "none" if default in (None, "") else default
+        parser.add_argument(
+            s.flag, dest=s.name, default=None, metavar=s.name.upper(),
+            help=f"{s.help} [env {s.env}; default {shown}]",
+        )
+
+
+def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None,
+         ) -> Settings:
+    """Flags win over the environment, which wins over the defaults."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        raw = getattr(args, s.name, None) if args is not None else None
+        if raw is None and not s.flag_only:
+            raw = environ.get(s.env)
+        if raw is None:
+            continue
+        if isinstance(raw, bool):
+            values[s.name] = raw
+            continue
+        try:
+            values[s.name] = s.kind(raw)
+        except ValueError as e:
+            raise SystemExit(f"{s.flag} / {s.env}: {e}") from None
+    return Settings(**values)
+
+
+def flags_table(settings: Sequence[Setting] = SETTINGS) -> str:
+    """The settings as a Markdown table, for the README (a test keeps the two in step)."""
+    rows = ["| flag | env | default | what |", "|---|---|---|---|"]
+    for s in settings:
+        default = ",".join(s.default) if isinstance(s.default, tuple) else s.default
+        shown = "off" if s.flag_only else ("none" if default in (None, "", ()) else f"`{default}`")
+        env = "" if s.flag_only else f"`{s.env}`"
+        rows.append(f"| `{s.flag}` | {env} | {shown} | {s.help} |")
+    return "\n".join(rows)

@@ -1,0 +1,163 @@
+"""What both transports share: a message encoded once, and a connection that only frames it.
+
+A `Connection` holds the replay gate (live messages wait while a replay is sent), drops
+duplicates by notification id, and bounds its pending output: a client that cannot keep up
+is disconnected and comes back with its resume cursor, instead of growing memory or making
+others wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import time
+from typing import Any
+
+log = logging.getLogger("tidings.connections")
+
+WEBSOCKET, SSE = "websocket", "sse"
+TRANSPORTS = (WEBSOCKET, SSE)
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class Message:
+    """One event for clients, encoded lazily and at most once per transport, however many
+    connections it goes to."""
+
+    __slots__ = ("kind", "key", "payload", "event_id", "_ws", "_sse")
+
+    def __init__(self, kind: str, key: str | None, payload: Any,
+                 event_id: int | None = None) -> None:
+        self.kind = kind              # the WebSocket `type` and the SSE `event`
+        self.key = key                # the WebSocket field that carries the payload
+        self.payload = payload
+        self.event_id = event_id      # notification id: SSE `id:` and the resume cursor
+        self._ws: str | None = None
+        self._sse: bytes | None = None
+
+    @classmethod
+    def notification(cls, notification: dict[str, Any]) -> Message:
+        return cls("notification", "notification", notification, notification["id"])
+
+    @classmethod
+    def stats(cls, counts: dict[str, int]) -> Message:
+        return cls("stats_update", "stats", counts)
+
+    @property
+    def ws(self) -> str:
+        if self._ws is None:
+            frame = {"type": self.kind}
+            if self.key is not None:
+                frame[self.key] = self.payload
+            self._ws = dumps(frame)
+        return self._ws
+
+    @property
+    def sse(self) -> bytes:
+        if self._sse is None:
+            head = f"id: {self.event_id}\n" if self.event_id is not None else ""
+            data = dumps(self.payload if self.payload is not None else {})
+            self._sse = f"{head}event: {self.kind}\ndata: {data}\n\n".encode()
+        return self._sse
+
+
+HEARTBEAT = Message("heartbeat", None, None)
+
+_ids = itertools.count(1)
+
+
+class Connection:
+    """A client connection; a transport subclass implements `_write`, `_close` and `size`."""
+
+    transport = ""
+
+    def __init__(self, tenant_id: str, user_id: str, *, max_pending: int,
+                 remote_ip: str = "", user_agent: str = "") -> None:
+        self.id = f"{self.transport[:2]}-{next(_ids)}-{int(time.time() * 1000) % 100000:05d}"
+        self.tenant_id = tenant_id
+        self.user_id = user_id
+        self.remote_ip = remote_ip
+        self.user_agent = user_agent
+        self.opened_at = time.time()
+        self.last_id = 0              # largest notification id sent: nothing at or below again
+        self.closed = False
+        self._max_pending = max_pending
+        self._pending = 0
+        self._held: list[Message] | None = None
+        self._last_write: asyncio.Future[Any] | None = None
+
+    # --- for transports ----------------------------------------------------------------
+    def _write(self, message: Message) -> asyncio.Future[Any]:
+        raise NotImplementedError
+
+    def _close(self, reason: str) -> None:
+        raise NotImplementedError
+
+    def _size(self, message: Message) -> int:
+        raise NotImplementedError
+
+    # --- for the broadcaster -----------------------------------------------------------
+    def hold(self) -> None:
+        """Queue live messages until `release()`: a replay is about to be sent."""
+        self._held = []
+
+    def release(self) -> None:
+        held, self._held = self._held or [], None
+        for message in held:
+            self.send(message)
+
+    def send(self, message: Message) -> bool:
+        """Queues a message; False when it was not sent (closed, duplicate, held, too slow)."""
+        if self._held is not None and not self.closed:
+            self._held.append(message)
+            return False
+        return self.send_replay(message)
+
+    def send_replay(self, message: Message) -> bool:
+        """Like `send`, but past the replay gate."""
+        if self.closed:
+            return False
+        if message.event_id is not None:
+            if message.event_id <= self.last_id:
+                return False
+            self.last_id = message.event_id
+        size = self._size(message)
+        if self._pending + size > self._max_pending:
+            log.warning("dropping slow %s connection %s of tenant=%s user=%s: %d bytes pending",
+                        self.transport, self.id, self.tenant_id, self.user_id, self._pending)
+            self.close("too slow")
+            return False
+        try:
+            future = self._write(message)
+        except Exception:  # the peer went away between our check and the write
+            self.close("write failed")
+            return False
+        self._pending += size
+        self._last_write = future
+        future.add_done_callback(lambda f, n=size: self._written(f, n))
+        return True
+
+    def _written(self, future: asyncio.Future[Any], size: int) -> None:
+        self._pending -= size
+        if not future.cancelled() and future.exception() is not None:
+            self.close("write failed")
+
+    async def drain(self) -> None:
+        """Waits until what was queued so far has left for the socket."""
+        if self._last_write is not None and not self._last_write.done():
+            await asyncio.wait([self._last_write])
+
+    def close(self, reason: str) -> None:
+        if not self.closed:
+            self.closed = True
+            self._close(reason)
+
+    def describe(self) -> dict[str, Any]:
+        return {"connection_id": self.id, "transport": self.transport, "user_id": self.user_id,
+                "since": self.opened_at, "remote_ip": self.remote_ip,
+                "user_agent": self.user_agent}

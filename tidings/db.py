@@ -1,0 +1,100 @@
+"""The SQLite file: one writer connection, one reader connection, numbered migrations.
+
+WAL mode lets the reader run while the writer commits. Every write goes through `write()`,
+which serialises writers and wraps them in one transaction; effects (pushes) follow the commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiosqlite
+
+from .schema import MIGRATIONS
+
+log = logging.getLogger("tidings.db")
+
+
+class Database:
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self.writer = writer
+        self.reader = reader
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str, synchronous: str = "NORMAL") -> Database:
+        if synchronous not in ("NORMAL", "FULL"):
+            raise ValueError("--synchronous must be NORMAL or FULL")
+        if path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        writer = await aiosqlite.connect(path, isolation_level=None)
+        reader = None
+        try:
+            await _configure(writer, synchronous)
+            await _migrate(writer)
+            reader = await aiosqlite.connect(path, isolation_level=None)
+            await _configure(reader, synchronous)
+        except BaseException:
+            await writer.close()
+            if reader is not None:
+                await reader.close()
+            raise
+        return cls(writer, reader)
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[aiosqlite.Connection]:
+        """One transaction on the writer connection; commits on success, rolls back on error."""
+        async with self._write_lock:
+            await self.writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.writer
+            except BaseException:
+                await self.writer.execute("ROLLBACK")
+                raise
+            await self.writer.execute("COMMIT")
+
+    async def fetchall(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+        async with self.reader.execute(sql, params) as cursor:
+            return list(await cursor.fetchall())
+
+    async def fetchone(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
+        async with self.reader.execute(sql, params) as cursor:
+            return await cursor.fetchone()
+
+    async def ping(self) -> bool:
+        try:
+            return await self.fetchone("SELECT 1") is not None
+        except (sqlite3.Error, ValueError):
+            return False
+
+    async def close(self) -> None:
+        async with self._write_lock:
+            with contextlib.suppress(sqlite3.Error):
+                await self.writer.execute("PRAGMA optimize")
+            await self.reader.close()
+            await self.writer.close()
+
+
+async def _configure(conn: aiosqlite.Connection, synchronous: str) -> None:
+    conn.row_factory = sqlite3.Row
+    await conn.execute("PRAGMA journal_mode=WAL")
+    await conn.execute(f"PRAGMA synchronous={synchronous}")
+    await conn.execute("PRAGMA busy_timeout=5000")
+    await conn.execute("PRAGMA foreign_keys=ON")
+
+
+async def _migrate(conn: aiosqlite.Connection) -> None:
+    async with conn.execute("PRAGMA user_version") as cursor:
+        row = await cursor.fetchone()
+    version = row[0] if row else 0
+    if version > len(MIGRATIONS):
+        raise RuntimeError(f"the database is at schema version {version}, newer than this "
+                           f"tidings ({len(MIGRATIONS)}); upgrade tidings")
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        log.info("migrating the database to schema version %d", number)
+        await conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")

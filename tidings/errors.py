@@ -1,0 +1,49 @@
+"""One error type for the whole domain; only the HTTP layer turns it into a response."""
+
+from __future__ import annotations
+
+
+class TidingsError(Exception):
+    """An error a client can act on: a stable code, an HTTP status and a message."""
+
+    def __init__(self, code: str, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.status = status
+        self.message = message
+        self.field = field
+
+    def to_dict(self) -> dict[str, object]:
+        body: dict[str, object] = {"code": self.code, "message": self.message}
+        if self.field:
+            body["field"] = self.field
+        return {"error": body}
+
+
+def invalid(field: str, message: str) -> TidingsError:
+    return TidingsError("invalid_request", 400, f"{field}: {message}", field=field)
+
+
+def invalid_token(message: str) -> TidingsError:
+    return TidingsError("invalid_token", 401, message)
+
+
+def forbidden(message: str) -> TidingsError:
+    return TidingsError("forbidden", 403, message)
+
+
+def tenant_mismatch() -> TidingsError:
+    return TidingsError("tenant_mismatch", 403, "the tenant named does not match the token's")
+
+
+def not_found(what: str) -> TidingsError:
+    return TidingsError("not_found", 404, f"{what} not found")
+
+
+def too_many_connections(limit: int) -> TidingsError:
+    return TidingsError("too_many_connections", 429,
+                        f"this user already has {limit} open connections")
+
+
+def unavailable(message: str) -> TidingsError:
+    return TidingsError("unavailable", 503, message)

@@ -1,0 +1,50 @@
+"""Plain data the domain passes around."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+from typing import Any, Literal
+
+ROLES = ("user", "admin", "service")
+TYPES = ("info", "success", "warning", "error")
+PRIORITIES = ("low", "normal", "high", "urgent")
+
+Role = Literal["user", "admin", "service"]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a user of one tenant, with a role."""
+
+    tenant_id: str
+    user_id: str
+    role: str = "user"
+
+    @property
+    def may_send(self) -> bool:
+        return self.role in ("admin", "service")
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewNotification:
+    """A validated request to create one notification (user_id None: tenant-wide)."""
+
+    tenant_id: str
+    user_id: str | None
+    title: str
+    message: str = ""
+    type: str = "info"
+    priority: str = "normal"
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+    channels: tuple[str, ...] | None = None
+
+
+def iso(ts: float) -> str:
+    """Unix seconds as the contract's UTC timestamp with milliseconds."""
+    dt = datetime.datetime.fromtimestamp(ts, tz=datetime.UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"

@@ -1,0 +1,199 @@
+"""The OpenAPI 3.1 document of the REST API (served at /api/openapi.json).
+
+A test checks it against the URL table: every route documented, nothing documented that is
+not routed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .models import PRIORITIES, ROLES, TYPES
+
+_ERROR = {"$ref": "#/components/responses/Error"}
+
+
+def _ok(description: str, schema: dict[str, Any] | None = None,
+        content_type: str = "application/json") -> dict[str, Any]:
+    response: dict[str, Any] = {"description": description}
+    if schema is not None:
+        response["content"] = {content_type: {"schema": schema}}
+    return response
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _op(summary: str, responses: dict[str, Any], *, who: str, params: list[Any] | None = None,
+        body: dict[str, Any] | None = None, public: bool = False) -> dict[str, Any]:
+    op: dict[str, Any] = {"summary": summary, "description": f"Who: {who}.",
+                          "responses": {**responses, "4XX": _ERROR}}
+    if params:
+        op["parameters"] = params
+    if body:
+        op["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    if public:
+        op["security"] = []
+    return op
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "schema": schema,
+            "description": description}
+
+
+_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_TENANT = {"name": "X-Tenant-ID", "in": "header", "required": False,
+           "schema": {"type": "string"}, "description": "Must equal the token's tenant_id "
+           "(or give the tenant_id query parameter)."}
+_COUNTS = {"type": "object", "properties": {"total": {"type": "integer"},
+                                            "unread": {"type": "integer"}}}
+_DELIVERY = {"type": "object", "properties": {"websocket": {"type": "integer"},
+                                              "sse": {"type": "integer"}}}
+
+SCHEMAS: dict[str, Any] = {
+    "Notification": {
+        "type": "object",
+        "required": ["id", "tenant_id", "user_id", "type", "title", "priority", "created_at"],
+        "properties": {
+            "id": {"type": "integer", "description": "Only grows; the SSE id and resume cursor."},
+            "tenant_id": {"type": "string"},
+            "user_id": {"type": ["string", "null"], "description": "null: tenant-wide"},
+            "type": {"type": "string", "enum": list(TYPES)},
+            "title": {"type": "string"},
+            "message": {"type": "string"},
+            "data": {"type": "object"},
+            "priority": {"type": "string", "enum": list(PRIORITIES)},
+            "created_at": {"type": "string", "format": "date-time"},
+            "read_at": {"type": ["string", "null"], "format": "date-time"},
+        },
+    },
+    "NewNotification": {
+        "type": "object", "required": ["title"],
+        "description": "Exactly one of user_id, user_ids or broadcast.",
+        "properties": {
+            "user_id": {"type": "string"},
+            "user_ids": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
+            "broadcast": {"type": "boolean", "const": True},
+            "title": {"type": "string", "maxLength": 500},
+            "message": {"type": "string", "maxLength": 10000},
+            "type": {"type": "string", "enum": list(TYPES), "default": "info"},
+            "priority": {"type": "string", "enum": list(PRIORITIES), "default": "normal"},
+            "data": {"type": "object"},
+            "channels": {"type": "array", "items": {
+                "type": "string", "enum": ["in_app", "email", "sms", "push", "webhook"]}},
+        },
+    },
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "object", "required": ["code", "message"],
+                                 "properties": {"code": {"type": "string"},
+                                                "message": {"type": "string"},
+                                                "field": {"type": "string"}}}},
+    },
+}
+
+PATHS: dict[str, Any] = {
+    "/api/notifications": {
+        "post": _op(
+            "Create, store and push notifications", {
+                "201": _ok("Stored, then pushed. `notifications` (a list) when `user_ids` was "
+                           "given. An `Idempotency-Key` seen before returns the first answer "
+                           "with the header `Idempotent-Replayed: true` and creates nothing.", {
+                               "type": "object", "properties": {
+                                   "notification": _ref("Notification"),
+                                   "notifications": {"type": "array",
+                                                     "items": _ref("Notification")},
+                                   "delivery": _DELIVERY}})},
+            who="admin, service", body=_ref("NewNotification"),
+            params=[_TENANT, {"name": "Idempotency-Key", "in": "header", "required": False,
+                              "schema": {"type": "string", "maxLength": 255}}]),
+        "get": _op(
+            "The caller's inbox, newest first (direct and tenant-wide)", {
+                "200": _ok("A page", {"type": "object", "properties": {
+                    "notifications": {"type": "array", "items": _ref("Notification")},
+                    "next_before": {"type": ["integer", "null"]}}})},
+            who="the user",
+            params=[_TENANT, _query("unread", {"type": "boolean"}, "Only unread ones."),
+                    _query("limit", {"type": "integer", "minimum": 1, "maximum": 200,
+                                     "default": 50}, "Page size."),
+                    _query("before", {"type": "integer"}, "Only ids below this (next page).")]),
+    },
+    "/api/notifications/{id}": {
+        "delete": _op("Remove a notification from the caller's inbox",
+                      {"204": _ok("Removed")}, who="the user", params=[_ID, _TENANT]),
+    },
+    "/api/notifications/{id}/read": {
+        "post": _op("Mark one notification read; the user's connections get a stats_update",
+                    {"200": _ok("Read", {"type": "object", "properties": {
+                        "id": {"type": "integer"}, "stats": _COUNTS}})},
+                    who="the user", params=[_ID, _TENANT]),
+    },
+    "/api/notifications/read-all": {
+        "post": _op("Mark every notification read; the user's connections get a stats_update",
+                    {"200": _ok("Read", {"type": "object", "properties": {"stats": _COUNTS}})},
+                    who="the user", params=[_TENANT]),
+    },
+    "/api/notifications/stats": {
+        "get": _op("Counts of the caller's inbox", {"200": _ok("Counts", {
+            "type": "object", "properties": {"total": {"type": "integer"},
+                                             "unread": {"type": "integer"},
+                                             "by_type": {"type": "object"}}})},
+            who="the user", params=[_TENANT]),
+    },
+    "/api/notifications/connections": {
+        "get": _op("Live connection counts: the caller's own, or (admin, service) the "
+                   "tenant's", {"200": _ok("Counts", {"type": "object", "properties": {
+                       "tenant_id": {"type": "string"}, "websocket": {"type": "integer"},
+                       "sse": {"type": "integer"}, "total": {"type": "integer"},
+                       "users_online": {"type": "integer"}}})},
+                   who="user: own; admin and service: tenant", params=[_TENANT]),
+    },
+    "/api/notifications/stream": {
+        "get": _op("Server-Sent Events: connected, notification (with id), stats_update, "
+                   "heartbeat", {"200": _ok("An event stream", {"type": "string"},
+                                            "text/event-stream")},
+                   who="the user",
+                   params=[_TENANT, {"name": "Last-Event-ID", "in": "header", "required": False,
+                                     "schema": {"type": "integer"}},
+                           _query("last_event_id", {"type": "integer"}, "Replay after this id."),
+                           _query("since", {"type": "integer"}, "Same as last_event_id."),
+                           _query("token", {"type": "string"}, "The token, for EventSource.")]),
+    },
+    "/api/openapi.json": {
+        "get": _op("This document", {"200": _ok("OpenAPI 3.1", {"type": "object"})},
+                   who="anyone", public=True),
+    },
+    "/healthz": {
+        "get": _op("Health: 200 when the store answers",
+                   {"200": _ok("Healthy", {"type": "object", "properties": {
+                       "status": {"const": "ok"}}})}, who="anyone", public=True),
+    },
+    "/metrics": {
+        "get": _op("Prometheus metrics", {"200": _ok("Text format", {"type": "string"},
+                                                     "text/plain")},
+                   who="anyone on loopback, or with the admin password as bearer", public=True),
+    },
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "tidings", "version": "0.1.0",
+                 "description": "Multi-tenant real-time notifications. The WebSocket at "
+                                "/ws/notifications (query token, tenant_id, since) carries the "
+                                "same notifications; see the README. Roles: "
+                                + ", ".join(ROLES) + "."},
+        "paths": PATHS,
+        "components": {
+            "schemas": SCHEMAS,
+            "responses": {"Error": {"description": "A JSON error naming what is wrong",
+                                    "content": {"application/json": {
+                                        "schema": _ref("Error")}}}},
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "bearerFormat": "JWT"}},
+        },
+        "security": [{"bearer": []}],
+    }

@@ -1,0 +1,270 @@
+"""All notification SQL. The `Store` protocol is the seam a PostgreSQL store will fill later.
+
+A notification leaves the store as a JSON-ready dict in the contract's shape; `read_at` is
+filled per user, from its receipt or from its read-all watermark.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import errors
+from .db import Database
+from .models import NewNotification, Principal, iso
+
+Notification = dict[str, Any]
+
+_COLUMNS = "n.id, n.tenant_id, n.user_id, n.type, n.title, n.message, n.data, n.priority, " \
+           "n.created_at, r.read_at"
+_JOIN = ("LEFT JOIN receipts r ON r.tenant_id = n.tenant_id AND r.user_id = :user "
+         "AND r.notification_id = n.id")
+
+
+@dataclass
+class CreateRequest:
+    """One API call's worth of notifications, created in one transaction with its neighbours."""
+
+    items: list[NewNotification]
+    idempotency_key: str | None = None
+
+
+@dataclass
+class Created:
+    notifications: list[Notification]
+    replayed_response: dict[str, Any] | None = None  # set when the idempotency key was seen
+    replayed: bool = False
+    ids: list[int] = field(default_factory=list)
+
+
+class Store(Protocol):
+    async def create_batch(self, requests: list[CreateRequest]) -> list[Created]: ...
+    async def save_responses(self, tenant_keys: list[tuple[str, str, dict[str, Any]]]) -> None: ...
+    async def inbox(self, who: Principal, *, unread: bool, limit: int,
+                    before: int | None) -> list[Notification]: ...
+    async def after(self, who: Principal, after_id: int, limit: int) -> list[Notification]: ...
+    async def counts(self, who: Principal) -> dict[str, int]: ...
+    async def by_type(self, who: Principal) -> dict[str, int]: ...
+    async def mark_read(self, who: Principal, notification_id: int) -> None: ...
+    async def mark_all_read(self, who: Principal) -> None: ...
+    async def delete(self, who: Principal, notification_id: int) -> None: ...
+    async def get(self, tenant_id: str, notification_id: int) -> Notification | None: ...
+    async def recent(self, tenant_id: str, limit: int) -> list[Notification]: ...
+    async def last_id(self) -> int: ...
+    async def prune_idempotency_keys(self, older_than: float) -> int: ...
+
+
+class SQLiteStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # --- writes: only here are transactions started --------------------------------------
+
+    async def create_batch(self, requests: list[CreateRequest]) -> list[Created]:
+        """Creates every request in one transaction (group commit); returns after COMMIT."""
+        now = time.time()
+        results: list[Created] = []
+        async with self.db.write() as conn:
+            seen: dict[tuple[str, str], Created] = {}
+            for request in requests:
+                key = (request.items[0].tenant_id, request.idempotency_key or "")
+                if request.idempotency_key:
+                    earlier = seen.get(key) or await self._idempotent(conn, *key)
+                    if earlier is not None:
+                        results.append(earlier)
+                        continue
+                created = Created(notifications=[])
+                for item in request.items:
+                    cursor = await conn.execute(
+                        "INSERT INTO notifications (tenant_id, user_id, type, title, message, "
+                        "data, priority, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (item.tenant_id, item.user_id, item.type, item.title, item.message,
+                         json.dumps(item.data, separators=(",", ":")), item.priority, now))
+                    assert cursor.lastrowid is not None
+                    created.ids.append(cursor.lastrowid)
+                    created.notifications.append(_shape(
+                        cursor.lastrowid, item.tenant_id, item.user_id, item.type, item.title,
+                        item.message, item.data, item.priority, now, None))
+                if request.idempotency_key:
+                    await conn.execute(
+                        "INSERT INTO idempotency_keys (tenant_id, key, notification_ids, "
+                        "created_at) VALUES (?, ?, ?, ?)",
+                        (key[0], key[1], json.dumps(created.ids), now))
+                    seen[key] = Created(created.notifications, None, True, created.ids)
+                results.append(created)
+        return results
+
+    async def _idempotent(self, conn: Any, tenant_id: str, key: str) -> Created | None:
+        async with conn.execute(
+                "SELECT notification_ids, response FROM idempotency_keys "
+                "WHERE tenant_id = ? AND key = ?", (tenant_id, key)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        ids = json.loads(row["notification_ids"])
+        response = json.loads(row["response"]) if row["response"] else None
+        notifications = []
+        for notification_id in ids:
+            async with conn.execute(f"SELECT {_COLUMNS.replace(', r.read_at', ', NULL')} "
+                                    "FROM notifications n WHERE id = ?",
+                                    (notification_id,)) as cursor:
+                found = await cursor.fetchone()
+            if found is not None:
+                notifications.append(_row(found))
+        return Created(notifications, response, True, ids)
+
+    async def save_responses(self, tenant_keys: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Keeps the first answer of idempotent requests, so a retry gets exactly that answer."""
+        async with self.db.write() as conn:
+            await conn.executemany(
+                "UPDATE idempotency_keys SET response = ? WHERE tenant_id = ? AND key = ?",
+                [(json.dumps(r, separators=(",", ":")), t, k) for t, k, r in tenant_keys])
+
+    async def mark_read(self, who: Principal, notification_id: int) -> None:
+        await self._visible_or_404(who, notification_id)
+        async with self.db.write() as conn:
+            await conn.execute(
+                "INSERT INTO receipts (tenant_id, user_id, notification_id, read_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE "
+                "SET read_at = coalesce(read_at, excluded.read_at)",
+                (who.tenant_id, who.user_id, notification_id, time.time()))
+
+    async def mark_all_read(self, who: Principal) -> None:
+        async with self.db.write() as conn:
+            await conn.execute(
+                "INSERT INTO read_marks (tenant_id, user_id, read_through, read_at) "
+                "SELECT ?, ?, coalesce(max(id), 0), ? FROM notifications "
+                "ON CONFLICT DO UPDATE SET read_through = excluded.read_through, "
+                "read_at = excluded.read_at",
+                (who.tenant_id, who.user_id, time.time()))
+
+    async def delete(self, who: Principal, notification_id: int) -> None:
+        await self._visible_or_404(who, notification_id)
+        async with self.db.write() as conn:
+            await conn.execute(
+                "INSERT INTO receipts (tenant_id, user_id, notification_id, deleted_at) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET deleted_at = excluded.deleted_at",
+                (who.tenant_id, who.user_id, notification_id, time.time()))
+
+    async def prune_idempotency_keys(self, older_than: float) -> int:
+        async with self.db.write() as conn:
+            cursor = await conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?",
+                                        (older_than,))
+            return cursor.rowcount
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def _visible_or_404(self, who: Principal, notification_id: int) -> None:
+        row = await self.db.fetchone(
+            "SELECT 1 FROM notifications n " + _JOIN.replace(":user", "?") +
+            " WHERE n.id = ? AND n.tenant_id = ? AND (n.user_id = ? OR n.user_id IS NULL) "
+            "AND r.deleted_at IS NULL",
+            (who.user_id, notification_id, who.tenant_id, who.user_id))
+        if row is None:
+            raise errors.not_found(f"notification {notification_id}")
+
+    async def _read_mark(self, who: Principal) -> tuple[int, float | None]:
+        row = await self.db.fetchone(
+            "SELECT read_through, read_at FROM read_marks WHERE tenant_id = ? AND user_id = ?",
+            (who.tenant_id, who.user_id))
+        return (row["read_through"], row["read_at"]) if row else (0, None)
+
+    async def _page(self, who: Principal, where: str, order: str, limit: int,
+                    params: dict[str, Any]) -> list[Notification]:
+        """Direct and tenant-wide notifications, each range walked in index order, then merged.
+
+        Two ranges joined by UNION ALL keep every query an index walk of at most `limit` rows;
+        an `OR` on user_id would make SQLite collect and sort the whole inbox.
+        """
+        through, read_at = await self._read_mark(who)
+        params = {**params, "tenant": who.tenant_id, "user": who.user_id, "limit": limit,
+                  "through": through}
+        one = (f"SELECT * FROM (SELECT {_COLUMNS} FROM notifications n {_JOIN} "
+               f"WHERE n.tenant_id = :tenant AND n.user_id {{}} AND r.deleted_at IS NULL "
+               f"{where} ORDER BY n.id {order} LIMIT :limit)")
+        sql = (one.format("= :user") + " UNION ALL " + one.format("IS NULL") +
+               f" ORDER BY id {order} LIMIT :limit")
+        rows = await self.db.fetchall(sql, params)
+        return [_row(row, through, read_at) for row in rows]
+
+    async def inbox(self, who: Principal, *, unread: bool = False, limit: int = 50,
+                    before: int | None = None) -> list[Notification]:
+        where = ""
+        if before is not None:
+            where += " AND n.id < :before"
+        if unread:
+            where += " AND n.id > :through AND r.read_at IS NULL"
+        return await self._page(who, where, "DESC", limit, {"before": before})
+
+    async def after(self, who: Principal, after_id: int, limit: int = 500) -> list[Notification]:
+        """What a reconnecting client missed: ids above `after_id`, oldest first."""
+        return await self._page(who, " AND n.id > :after", "ASC", limit, {"after": after_id})
+
+    async def counts(self, who: Principal) -> dict[str, int]:
+        """Total and unread, from index range counts; receipts (few per user) are subtracted."""
+        through, _ = await self._read_mark(who)
+        p = {"tenant": who.tenant_id, "user": who.user_id, "through": through}
+        row = await self.db.fetchone(
+            "SELECT "
+            " (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id = :user)"
+            " + (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id IS NULL)"
+            " AS all_, "
+            " (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id = :user"
+            "  AND id > :through)"
+            " + (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id IS NULL"
+            "  AND id > :through) AS above, "
+            " (SELECT count(*) FROM receipts WHERE tenant_id = :tenant AND user_id = :user"
+            "  AND deleted_at IS NOT NULL) AS deleted, "
+            " (SELECT count(*) FROM receipts WHERE tenant_id = :tenant AND user_id = :user"
+            "  AND notification_id > :through"
+            "  AND (read_at IS NOT NULL OR deleted_at IS NOT NULL)) AS gone_above", p)
+        assert row is not None
+        return {"total": row["all_"] - row["deleted"], "unread": row["above"] - row["gone_above"]}
+
+    async def by_type(self, who: Principal) -> dict[str, int]:
+        rows = await self.db.fetchall(
+            "SELECT type, count(*) AS n FROM notifications WHERE tenant_id = :tenant "
+            "AND (user_id = :user OR user_id IS NULL) GROUP BY type",
+            {"tenant": who.tenant_id, "user": who.user_id})
+        result = {row["type"]: row["n"] for row in rows}
+        for row in await self.db.fetchall(
+                "SELECT n.type, count(*) AS n FROM receipts r JOIN notifications n "
+                "ON n.id = r.notification_id WHERE r.tenant_id = ? AND r.user_id = ? "
+                "AND r.deleted_at IS NOT NULL GROUP BY n.type", (who.tenant_id, who.user_id)):
+            result[row["type"]] -= row["n"]
+        return {t: n for t, n in sorted(result.items()) if n > 0}
+
+    async def get(self, tenant_id: str, notification_id: int) -> Notification | None:
+        row = await self.db.fetchone(
+            f"SELECT {_COLUMNS.replace(', r.read_at', ', NULL AS read_at')} FROM notifications n "
+            "WHERE n.id = ? AND n.tenant_id = ?", (notification_id, tenant_id))
+        return _row(row) if row else None
+
+    async def recent(self, tenant_id: str, limit: int = 20) -> list[Notification]:
+        rows = await self.db.fetchall(
+            f"SELECT {_COLUMNS.replace(', r.read_at', ', NULL AS read_at')} FROM notifications n "
+            "WHERE n.tenant_id = ? ORDER BY n.id DESC LIMIT ?", (tenant_id, limit))
+        return [_row(row) for row in rows]
+
+    async def last_id(self) -> int:
+        row = await self.db.fetchone("SELECT coalesce(max(id), 0) AS id FROM notifications")
+        return int(row["id"]) if row else 0
+
+
+def _shape(id_: int, tenant_id: str, user_id: str | None, type_: str, title: str, message: str,
+           data: Any, priority: str, created_at: float, read_at: float | None) -> Notification:
+    return {"id": id_, "tenant_id": tenant_id, "user_id": user_id, "type": type_,
+            "title": title, "message": message, "data": data, "priority": priority,
+            "created_at": iso(created_at), "read_at": iso(read_at) if read_at else None}
+
+
+def _row(row: sqlite3.Row, through: int = 0, marked_at: float | None = None) -> Notification:
+    read_at = row["read_at"]
+    if read_at is None and row["id"] <= through:
+        read_at = marked_at
+    return _shape(row["id"], row["tenant_id"], row["user_id"], row["type"], row["title"],
+                  row["message"], json.loads(row["data"]), row["priority"], row["created_at"],
+                  read_at)

@@ -1,0 +1,127 @@
+"""Turns a client's JSON body into validated domain values, naming the field that is wrong."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import errors
+from .models import PRIORITIES, TYPES, NewNotification
+
+MAX_TITLE = 500
+MAX_MESSAGE = 10_000
+MAX_DATA_BYTES = 32 * 1024
+MAX_USER_IDS = 1000
+MAX_ID_LENGTH = 200
+CHANNELS = ("in_app", "email", "sms", "push", "webhook")
+
+
+def json_body(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise errors.invalid("body", "a JSON object is required")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise errors.invalid("body", "is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise errors.invalid("body", "must be a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], field: str, limit: int, *, required: bool = False) -> str:
+    value = body.get(field)
+    if value is None:
+        if required:
+            raise errors.invalid(field, "is required")
+        return ""
+    if not isinstance(value, str):
+        raise errors.invalid(field, "must be a string")
+    if required and not value.strip():
+        raise errors.invalid(field, "must not be empty")
+    if len(value) > limit:
+        raise errors.invalid(field, f"must be at most {limit} characters")
+    return value
+
+
+def _choice(body: dict[str, Any], field: str, allowed: tuple[str, ...], default: str) -> str:
+    value = body.get(field, default)
+    if value not in allowed:
+        raise errors.invalid(field, f"must be one of {', '.join(allowed)}")
+    return str(value)
+
+
+def user_id(value: Any, field: str = "user_id") -> str:
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
+        raise errors.invalid(field, f"must be a non-empty string of at most {MAX_ID_LENGTH} "
+                                    "characters")
+    return value
+
+
+def notifications(body: dict[str, Any], tenant_id: str,
+                  types: tuple[str, ...] = TYPES) -> tuple[list[NewNotification], bool]:
+    """The notifications a POST asks for, and whether it used `user_ids` (a list answer)."""
+    targets = [k for k in ("user_id", "user_ids", "broadcast") if body.get(k) not in (None, False)]
+    if len(targets) != 1:
+        raise errors.invalid("user_id", "give exactly one of user_id, user_ids or "
+                                        "broadcast: true")
+    if targets == ["broadcast"] and body["broadcast"] is not True:
+        raise errors.invalid("broadcast", "must be true")
+    recipients: list[str | None]
+    if targets == ["user_ids"]:
+        ids = body["user_ids"]
+        if not isinstance(ids, list) or not ids:
+            raise errors.invalid("user_ids", "must be a non-empty list")
+        if len(ids) > MAX_USER_IDS:
+            raise errors.invalid("user_ids", f"may name at most {MAX_USER_IDS} users")
+        recipients = list(dict.fromkeys(user_id(u, "user_ids") for u in ids))
+    elif targets == ["user_id"]:
+        recipients = [user_id(body["user_id"])]
+    else:
+        recipients = [None]
+
+    data = body.get("data", {})
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise errors.invalid("data", "must be a JSON object")
+    if len(json.dumps(data)) > MAX_DATA_BYTES:
+        raise errors.invalid("data", f"must be at most {MAX_DATA_BYTES} bytes as JSON")
+
+    channels = body.get("channels")
+    if channels is not None:
+        if not isinstance(channels, list) or any(c not in CHANNELS for c in channels):
+            raise errors.invalid("channels", f"must be a list of {', '.join(CHANNELS)}")
+        channels = tuple(channels)
+
+    title = _text(body, "title", MAX_TITLE, required=True)
+    message = _text(body, "message", MAX_MESSAGE)
+    type_ = _choice(body, "type", types, "info")
+    priority = _choice(body, "priority", PRIORITIES, "normal")
+    items = [NewNotification(tenant_id=tenant_id, user_id=r, title=title, message=message,
+                             type=type_, priority=priority, data=data, channels=channels)
+             for r in recipients]
+    return items, targets == ["user_ids"]
+
+
+def limit(raw: str | None, default: int = 50, maximum: int = 200) -> int:
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.invalid("limit", "must be a whole number") from None
+    if not 1 <= value <= maximum:
+        raise errors.invalid("limit", f"must be between 1 and {maximum}")
+    return value
+
+
+def cursor(raw: str | None, field: str) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.invalid(field, "must be a notification id (a whole number)") from None
+    if value < 0:
+        raise errors.invalid(field, "must not be negative")
+    return value
