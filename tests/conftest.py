@@ -1,0 +1,82 @@
+"""Fixtures: the real server on a loopback port from the OS, and real clients for it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tornado.testing import bind_unused_port
+
+from server import Server, resolve_secrets
+from tidings.config import Secret, Settings
+
+from .clients import SECRET, Api
+
+ROOT = Path(__file__).resolve().parent.parent
+
+StartServer = Callable[..., Awaitable[Server]]
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return resolve_secrets(Settings(db=str(tmp_path / "tidings.db"), jwt_secret=Secret(SECRET),
+                                    vapid_key=str(tmp_path / "vapid.pem")))
+
+
+@pytest.fixture
+def start_server(io_loop: Any, settings: Settings) -> Iterator[StartServer]:
+    """An async factory: `await start_server(heartbeat=1)` starts a real server with those
+    settings changed; every server it started is stopped at the end of the test."""
+    servers: list[Server] = []
+
+    async def start(**changes: Any) -> Server:
+        sock, _port = bind_unused_port()
+        server = await Server.start(settings.replace(**changes), sockets=[sock])
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        io_loop.run_sync(server.stop, timeout=10)
+
+
+@pytest.fixture
+def server(io_loop: Any, settings: Settings) -> Iterator[Server]:
+    """A real server with the default test settings."""
+    sock, _port = bind_unused_port()
+    running = io_loop.run_sync(lambda: Server.start(settings, sockets=[sock]))
+    yield running
+    io_loop.run_sync(running.stop, timeout=10)
+
+
+@pytest.fixture
+def api(server: Server) -> Api:
+    return Api(server.port)
+
+
+class _ErrorLogs(logging.Handler):
+    """Collects ERROR records: an unexpected server error fails the test that caused it."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture(autouse=True)
+def no_error_logs(request: pytest.FixtureRequest) -> Iterator[None]:
+    handler = _ErrorLogs()
+    logging.getLogger().addHandler(handler)
+    yield
+    logging.getLogger().removeHandler(handler)
+    if "allow_error_logs" not in request.keywords:
+        assert not handler.records, [r.getMessage() for r in handler.records]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "allow_error_logs: the test provokes server errors")

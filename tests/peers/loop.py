@@ -1,0 +1,60 @@
+"""An asyncio loop in a daemon thread, for peers that must not share the test's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+class LoopThread:
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10) -> T:
+        """Runs ``coro`` on the thread's loop and returns its result here."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.run(self.loop.shutdown_asyncgens())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+class Inbox:
+    """What a peer received, safe across threads; a test can wait for the n-th item."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._changed = threading.Condition()
+
+    def add(self, item: Any) -> None:
+        with self._changed:
+            self.items.append(item)
+            self._changed.notify_all()
+
+    def wait(self, count: int = 1, timeout: float = 10) -> list[Any]:
+        """Blocks until ``count`` items are in; for a test's loop use :meth:`arrived`."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.items) >= count, timeout):
+                raise TimeoutError(f"{len(self.items)} of {count} arrived in {timeout} s")
+            return list(self.items)
+
+    async def arrived(self, count: int = 1, timeout: float = 10) -> list[Any]:
+        return await asyncio.get_running_loop().run_in_executor(None, self.wait, count, timeout)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.items[index]
+
+    def clear(self) -> None:
+        with self._changed:
+            self.items.clear()
