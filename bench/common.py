@@ -1,0 +1,319 @@
+"""What every benchmark shares: servers pinned to a core, tokens, CPU and RSS probes, the table.
+
+A benchmark is a list of cases (e.g. `websocket`, `sse`) and one `measure(server, case, args)`
+coroutine; `run()` starts a fresh server per case and side (floor first, then tidings), pins
+the server to core 0 and this process (the load generator) to core 1, collects the numbers,
+checks the server's log for errors and prints a summary table (and JSON with `--json`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import resource
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = str(ROOT / ".venv/bin/python") if (ROOT / ".venv/bin/python").exists() else sys.executable
+SECRET = secrets.token_urlsafe(32)
+TENANT = "bench"
+SERVER_CORE, CLIENT_CORE = 0, 1
+SIDES = ("floor", "tidings")
+_T0 = time.monotonic()
+
+
+def log(message: str) -> None:
+    """A progress line on stderr, so that stdout stays for the table or the JSON."""
+    print(f"[{time.monotonic() - _T0:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def token(sub: str, role: str = "user", tenant: str = TENANT, ttl: int = 3600) -> str:
+    claims = {"sub": sub, "tenant_id": tenant, "role": role, "exp": int(time.time()) + ttl}
+    return jwt.encode(claims, SECRET, algorithm="HS256")
+
+
+def raise_nofile() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def can_pin() -> bool:
+    return {SERVER_CORE, CLIENT_CORE} <= os.sched_getaffinity(0)
+
+
+def pinned(core: int) -> Callable[[], None]:
+    """A `preexec_fn` that puts the child on one core with the open-file limit raised."""
+    pin = can_pin()
+
+    def setup() -> None:
+        if pin:
+            os.sched_setaffinity(0, {core})
+        raise_nofile()
+
+    return setup
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A tidings or floor server process on core 0, its log in `workdir`."""
+
+    def __init__(self, side: str, workdir: Path) -> None:
+        self.side = side
+        self.workdir = workdir
+        self.port = free_port()
+        self.log_path = workdir / f"{side}-{self.port}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.exit_code: int | None = None
+
+    @property
+    def command(self) -> list[str]:
+        common = ["--host", "127.0.0.1", "--port", str(self.port), "--jwt-secret", SECRET]
+        if self.side == "floor":
+            return [PYTHON, str(ROOT / "bench/floor.py"), *common]
+        db = self.workdir / f"bench-{self.port}.db"
+        return [PYTHON, str(ROOT / "server.py"), *common, "--db", str(db),
+                "--heartbeat", "30", "--max-connections-per-user", "0"]
+
+    def start(self, timeout: float = 30.0) -> None:
+        with open(self.log_path, "wb") as out:
+            self.proc = subprocess.Popen(self.command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                         preexec_fn=pinned(SERVER_CORE))
+        deadline = time.monotonic() + timeout
+        url = f"http://127.0.0.1:{self.port}/healthz"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.side} exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"{self.side} not ready after {timeout}s; see {self.log_path}")
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            self.exit_code = self.proc.returncode if self.proc else None
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.exit_code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            self.exit_code = None  # did not stop on SIGTERM
+
+    def problems(self) -> list[str]:
+        """Error lines in the log, and an exit that was not a clean 0 on SIGTERM."""
+        found = []
+        if self.exit_code != 0:
+            found.append(f"exit code after SIGTERM: {self.exit_code} (None = had to be killed)")
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        for line in text.splitlines():
+            if any(k in line for k in ("Traceback", "ERROR", "Error:", "Exception", "CRITICAL")):
+                found.append(line[:300])
+        return found
+
+
+class CpuMeter:
+    """CPU used by the server and by this process (the generator) over a stretch of wall time."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.wall = time.monotonic()
+        self.srv = server.cpu_seconds()
+        self.own = time.process_time()
+
+    def read(self) -> dict[str, float]:
+        wall = time.monotonic() - self.wall
+        return {
+            "server_cpu_pct": round(100 * (self.server.cpu_seconds() - self.srv) / wall, 1),
+            "client_cpu_pct": round(100 * (time.process_time() - self.own) / wall, 1),
+        }
+
+
+@dataclasses.dataclass
+class Metric:
+    """One row of the summary: `key` of a case's numbers, and its target."""
+
+    case: str
+    key: str
+    label: str
+    unit: str
+    min_ratio: float | None = None  # target: tidings/floor at least this
+    max_value: float | None = None  # target: tidings at most this
+
+    def row(self, results: dict[str, dict[str, dict[str, Any]]]) -> dict[str, Any]:
+        t = results.get(self.case, {}).get("tidings", {}).get(self.key)
+        f = results.get(self.case, {}).get("floor", {}).get(self.key)
+        ratio = t / f if t is not None and f else None
+        ok: bool | None = None
+        target = ""
+        if self.min_ratio is not None:
+            target = f">= {self.min_ratio} x floor"
+            ok = None if ratio is None else ratio >= self.min_ratio
+        elif self.max_value is not None:
+            target = f"<= {self.max_value:g} {self.unit}"
+            ok = None if t is None else t <= self.max_value
+        return {"case": self.case, "metric": self.label, "unit": self.unit, "tidings": t,
+                "floor": f, "ratio": ratio, "target": target, "ok": ok}
+
+
+def parser(description: str, cases: list[str]) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="a shorter run (fewer seconds, messages)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)")
+    p.add_argument("--only", choices=SIDES, help="run one side only (e.g. the floor alone)")
+    p.add_argument("--case", choices=cases, action="append",
+                   help="run this case only (repeatable); default: all of " + ", ".join(cases))
+    p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and databases")
+    return p
+
+
+Measure = Callable[[Server, str, argparse.Namespace], Awaitable[dict[str, Any]]]
+
+
+async def run_cases(name: str, cases: list[str], measure: Measure,
+                    args: argparse.Namespace) -> dict[str, Any]:
+    """Run every case against a fresh floor and tidings server; return all numbers."""
+    if can_pin():
+        os.sched_setaffinity(0, {CLIENT_CORE})
+    else:
+        log("warning: fewer than 2 cores available, server and generator are not pinned")
+    raise_nofile()
+    workdir = Path(tempfile.mkdtemp(prefix=f"tidings-bench-{name}-"))
+    results: dict[str, dict[str, dict[str, Any]]] = {}
+    problems: dict[str, list[str]] = {}
+    sides = [args.only] if args.only else list(SIDES)
+    if "tidings" in sides and not (ROOT / "server.py").exists():
+        log("server.py not found: tidings side skipped")
+        sides.remove("tidings")
+    for case in args.case or cases:
+        for side in sides:
+            server = Server(side, workdir)
+            log(f"{name}/{case}: starting {side} on 127.0.0.1:{server.port}")
+            try:
+                server.start()
+                results.setdefault(case, {})[side] = await measure(server, case, args)
+            except Exception as exc:  # one failed side must not hide the others' numbers
+                log(f"{name}/{case}/{side} failed: {exc!r}")
+                results.setdefault(case, {})[side] = {"error": repr(exc)}
+            finally:
+                server.stop()
+            found = server.problems()
+            if found:
+                problems[f"{case}/{side}"] = found[:20]
+                log(f"{name}/{case}/{side}: {len(found)} problem line(s) in {server.log_path}")
+    if args.keep_logs or problems:
+        log(f"logs kept in {workdir}")
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return {"bench": name, "quick": bool(args.quick), "results": results, "problems": problems}
+
+
+def fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:,.2f}" if abs(v) < 100 else f"{v:,.0f}"
+    return str(v)
+
+
+def report(run: dict[str, Any], metrics: list[Metric]) -> None:
+    """Print the summary table to stdout and write the JSON if asked."""
+    rows = [m.row(run["results"]) for m in metrics]
+    run["summary"] = rows
+    head = ["case", "metric", "tidings", "floor", "ratio", "target", "ok"]
+    table = [head] + [
+        [r["case"], f"{r['metric']} ({r['unit']})", fmt(r["tidings"]), fmt(r["floor"]),
+         "-" if r["ratio"] is None else f"{r['ratio']:.2f}", r["target"] or "-",
+         {True: "yes", False: "NO", None: "-"}[r["ok"]]]
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    print(f"\n== {run['bench']}{' (quick)' if run['quick'] else ''} ==")
+    for i, row in enumerate(table):
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    for case, sides in run["results"].items():
+        for side, numbers in sides.items():
+            print(f"  {case}/{side}: " + ", ".join(f"{k}={fmt(v)}" for k, v in numbers.items()))
+    for where, lines in run["problems"].items():
+        print(f"  server problems in {where}:")
+        for line in lines:
+            print(f"    {line}")
+    sys.stdout.flush()
+
+
+def write_json(runs: list[dict[str, Any]] | dict[str, Any], path: str | None) -> None:
+    if not path:
+        return
+    text = json.dumps(runs, indent=2)
+    if path == "-":
+        print(text)
+    else:
+        Path(path).write_text(text + "\n")
+        log(f"JSON written to {path}")
+
+
+def percentile(values: list[float], p: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(p / 100 * len(values)))]
+
+
+def main(name: str, description: str, cases: list[str], measure: Measure,
+         metrics: list[Metric], options: Callable[[argparse.ArgumentParser], None] | None = None,
+         argv: list[str] | None = None) -> dict[str, Any]:
+    """A benchmark script's whole `main`: flags, the runs, the table, the JSON."""
+    p = parser(description, cases)
+    if options is not None:
+        options(p)
+    args = p.parse_args(argv)
+    run = asyncio.run(run_cases(name, cases, measure, args))
+    report(run, metrics)
+    write_json(run, args.json)
+    return run
