@@ -25,6 +25,8 @@ log = logging.getLogger("tidings.broadcaster")
 
 MAX_BATCH = 256
 REPLAY_PAGE = 500
+IDEMPOTENCY_TTL = 24 * 3600  # a retry after a day is a new request
+HOUSEKEEPING_EVERY = 3600
 
 
 @dataclass
@@ -88,7 +90,8 @@ class Broadcaster:
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._write_loop(), name="tidings-writer"),
-                       asyncio.create_task(self._heartbeat_loop(), name="tidings-heartbeat")]
+                       asyncio.create_task(self._heartbeat_loop(), name="tidings-heartbeat"),
+                       asyncio.create_task(self._housekeeping_loop(), name="tidings-housekeeping")]
 
     async def stop(self) -> None:
         """Finishes every create already queued (committed and answered), then stops."""
@@ -227,3 +230,10 @@ class Broadcaster:
             await asyncio.sleep(self.heartbeat)
             for conn in [c for c in self.registry.all() if c.transport == SSE]:
                 conn.send(HEARTBEAT)
+
+    async def _housekeeping_loop(self) -> None:
+        while True:
+            pruned = await self.store.prune_idempotency_keys(time.time() - IDEMPOTENCY_TTL)
+            if pruned:
+                log.info("forgot %d idempotency keys older than a day", pruned)
+            await asyncio.sleep(HOUSEKEEPING_EVERY)
