@@ -7,6 +7,10 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
 T = TypeVar("T")
 
 
@@ -15,13 +19,32 @@ class LoopThread:
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
         self._thread.start()
+        self._http_servers: list[tornado.httpserver.HTTPServer] = []
+
+    def serve(self, app: tornado.web.Application) -> int:
+        """Serves ``app`` on 127.0.0.1 at a port from the OS; returns the port."""
+        async def start() -> tuple[tornado.httpserver.HTTPServer, int]:
+            sockets = tornado.netutil.bind_sockets(0, "127.0.0.1")
+            server = tornado.httpserver.HTTPServer(app)
+            server.add_sockets(sockets)
+            return server, sockets[0].getsockname()[1]
+
+        server, port = self.run(start())
+        self._http_servers.append(server)
+        return port
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 10) -> T:
         """Runs ``coro`` on the thread's loop and returns its result here."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def close(self) -> None:
-        self.run(self.loop.shutdown_asyncgens())
+        async def stop() -> None:
+            for server in self._http_servers:
+                server.stop()
+                await server.close_all_connections()
+            await self.loop.shutdown_asyncgens()
+
+        self.run(stop())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join()
         self.loop.close()
@@ -58,3 +81,11 @@ class Inbox:
     def clear(self) -> None:
         with self._changed:
             self.items.clear()
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 10) -> T:
+    """Runs a test's coroutine on a fresh loop, failing it after ``timeout`` seconds."""
+    async def bounded() -> T:
+        return await asyncio.wait_for(coro, timeout)
+
+    return asyncio.run(bounded())

@@ -65,7 +65,7 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         message = email.message_from_bytes(content, policy=email.policy.default)
-        login = session.auth_data.login.decode() if session.authenticated else None
+        login = session.login_data.decode() if session.login_data else None
         self.inbox.add(Received(str(envelope.mail_from), list(envelope.rcpt_tos),
                                 message, tls=server._tls_protocol is not None, login=login))
         return "250 OK queued"
@@ -75,7 +75,7 @@ def _authenticate(server: SMTP, session: Session, envelope: Envelope, mechanism:
                   auth_data: Any) -> AuthResult:
     ok = isinstance(auth_data, LoginPassword) and \
         (auth_data.login, auth_data.password) == (USERNAME.encode(), PASSWORD.encode())
-    return AuthResult(success=ok)
+    return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
 
 class SmtpPeer:

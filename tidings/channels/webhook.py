@@ -1,0 +1,116 @@
+"""Webhooks: a signed POST of the notification JSON to a tenant's URL.
+
+Header ``Tidings-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``. A
+receiver checks it with :func:`verify_signature` (or the same few lines in its own language):
+recompute the HMAC over the raw body it received, compare in constant time, and refuse a
+timestamp older than five minutes so that a captured request cannot be replayed later."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from urllib.parse import urlsplit
+
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+
+from .base import DeliveryError, Recipient, Rendered
+
+HEADER = "Tidings-Signature"
+TOLERANCE = 300  # seconds
+
+
+class InvalidSignature(ValueError):
+    """The request did not come from tidings, was changed on the way, or is a replay."""
+
+
+def new_secret() -> str:
+    """A signing secret for a tenant's webhook (shown to the admin once)."""
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def check_url(url: str) -> str:
+    """Raises ValueError unless ``url`` is an absolute http(s) URL."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError("url: must be an absolute http(s) URL")
+    return url
+
+
+def _digest(secret: str, timestamp: int, body: bytes) -> str:
+    signed = str(timestamp).encode() + b"." + body
+    return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
+def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
+    """The ``Tidings-Signature`` value for ``body``."""
+    t = int(time.time()) if timestamp is None else timestamp
+    return f"t={t},v1={_digest(secret, t, body)}"
+
+
+def verify_signature(secret: str, header: str | None, body: bytes, *,
+                     tolerance: int = TOLERANCE, now: float | None = None) -> int:
+    """Checks a ``Tidings-Signature`` header against the raw request body; returns its
+    timestamp or raises InvalidSignature. Several ``v1`` values may be present (while a
+    secret is being rotated); one match is enough."""
+    t, candidates = None, []
+    for item in (header or "").split(","):
+        key, _, value = item.strip().partition("=")
+        if key == "t" and value.isdigit():
+            t = int(value)
+        elif key == "v1":
+            candidates.append(value)
+    if t is None or not candidates:
+        raise InvalidSignature("malformed signature header")
+    age = (time.time() if now is None else now) - t
+    if abs(age) > tolerance:
+        raise InvalidSignature(f"timestamp outside the {tolerance} s tolerance")
+    expected = _digest(secret, t, body)
+    if not any(hmac.compare_digest(expected, c) for c in candidates):
+        raise InvalidSignature("signature does not match the body")
+    return t
+
+
+def body_of(message: Rendered) -> bytes:
+    return json.dumps(dict(message.notification), ensure_ascii=False,
+                      separators=(",", ":")).encode()
+
+
+class Webhook:
+    """2xx: sent. 408, 429, 5xx, timeouts, refused connections: temporary. Other 4xx and
+    redirects (not followed: the signature is for the URL the tenant gave): permanent."""
+
+    name = "webhook"
+
+    def __init__(self, connect_timeout: float = 5.0, request_timeout: float = 15.0) -> None:
+        self._connect_timeout, self._request_timeout = connect_timeout, request_timeout
+
+    def reachable(self, recipient: Recipient) -> bool:
+        return recipient.webhook is not None
+
+    async def send(self, recipient: Recipient, message: Rendered) -> str:
+        target = recipient.webhook
+        if target is None:
+            raise DeliveryError("no webhook configured", permanent=True)
+        body = body_of(message)
+        request = HTTPRequest(
+            target.url, method="POST", body=body, follow_redirects=False,
+            headers={"Content-Type": "application/json", "User-Agent": "tidings-webhook",
+                     HEADER: sign(target.secret, body)},
+            connect_timeout=self._connect_timeout, request_timeout=self._request_timeout,
+            streaming_callback=lambda chunk: None,  # the reply's body is not needed: don't keep it
+        )
+        try:
+            response = await AsyncHTTPClient().fetch(request, raise_error=False)
+        except (HTTPClientError, OSError) as e:  # timeouts (599), refused, unresolvable
+            raise DeliveryError(f"webhook unreachable: {e}", permanent=False) from e
+        if 200 <= response.code < 300:
+            return f"HTTP {response.code}"
+        permanent = response.code < 500 and response.code not in (408, 429)
+        raise DeliveryError(f"webhook answered {response.code} {response.reason}",
+                            permanent=permanent)
+
+    async def aclose(self) -> None:
+        pass
