@@ -97,6 +97,13 @@
       return data;
     }
 
+    /** Open the connection; the constructor does this unless autoConnect is false. */
+    connect() {
+      this._closed = false;
+      if (!this._sock && !this.connected) this._open();
+      return this;
+    }
+
     /** Replace the token (e.g. after a refresh) and reconnect with it. */
     setToken(token) {
       this.token = token;

@@ -1,0 +1,172 @@
+/* The demo inbox: lists GET /api/notifications, then shows live ones from tidings.js on top. */
+(function () {
+  "use strict";
+
+  const $ = (id) => document.getElementById(id);
+  const root = $("demo");
+  const query = new URLSearchParams(location.search);
+
+  /** The token's claims, for display and as the default tenant (no verification: the server does that). */
+  function claims(token) {
+    try {
+      const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+      return JSON.parse(atob(part + "===".slice((part.length + 3) % 4)));
+    } catch (e) {
+      return {};
+    }
+  }
+
+  const token = root.dataset.token || query.get("token") || "";
+  if (!token) {
+    $("setup").hidden = false;
+    return;
+  }
+  const claim = claims(token);
+  const tenantId = root.dataset.tenantId || query.get("tenant_id") || claim.tenant_id || "";
+  const userId = root.dataset.userId || claim.sub || "you";
+  const client = new Tidings({url: "", token, tenantId, transport: query.get("transport") || "auto", autoConnect: false});
+  const items = new Map(); // id -> {n, li}
+  let unread = 0;
+
+  $("inbox-card").hidden = false;
+  $("who").textContent = `Signed in as ${userId} · tenant ${tenantId}`;
+  $("curl-hint").textContent =
+    `TOKEN=$(python server.py token --tenant ${tenantId} --user backend --role service)\n` +
+    `curl -X POST ${location.origin}/api/notifications \\\n` +
+    `  -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \\\n` +
+    `  -d '{"user_id": "${userId}", "title": "Hello ${userId}", "type": "success"}'`;
+
+  function setUnread(n) {
+    unread = Math.max(0, n);
+    const badge = $("unread-count");
+    badge.textContent = String(unread);
+    badge.dataset.count = String(unread);
+    $("mark-all").disabled = unread === 0;
+    document.title = (unread ? `(${unread}) ` : "") + "Demo inbox · tidings";
+  }
+
+  function setStatus(state, text) {
+    const el = $("conn-status");
+    el.dataset.state = state;
+    el.dataset.transport = client.current || "";
+    el.textContent = text;
+    el.className = "pill " + ({live: "ok", connecting: "warn", offline: "bad"}[state] || "");
+  }
+
+  function ago(iso) {
+    const s = Math.round((Date.now() - Date.parse(iso)) / 1000);
+    if (!(s >= 0)) return "";
+    if (s < 45) return "just now";
+    if (s < 3600) return `${Math.round(s / 60)} min ago`;
+    if (s < 86400) return `${Math.round(s / 3600)} h ago`;
+    return new Date(iso).toLocaleDateString();
+  }
+
+  function el(tag, cls, text) {
+    const e = document.createElement(tag);
+    if (cls) e.className = cls;
+    if (text) e.textContent = text;
+    return e;
+  }
+
+  function render(n) {
+    const li = el("li", n.read_at ? "" : "unread");
+    li.dataset.id = String(n.id);
+    li.appendChild(el("span", "dot " + (n.type || "info")));
+    const body = el("div", "body");
+    body.appendChild(el("div", "title", n.title));
+    if (n.message) body.appendChild(el("div", "msg", n.message));
+    const meta = [ago(n.created_at), n.type, n.priority !== "normal" ? n.priority : "", n.user_id ? "" : "everyone"];
+    body.appendChild(el("div", "meta", meta.filter(Boolean).join(" · ")));
+    li.appendChild(body);
+    if (!n.read_at) {
+      const btn = el("button", "btn secondary small", "Mark read");
+      btn.type = "button";
+      btn.dataset.action = "read";
+      btn.addEventListener("click", () => markRead(n.id));
+      li.appendChild(btn);
+    }
+    return li;
+  }
+
+  function add(n, live) {
+    if (items.has(n.id)) return false;
+    const li = render(n);
+    items.set(n.id, {n, li});
+    const list = $("inbox");
+    if (live) {
+      li.classList.add("new");
+      list.insertBefore(li, list.firstChild);
+    } else {
+      list.appendChild(li);
+    }
+    $("inbox-empty").hidden = true;
+    $("inbox-count").textContent = `${items.size} shown`;
+    return true;
+  }
+
+  function showRead(id) {
+    const item = items.get(id);
+    if (!item || item.n.read_at) return false;
+    item.n.read_at = new Date().toISOString();
+    item.li.classList.remove("unread");
+    const btn = item.li.querySelector("[data-action=read]");
+    if (btn) btn.remove();
+    return true;
+  }
+
+  async function markRead(id) {
+    if (showRead(id)) setUnread(unread - 1); // optimistic; the server's stats_update confirms
+    try { await client.markRead(id); } catch (e) { toast({type: "error", title: "Could not mark read", message: e.message}); }
+  }
+
+  function toast(n) {
+    const t = el("div", "toast " + (n.type || "info"));
+    t.setAttribute("role", "status");
+    t.appendChild(el("div", "title", n.title));
+    if (n.message) t.appendChild(el("div", "msg", n.message));
+    $("toasts").appendChild(t);
+    setTimeout(() => t.remove(), 5000);
+  }
+
+  $("mark-all").addEventListener("click", async () => {
+    for (const id of items.keys()) showRead(id);
+    setUnread(0);
+    try { await client.markAllRead(); } catch (e) { toast({type: "error", title: "Could not mark all read", message: e.message}); }
+  });
+
+  client.on("connected", (info) => setStatus("live", `Live · ${info.transport === "sse" ? "SSE" : "WebSocket"}`));
+  client.on("disconnected", () => setStatus("offline", "Reconnecting…"));
+  client.on("stats", (s) => { if (s && typeof s.unread === "number") setUnread(s.unread); });
+  client.on("error", (e) => { if (e.fatal) setStatus("offline", "Token refused"); });
+  client.on("notification", (n) => {
+    if (!add(n, true)) return;
+    if (!n.read_at) setUnread(unread + 1);
+    toast(n);
+  });
+
+  async function start() {
+    setStatus("connecting", "Connecting…");
+    try {
+      const [page, stats] = await Promise.all([
+        client.request("GET", "/api/notifications?limit=50"),
+        client.request("GET", "/api/notifications/stats"),
+      ]);
+      const list = page.notifications || [];
+      list.forEach((n) => add(n, false));
+      if (!list.length) $("inbox-empty").hidden = false;
+      setUnread(stats.unread || 0);
+      // Resume after the newest one listed: live delivery starts exactly where the list ends.
+      client.lastId = list.reduce((max, n) => Math.max(max, n.id), 0);
+    } catch (e) {
+      setStatus("offline", e.status === 401 || e.status === 403 ? "Token refused" : "Server unreachable");
+      toast({type: "error", title: "Could not load the inbox", message: e.message});
+      if (e.status !== 401 && e.status !== 403) setTimeout(start, 3000);
+      return;
+    }
+    client.connect();
+  }
+
+  window.tidingsDemo = {client};
+  start();
+})();

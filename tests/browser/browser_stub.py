@@ -1,0 +1,316 @@
+"""A loopback Tornado server that speaks the client contract (API.md) for the browser tests.
+
+It serves `static/`, renders the real templates with sample data, and implements just
+enough of the WebSocket, SSE and REST contract to drive `static/tidings.js`: it can refuse
+the WebSocket path (a proxy that blocks WebSockets), stop and start again on the same port
+(a server restart), and records the resume cursors and read marks clients send.
+It runs on its own event loop in a thread, so tests drive it with plain calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import markupsafe
+from tornado.httpserver import HTTPServer
+from tornado.iostream import StreamClosedError
+from tornado.netutil import bind_sockets
+from tornado.web import Application, RequestHandler, StaticFileHandler
+from tornado.websocket import WebSocketHandler
+
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "test-token"
+
+CLIENT_PAGE = """<!doctype html><meta charset="utf-8"><title>tidings.js test page</title>
+<script src="/static/tidings.js"></script>
+<script>
+  const q = new URLSearchParams(location.search);
+  window.log = [];       // every event, in order: {event, detail}
+  window.received = [];  // notification ids as delivered to the page
+  window.client = new Tidings({url: "", token: q.get("token") || "test-token", tenantId: "acme",
+                               transport: q.get("transport") || "auto", minDelay: 100, maxDelay: 1000});
+  for (const name of ["connected", "disconnected", "notification", "stats", "error"]) {
+    client.on(name, (detail) => {
+      log.push({event: name, detail});
+      if (name === "notification") received.push(detail.id);
+    });
+  }
+</script>"""
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class StubServer:
+    def __init__(self) -> None:
+        self.notifications: list[dict[str, Any]] = []
+        self.cursors: list[tuple[str, str | None]] = []  # (transport, cursor) per accepted stream
+        self.refused_websockets = 0
+        self.read_ids: list[int] = []
+        self.refuse_websocket = False
+        self.ignore_cursor = False  # replay everything, as a sloppy server would: the client must dedupe
+        self.websocket_close_code: int | None = None  # accept, then close with this code
+        self.overview: dict[str, Any] = {"tenants": [], "global": {"websocket": 0, "sse": 0, "total": 0},
+                                         "history": []}
+        self.page_context: dict[str, dict[str, Any]] = {}  # template name -> extra context
+        self.peers: set[Any] = set()
+        self.admin_peers: set[WebSocketHandler] = set()
+        self.port = 0
+        self._server: HTTPServer | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="stub-server", daemon=True)
+        self._thread.start()
+        self.templates = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(ROOT / "templates"), autoescape=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # ---- control from the test thread ----
+
+    def call(self, fn: Callable[[], Coroutine[Any, Any, Any]]) -> Any:
+        return asyncio.run_coroutine_threadsafe(fn(), self._loop).result(timeout=10)
+
+    def start(self) -> None:
+        """Listen (again) on the same port; the first start takes one from the OS."""
+
+        async def listen() -> None:
+            sockets = bind_sockets(self.port, "127.0.0.1")
+            self.port = sockets[0].getsockname()[1]
+            self._server = HTTPServer(self._app())
+            self._server.add_sockets(sockets)
+
+        self.call(listen)
+
+    def stop(self) -> None:
+        """Go down like a restarting server: stop listening and drop every connection."""
+
+        async def down() -> None:
+            assert self._server is not None
+            self._server.stop()
+            for peer in list(self.peers) + list(self.admin_peers):
+                peer.close(1001)
+            await self._server.close_all_connections()
+            self._server = None
+
+        self.call(down)
+
+    def shutdown(self) -> None:
+        if self._server is not None:
+            self.stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._loop.close()
+
+    def publish(self, title: str, user_id: str | None = "alice", **fields: Any) -> dict[str, Any]:
+        """Store a notification and push it to the live peers (if the server is up)."""
+
+        async def add() -> dict[str, Any]:
+            n = {"id": len(self.notifications) + 1, "tenant_id": "acme", "user_id": user_id,
+                 "type": "info", "title": title, "message": "", "data": {}, "priority": "normal",
+                 "created_at": now_iso(), "read_at": None, **fields}
+            self.notifications.append(n)
+            for peer in list(self.peers):
+                peer.send("notification", n)
+            return n
+
+        result: dict[str, Any] = self.call(add)
+        return result
+
+    def push_overview(self, overview: dict[str, Any]) -> None:
+        async def push() -> None:
+            self.overview = overview
+            for peer in list(self.admin_peers):
+                peer.write_message({"type": "overview", **overview})
+
+        self.call(push)
+
+    # ---- used by the handlers, on the loop thread ----
+
+    def after(self, cursor: str | None) -> list[dict[str, Any]]:
+        if cursor is None:
+            return []
+        floor = 0 if self.ignore_cursor else int(cursor)
+        return [n for n in self.notifications if n["id"] > floor]
+
+    def stats(self) -> dict[str, int]:
+        unread = sum(1 for n in self.notifications if n["read_at"] is None)
+        return {"total": len(self.notifications), "unread": unread}
+
+    def mark_read(self, ids: list[int]) -> None:
+        for n in self.notifications:
+            if n["id"] in ids and n["read_at"] is None:
+                n["read_at"] = now_iso()
+        self.read_ids.extend(ids)
+        for peer in list(self.peers):
+            peer.send("stats_update", self.stats())
+
+    def render(self, name: str, **context: Any) -> str:
+        base = {"static_url": lambda path: f"/static/{path}", "current_user": "admin",
+                "xsrf_form_html": lambda: markupsafe.Markup('<input type="hidden" name="_xsrf" value="x">')}
+        return self.templates.get_template(name).render(**base, **self.page_context.get(name, {}), **context)
+
+    def _app(self) -> Application:
+        s = {"stub": self}
+        return Application([
+            (r"/client", PageHandler, {"stub": self, "html": CLIENT_PAGE}),
+            (r"/ws/notifications", ClientSocket, s),
+            (r"/api/notifications/stream", ClientStream, s),
+            (r"/api/notifications", InboxHandler, s),
+            (r"/api/notifications/stats", StatsHandler, s),
+            (r"/api/notifications/read-all", ReadHandler, s),
+            (r"/api/notifications/(\d+)/read", ReadHandler, s),
+            (r"/admin/ws", AdminSocket, s),
+            (r"/(demo|admin|admin/login|admin/tenants/.+)", TemplateHandler, s),
+            (r"/static/(.*)", StaticFileHandler, {"path": str(ROOT / "static")}),
+        ])
+
+
+class StubHandler(RequestHandler):
+    def initialize(self, stub: StubServer, html: str = "") -> None:
+        self.stub = stub
+        self.html = html
+
+    def authorized(self) -> bool:
+        if self.request.headers.get("Authorization") == f"Bearer {TOKEN}" or self.get_query_argument(
+                "token", None) == TOKEN:
+            return True
+        self.set_status(401)
+        self.finish({"error": {"code": "invalid_token", "message": "bad token"}})
+        return False
+
+
+class PageHandler(StubHandler):
+    def get(self) -> None:
+        self.finish(self.html)
+
+
+class TemplateHandler(StubHandler):
+    def get(self, path: str) -> None:
+        if path == "demo":
+            self.finish(self.stub.render("demo.html"))
+        elif path == "admin":
+            self.finish(self.stub.render("admin_overview.html", overview=self.stub.overview))
+        elif path == "admin/login":
+            self.finish(self.stub.render("login.html", current_user=None))
+        else:
+            self.finish(self.stub.render("admin_tenant.html", tenant_id=path.split("/")[-1]))
+
+
+class InboxHandler(StubHandler):
+    def get(self) -> None:
+        if self.authorized():
+            self.finish({"notifications": self.stub.notifications[::-1], "next_before": None})
+
+
+class StatsHandler(StubHandler):
+    def get(self) -> None:
+        if self.authorized():
+            self.finish({**self.stub.stats(), "by_type": {}})
+
+
+class ReadHandler(StubHandler):
+    def post(self, notification_id: str | None = None) -> None:
+        if self.authorized():
+            ids = [int(notification_id)] if notification_id else [n["id"] for n in self.stub.notifications]
+            self.stub.mark_read(ids)
+            self.set_status(204)
+            self.finish()
+
+
+class ClientSocket(WebSocketHandler):
+    def initialize(self, stub: StubServer) -> None:
+        self.stub = stub
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        if self.stub.refuse_websocket:  # answered as plain HTTP, before the upgrade
+            self.stub.refused_websockets += 1
+            self.set_status(403)
+            self.finish()
+            return
+        await super().get(*args, **kwargs)
+
+    def open(self) -> None:
+        if self.get_query_argument("token", None) != TOKEN:
+            self.close(4401, "invalid token")
+            return
+        if self.stub.websocket_close_code:
+            self.close(self.stub.websocket_close_code, "refused")
+            return
+        cursor = self.get_query_argument("since", None)
+        self.stub.cursors.append(("websocket", cursor))
+        self.write_message({"type": "connected", "connection_id": "c1", "user_id": "alice", "tenant_id": "acme"})
+        for n in self.stub.after(cursor):
+            self.send("notification", n)
+        self.stub.peers.add(self)
+
+    def send(self, kind: str, payload: dict[str, Any]) -> None:
+        frame = {"type": kind, "notification": payload} if kind == "notification" else {"type": kind, "stats": payload}
+        self.write_message(frame)
+
+    def on_message(self, message: str | bytes) -> None:
+        frame = json.loads(message)
+        if frame["type"] == "ping":
+            self.write_message({"type": "pong"})
+        elif frame["type"] == "mark_read":
+            self.stub.mark_read([frame["id"]])
+
+    def on_close(self) -> None:
+        self.stub.peers.discard(self)
+
+
+class ClientStream(StubHandler):
+    async def get(self) -> None:
+        if not self.authorized():
+            return
+        cursor = self.get_query_argument("last_event_id", None) or self.request.headers.get("Last-Event-ID")
+        self.stub.cursors.append(("sse", cursor))
+        self.set_header("Content-Type", "text/event-stream")
+        self.set_header("Cache-Control", "no-cache")
+        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.write('retry: 3000\nevent: connected\ndata: {"connection_id": "s1"}\n\n')
+        for n in self.stub.after(cursor):
+            self.send("notification", n)
+        self.stub.peers.add(self)
+        try:
+            await self.flush()
+            while (chunk := await self.queue.get()) is not None:
+                self.write(chunk)
+                await self.flush()
+        except StreamClosedError:
+            pass
+        finally:
+            self.stub.peers.discard(self)
+        self.finish()
+
+    def send(self, kind: str, payload: dict[str, Any]) -> None:
+        event_id = f"id: {payload['id']}\n" if kind == "notification" else ""
+        self.queue.put_nowait(f"event: {kind}\n{event_id}data: {json.dumps(payload)}\n\n")
+
+    def close(self, code: int = 1001) -> None:
+        self.queue.put_nowait(None)
+
+    def on_connection_close(self) -> None:
+        if hasattr(self, "queue"):
+            self.queue.put_nowait(None)
+
+
+class AdminSocket(WebSocketHandler):
+    def initialize(self, stub: StubServer) -> None:
+        self.stub = stub
+
+    def open(self) -> None:
+        self.stub.admin_peers.add(self)
+        self.write_message({"type": "overview", **self.stub.overview})
+
+    def on_close(self) -> None:
+        self.stub.admin_peers.discard(self)

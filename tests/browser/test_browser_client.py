@@ -1,0 +1,94 @@
+"""static/tidings.js in headless Chromium against the loopback stub server (browser_stub.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+RECEIVED = "n => window.received.length >= n"
+
+
+def connected_over(page, transport: str) -> None:
+    page.wait_for_function(
+        "t => window.client.connected && window.client.current === t", arg=transport)
+
+
+def test_receives_over_websocket(page, stub) -> None:
+    page.goto(f"{stub.url}/client")
+    connected_over(page, "websocket")
+    first = stub.publish("Build finished", message="main is green")
+    page.wait_for_function(RECEIVED, arg=1)
+
+    log = page.evaluate("window.log")
+    assert log[0]["event"] == "connected"
+    assert log[0]["detail"]["transport"] == "websocket"
+    assert log[0]["detail"]["user_id"] == "alice"
+    assert log[1] == {"event": "notification", "detail": first}
+    assert stub.cursors == [("websocket", None)]
+
+
+def test_falls_back_to_sse_when_websocket_is_refused(page, stub) -> None:
+    stub.refuse_websocket = True
+    page.goto(f"{stub.url}/client")
+    connected_over(page, "sse")
+    stub.publish("Over SSE")
+    page.wait_for_function(RECEIVED, arg=1)
+
+    assert stub.refused_websockets == 1
+    assert stub.cursors == [("sse", None)]
+    assert page.evaluate("window.received") == [1]
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_restart_resumes_from_last_id_exactly_once(page, stub, transport) -> None:
+    page.goto(f"{stub.url}/client?transport={transport}")
+    connected_over(page, transport)
+    stub.publish("before the restart")
+    page.wait_for_function(RECEIVED, arg=1)
+
+    stub.stop()
+    page.wait_for_function("window.log.some(e => e.event === 'disconnected')")
+    stub.publish("while it was down")
+    stub.ignore_cursor = True  # replay everything again: the client must drop what it has seen
+    stub.start()  # same port
+
+    page.wait_for_function(RECEIVED, arg=2)
+    stub.publish("after the restart")
+    page.wait_for_function(RECEIVED, arg=3)
+
+    assert page.evaluate("window.received") == [1, 2, 3]
+    cursor = "since" if transport == "websocket" else "last_event_id"
+    assert stub.cursors[0] == (transport, None), cursor
+    assert stub.cursors[-1] == (transport, "1"), f"resumed with {cursor}=1"
+    events = [e["event"] for e in page.evaluate("window.log")]
+    assert events.count("connected") == len(stub.cursors) == 2
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_mark_read_reaches_the_server_and_stats_come_back(page, stub, transport) -> None:
+    page.goto(f"{stub.url}/client?transport={transport}")
+    connected_over(page, transport)
+    n = stub.publish("read me")
+    page.wait_for_function(RECEIVED, arg=1)
+
+    page.evaluate("id => window.client.markRead(id)", n["id"])
+    page.wait_for_function("window.log.some(e => e.event === 'stats' && e.detail.unread === 0)")
+    assert stub.read_ids == [n["id"]]
+
+
+def test_refused_token_stops_reconnecting(page, stub) -> None:
+    stub.websocket_close_code = 4401
+    page.goto(f"{stub.url}/client?transport=websocket")
+    page.wait_for_function("window.log.some(e => e.event === 'error' && e.detail.fatal)")
+    # An absence can only be observed over time: a retry would come within maxDelay (1 s).
+    page.wait_for_timeout(1500)
+    assert page.evaluate("window.client._sock") is None
+    assert page.evaluate("window.client._retryTimer") is None
+
+
+def test_close_stops_for_good(page, stub) -> None:
+    page.goto(f"{stub.url}/client")
+    connected_over(page, "websocket")
+    page.evaluate("window.client.close()")
+    page.wait_for_function("window.log.some(e => e.event === 'disconnected' && !e.detail.willRetry)")
+    stub.publish("nobody listens")
+    assert page.evaluate("window.client.connected") is False
