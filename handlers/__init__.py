@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import tornado.web
 
 from tidings.services import Services
 
-from . import api, sse, ws
+from . import admin, api, sse, ws
 from .base import NotFoundHandler, log_request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,6 +31,14 @@ def routes(services: Services) -> list[tornado.web.URLSpec]:
         tornado.web.url(r"/ws/notifications", ws.NotificationSocket, s),
         tornado.web.url(r"/healthz", api.HealthHandler, s),
         tornado.web.url(r"/metrics", api.MetricsHandler, s),
+        tornado.web.url(r"/admin", admin.OverviewHandler, s),
+        tornado.web.url(r"/admin/login", admin.LoginHandler, s),
+        tornado.web.url(r"/admin/logout", admin.LogoutHandler, s),
+        tornado.web.url(r"/admin/ws", admin.AdminSocket, s),
+        tornado.web.url(r"/admin/tenants/([^/]+)", admin.TenantHandler, s),
+        tornado.web.url(r"/admin/tenants/([^/]+)/send", admin.TenantHandler, s),
+        tornado.web.url(r"/demo", admin.DemoHandler, s),
+        tornado.web.url(r"/", tornado.web.RedirectHandler, {"url": "/demo"}),
     ]
 
 
@@ -44,6 +53,8 @@ def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
         "websocket_ping_timeout": settings.heartbeat,  # Tornado caps it at the interval
         "default_handler_class": NotFoundHandler,
         "default_handler_args": {"services": services},
+        "jinja": jinja2.Environment(loader=jinja2.FileSystemLoader(ROOT / "templates"),
+                                    autoescape=True),
         "xsrf_cookies": True,
         "cookie_secret": str(settings.cookie_secret or ""),
         **overrides,

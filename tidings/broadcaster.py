@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from .store import Created, CreateRequest, Store
 log = logging.getLogger("tidings.broadcaster")
 
 MAX_BATCH = 256
+RECENT_DELIVERIES = 2000  # live delivery counts kept for the dashboard's recent notifications
 REPLAY_PAGE = 500
 IDEMPOTENCY_TTL = 24 * 3600  # a retry after a day is a new request
 HOUSEKEEPING_EVERY = 3600
@@ -82,6 +84,8 @@ class Broadcaster:
         self.activity = Activity()
         self.created_total = 0
         self.delivered_total = 0
+        self.on_activity: list[Callable[[str], None]] = []  # told the tenant of each create
+        self.recent_delivery: OrderedDict[int, dict[str, int]] = OrderedDict()
         self._queue: asyncio.Queue[tuple[CreateRequest, asyncio.Future[Published]]] = \
             asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
@@ -148,6 +152,9 @@ class Broadcaster:
             counts = await self.broker.publish(Envelope(
                 notification["tenant_id"], notification["user_id"],
                 Message.notification(notification)))
+            self.recent_delivery[notification["id"]] = counts
+            if len(self.recent_delivery) > RECENT_DELIVERIES:
+                self.recent_delivery.popitem(last=False)
             total[WEBSOCKET] += counts[WEBSOCKET]
             total[SSE] += counts[SSE]
             log.info("notification %d created tenant=%s user=%s type=%s delivered ws=%d sse=%d",
@@ -157,8 +164,11 @@ class Broadcaster:
         self.created_total += len(created.notifications)
         self.delivered_total += total[WEBSOCKET] + total[SSE]
         if created.notifications:
-            self.activity.add(created.notifications[0]["tenant_id"], len(created.notifications),
+            tenant_id = created.notifications[0]["tenant_id"]
+            self.activity.add(tenant_id, len(created.notifications),
                               total[WEBSOCKET] + total[SSE])
+            for listener in self.on_activity:
+                listener(tenant_id)
         return Published(created.notifications, total)
 
     # --- fan-out -----------------------------------------------------------------------

@@ -12,6 +12,7 @@ from .auth import TokenVerifier
 from .broadcaster import Broadcaster
 from .broker import Broker, InProcessBroker
 from .config import Secret, Settings
+from .dashboard import Dashboard
 from .db import Database
 from .registry import Registry
 from .store import SQLiteStore
@@ -28,6 +29,7 @@ class Services:
     broker: Broker
     broadcaster: Broadcaster
     verifier: TokenVerifier
+    dashboard: Dashboard
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -39,9 +41,12 @@ class Services:
         broker = InProcessBroker()
         broadcaster = Broadcaster(store, registry, broker, settings.heartbeat)
         broadcaster.start()
-        return cls(settings, db, store, registry, broker, broadcaster, verifier)
+        dashboard = Dashboard(broadcaster)
+        dashboard.start()
+        return cls(settings, db, store, registry, broker, broadcaster, verifier, dashboard)
 
     async def close(self) -> None:
+        await self.dashboard.stop()
         await self.broadcaster.stop()
         await self.broker.close()
         await self.db.close()

@@ -1,0 +1,107 @@
+"""What the admin dashboard shows: per-tenant live numbers, an hour of history, and pushes to
+the dashboard's sockets when something changes (coalesced to a few a second, never polled)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .broadcaster import Broadcaster
+from .models import iso
+
+PUSH_INTERVAL = 0.25      # at most four pushes a second, however busy the server is
+SAMPLE_EVERY = 10.0       # one history point every 10 s ...
+HISTORY_POINTS = 360      # ... for the last hour
+
+Subscriber = Callable[[dict[str, Any]], None]
+
+
+class Dashboard:
+    def __init__(self, broadcaster: Broadcaster) -> None:
+        self.broadcaster = broadcaster
+        self.registry = broadcaster.registry
+        self.history: deque[dict[str, int]] = deque(maxlen=HISTORY_POINTS)
+        self._subscribers: set[Subscriber] = set()
+        self._push_scheduled = False
+        self._last_sent_total = broadcaster.created_total
+        self._task: asyncio.Task[None] | None = None
+        self.registry.listen(self._changed)
+        broadcaster.on_activity.append(self._changed)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._sample_loop(), name="tidings-dashboard")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    # --- what the pages show -----------------------------------------------------------
+    def tenants(self) -> list[str]:
+        """Tenants with a live connection or activity in the last minute."""
+        seen = dict.fromkeys(self.registry.tenants())
+        seen.update(dict.fromkeys(self.broadcaster.activity.tenants()))
+        return sorted(seen)
+
+    def tenant_row(self, tenant_id: str) -> dict[str, Any]:
+        stats = self.registry.stats(tenant_id)
+        return {"tenant_id": tenant_id, "websocket": stats["websocket"], "sse": stats["sse"],
+                "users_online": stats["users_online"],
+                **self.broadcaster.activity.last_minute(tenant_id)}
+
+    def overview(self) -> dict[str, Any]:
+        stats = self.registry.stats()
+        return {"tenants": [self.tenant_row(t) for t in self.tenants()],
+                "global": {"websocket": stats["websocket"], "sse": stats["sse"],
+                           "total": stats["total"]},
+                "history": list(self.history)}
+
+    def users(self, tenant_id: str) -> list[dict[str, Any]]:
+        """Users online with their connections, for the tenant page."""
+        users: dict[str, list[dict[str, Any]]] = {}
+        for conn in self.registry.tenant(tenant_id):
+            users.setdefault(conn.user_id, []).append({
+                "transport": conn.transport, "since": iso(conn.opened_at),
+                "client": conn.remote_ip, "user_agent": conn.user_agent})
+        return [{"user_id": user, "connections": sorted(conns, key=lambda c: c["since"])}
+                for user, conns in sorted(users.items())]
+
+    async def recent(self, tenant_id: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The tenant's latest notifications, with live delivery counts while we have them."""
+        notifications = await self.broadcaster.store.recent(tenant_id, limit)
+        for n in notifications:
+            n["delivery"] = self.broadcaster.recent_delivery.get(n["id"])
+        return notifications
+
+    # --- live pushes -------------------------------------------------------------------
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.add(subscriber)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+
+    def _changed(self, _tenant_id: str = "") -> None:
+        if self._subscribers and not self._push_scheduled:
+            self._push_scheduled = True
+            asyncio.get_running_loop().call_later(PUSH_INTERVAL, self._push)
+
+    def _push(self) -> None:
+        self._push_scheduled = False
+        snapshot = {"type": "overview", **self.overview()}
+        for subscriber in list(self._subscribers):
+            subscriber(snapshot)
+
+    async def _sample_loop(self) -> None:
+        while True:
+            sent = self.broadcaster.created_total
+            self.history.append({"t": int(time.time()), "connections":
+                                 self.registry.stats()["total"],
+                                 "sent": sent - self._last_sent_total})
+            self._last_sent_total = sent
+            self._changed()
+            await asyncio.sleep(SAMPLE_EVERY)
