@@ -80,9 +80,10 @@ class SQLiteStore:
                 for item in request.items:
                     cursor = await conn.execute(
                         "INSERT INTO notifications (tenant_id, user_id, type, title, message, "
-                        "data, priority, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "data, priority, created_at, channels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (item.tenant_id, item.user_id, item.type, item.title, item.message,
-                         json.dumps(item.data, separators=(",", ":")), item.priority, now))
+                         json.dumps(item.data, separators=(",", ":")), item.priority, now,
+                         json.dumps(item.channels) if item.channels is not None else None))
                     assert cursor.lastrowid is not None
                     created.ids.append(cursor.lastrowid)
                     created.notifications.append(_shape(
@@ -136,7 +137,8 @@ class SQLiteStore:
         async with self.db.write() as conn:
             await conn.execute(
                 "INSERT INTO read_marks (tenant_id, user_id, read_through, read_at) "
-                "SELECT ?, ?, coalesce(max(id), 0), ? FROM notifications "
+                # WHERE true: without it SQLite parses ON CONFLICT as a join constraint.
+                "SELECT ?, ?, coalesce(max(id), 0), ? FROM notifications WHERE true "
                 "ON CONFLICT DO UPDATE SET read_through = excluded.read_through, "
                 "read_at = excluded.read_at",
                 (who.tenant_id, who.user_id, time.time()))
