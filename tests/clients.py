@@ -4,8 +4,13 @@ websocket_connect) and SSE (a raw HTTP/1.1 stream parsed line by line, as a brow
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
+import os
+import socket
+import sys
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -193,3 +198,73 @@ class SSEClient:
 
     def close(self) -> None:
         self.stream.close()
+
+
+# --- helpers for the transport, shutdown and durability tests ---------------------------
+
+async def eventually(check: Any, timeout: float = WAIT, step: float = 0.02) -> None:
+    """Polls `check()` (sync or async) until true: for state with no event to await, such as
+    a counter that falls once the server notices a dead peer."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = check()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"not true within {timeout}s"
+        await asyncio.sleep(step)
+
+
+async def raw_websocket(port: int, tok: str, tenant: str = "acme") -> IOStream:
+    """A WebSocket upgrade done by hand, after which the peer never reads nor answers pings:
+    the dead or slow client that a real library would not let us imitate."""
+    stream = await TCPClient().connect("127.0.0.1", port, timeout=WAIT)
+    key = base64.b64encode(os.urandom(16)).decode()
+    query = urlencode({"token": tok, "tenant_id": tenant})
+    stream.write(f"GET /ws/notifications?{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                 f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                 f"Sec-WebSocket-Version: 13\r\n\r\n".encode())
+    head = await asyncio.wait_for(stream.read_until(b"\r\n\r\n"), WAIT)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return stream
+
+
+class ServerProcess:
+    """`python server.py` as a real subprocess on a free loopback port."""
+
+    def __init__(self, db: str, secret: str = SECRET, *args: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.argv = ["--port", str(self.port), "--db", db, "--jwt-secret", secret, *args]
+        self.proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> ServerProcess:
+        root = Path(__file__).resolve().parent.parent
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(root / "server.py"), *self.argv, cwd=root, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        http = AsyncHTTPClient()
+
+        async def ready() -> bool:
+            assert self.proc is not None and self.proc.returncode is None, "server exited"
+            r = await http.fetch(f"http://127.0.0.1:{self.port}/healthz", raise_error=False,
+                                 request_timeout=1)
+            return r.code == 200
+        await eventually(ready, timeout=15, step=0.05)
+        return self
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signum)
+
+    async def wait(self, timeout: float = WAIT) -> int:
+        assert self.proc is not None
+        return await asyncio.wait_for(self.proc.wait(), timeout)
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.kill()
+            await self.proc.wait()
