@@ -92,6 +92,7 @@
   function drawChart(history) {
     if (!chartBox || typeof uPlot === "undefined") return;
     const data = chartData(history || []);
+    chartBox.toggleAttribute("data-empty", data[0].length < 2);
     if (chart) { chart.setData(data); return; }
     const axis = {stroke: cssVar("--muted", "#666"), grid: {stroke: cssVar("--border", "#eee")}, ticks: {stroke: cssVar("--border", "#eee")}};
     chart = new uPlot({

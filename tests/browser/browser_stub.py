@@ -157,7 +157,7 @@ class StubServer:
     def render(self, name: str, **context: Any) -> str:
         base = {"static_url": lambda path: f"/static/{path}", "current_user": "admin",
                 "xsrf_form_html": lambda: markupsafe.Markup('<input type="hidden" name="_xsrf" value="x">')}
-        return self.templates.get_template(name).render(**base, **self.page_context.get(name, {}), **context)
+        return self.templates.get_template(name).render({**base, **self.page_context.get(name, {}), **context})
 
     def _app(self) -> Application:
         s = {"stub": self}

@@ -49,7 +49,7 @@ def screenshot() -> Callable[..., Path]:
     def save(page, name: str, full_page: bool = True) -> Path:  # type: ignore[no-untyped-def]
         ARTIFACTS.mkdir(exist_ok=True)
         path = ARTIFACTS / f"{name}.png"
-        page.screenshot(path=str(path), full_page=full_page)
+        page.screenshot(path=str(path), full_page=full_page, animations="disabled")
         return path
 
     return save
