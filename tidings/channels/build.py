@@ -22,8 +22,7 @@ def _email(settings: Any, endpoint_url: str | None) -> Channel:
     url = str(settings.email_url)
     scheme = urlsplit(url).scheme
     if scheme not in ("smtp", "smtps", "ses"):
-        raise ConfigError("--email-url", f"unknown scheme {scheme + ':' if scheme else ''!r}; "
-                                         "use smtp://, smtps:// or ses://REGION")
+        raise ConfigError("--email-url", "must start with smtp://, smtps:// or ses://")
     sender = check_sender(settings.email_from)
     if scheme == "ses":
         return SesEmail.from_url(url, sender, endpoint_url)

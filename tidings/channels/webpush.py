@@ -100,15 +100,15 @@ class WebPush:
 
     @classmethod
     def from_settings(cls, key_path: str, subject: str) -> WebPush:
-        parts = urlsplit(subject)
-        if parts.scheme not in ("mailto", "https") or not (parts.path or parts.netloc):
-            raise ConfigError("--vapid-subject", "must be a mailto: or https: contact")
+        problem = "must be a contact like mailto:ops@example.com or https://example.com"
+        if urlsplit(subject).scheme not in ("mailto", "https"):
+            raise ConfigError("--vapid-subject", problem)
         push = cls(load_or_create_key(key_path), subject)
-        try:  # py-vapid checks the subject's form when signing: find out now, not at a send
+        try:  # py-vapid checks the subject's form when signing (no path after https://host)
             push._vapid.sign({"sub": subject, "aud": "https://push.example",
                               "exp": int(time.time()) + 60})
-        except py_vapid.VapidException as e:
-            raise ConfigError("--vapid-subject", str(e)) from None
+        except py_vapid.VapidException:
+            raise ConfigError("--vapid-subject", problem) from None
         log.info("web push: on, VAPID key %s", key_path)
         return push
 
