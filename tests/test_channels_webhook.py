@@ -88,8 +88,8 @@ def test_verify_accepts_any_of_several_signatures() -> None:
 @pytest.mark.parametrize("header, body, reason", [
     (sign(SECRET, BODY), BODY.replace(b"green", b"red!!"), "does not match"),
     (sign("whsec_other", BODY), BODY, "does not match"),
-    (sign(SECRET, BODY, int(time.time()) - 301), BODY, "tolerance"),  # a replay
-    (sign(SECRET, BODY, int(time.time()) + 301), BODY, "tolerance"),
+    (sign(SECRET, BODY, int(time.time()) - 600), BODY, "tolerance"),  # a replay
+    (sign(SECRET, BODY, int(time.time()) + 600), BODY, "tolerance"),
     ("v1=" + sign(SECRET, BODY).split("v1=")[1], BODY, "malformed"),
     ("t=123", BODY, "malformed"),
     (None, BODY, "malformed"),
