@@ -101,6 +101,7 @@ class WSClient:
         """Reads until the server closes; returns the close code."""
         while await asyncio.wait_for(self.conn.read_message(), timeout) is not None:
             pass
+        self.conn.close()  # releases the client side too (no ResourceWarning)
         return self.conn.close_code
 
     def close(self) -> None:
