@@ -20,7 +20,7 @@ from tidings.channels import (
     close_channels,
     render,
 )
-from tidings.config import Settings
+from tidings.config import Secret, Settings
 
 pytest_plugins = ["tests.peers.fixtures"]
 
@@ -33,7 +33,7 @@ SENDER = "noreply@example.com"
 
 def channels_for(peer: MotoPeer, tmp_path: Path) -> dict[str, Channel]:
     return build_channels(Settings(
-        email_url=f"ses://{REGION}", email_from=f"Tidings <{SENDER}>",
+        email_url=Secret(f"ses://{REGION}"), email_from=f"Tidings <{SENDER}>",
         sms_url=f"sns://{REGION}", aws_endpoint_url=peer.endpoint_url,
         vapid_key=str(tmp_path / "vapid.pem")))
 
@@ -60,8 +60,9 @@ def test_ses_sends_the_mime_message(aws_peer: MotoPeer, tmp_path: Path) -> None:
     msg = email.message_from_string(sent["raw_data"], policy=email.policy.default)
     assert msg["Subject"] == "Build finished"
     assert msg["From"] == f"Tidings <{SENDER}>"
-    assert "main is green" in msg.get_body(("plain",)).get_content()
-    assert "<h2>Build finished</h2>" in msg.get_body(("html",)).get_content()
+    text, html = msg.get_body(("plain",)), msg.get_body(("html",))
+    assert text is not None and "main is green" in text.get_content()
+    assert html is not None and "<h2>Build finished</h2>" in html.get_content()
 
 
 def test_ses_unverified_sender_is_permanent(aws_peer: MotoPeer, tmp_path: Path) -> None:

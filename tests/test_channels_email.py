@@ -16,7 +16,7 @@ from tidings.channels import (
     close_channels,
     render,
 )
-from tidings.config import Settings
+from tidings.config import Secret, Settings
 
 pytest_plugins = ["tests.peers.fixtures"]
 
@@ -27,7 +27,7 @@ ALICE = Recipient("alice", email="alice@example.com")
 
 
 def email_channel(url: str, tmp_path: Path) -> Channel:
-    settings = Settings(email_url=url, email_from="Tidings <noreply@example.com>",
+    settings = Settings(email_url=Secret(url), email_from="Tidings <noreply@example.com>",
                         vapid_key=str(tmp_path / "vapid.pem"))
     return build_channels(settings)["email"]
 

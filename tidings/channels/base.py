@@ -53,8 +53,8 @@ class PushSubscription:
         """Checks the JSON a browser gives (``subscription.toJSON()``); raises ValueError whose
         message starts with the field at fault."""
         endpoint = body.get("endpoint")
-        parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
-        if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
+        if not isinstance(endpoint, str) or urlsplit(endpoint).scheme not in ("https", "http") \
+                or not urlsplit(endpoint).hostname:
             raise ValueError("endpoint: must be the push service's http(s) URL")
         keys = body.get("keys")
         if not isinstance(keys, Mapping):

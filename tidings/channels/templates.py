@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jinja2
+from jinja2.exceptions import SecurityError
 from jinja2.sandbox import SandboxedEnvironment
 
 from .base import DeliveryError, Rendered
@@ -93,7 +94,7 @@ class _Sandbox(SandboxedEnvironment):
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any,
                    right: Any) -> Any:
         if _too_big(operator, left, right):
-            raise jinja2.sandbox.SecurityError("result too large")
+            raise SecurityError("result too large")
         return self.binop_table[operator](left, right)
 
 

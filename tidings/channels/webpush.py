@@ -5,6 +5,7 @@ that pushes to the same service reuse their connection."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -69,7 +70,7 @@ def public_key_b64(key: ec.EllipticCurvePrivateKey) -> str:
     """The application server key a page passes to ``pushManager.subscribe()``."""
     raw = key.public_key().public_bytes(serialization.Encoding.X962,
                                         serialization.PublicFormat.UncompressedPoint)
-    return py_vapid.b64urlencode(raw)
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 def payload(message: Rendered) -> str:
