@@ -99,7 +99,12 @@
       width: chartBox.clientWidth || 600,
       height: 240,
       cursor: {drag: {x: false, y: false}},
-      scales: {x: {time: true}},
+      // Always the last hour, counts from zero: a young server's few points stay readable.
+      scales: {
+        x: {time: true, range: () => { const now = Date.now() / 1000; return [now - 3600, now]; }},
+        conn: {range: (u, min, max) => [0, Math.max(4, Math.ceil((max || 0) * 1.15))]},
+        sent: {range: (u, min, max) => [0, Math.max(4, Math.ceil((max || 0) * 1.15))]},
+      },
       series: [
         {},
         {label: "Connections", stroke: cssVar("--accent", "#3b5bdb"), width: 2, scale: "conn", value: (u, v) => v == null ? "–" : v},

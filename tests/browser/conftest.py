@@ -57,7 +57,7 @@ def screenshot() -> Callable[..., Path]:
 
 @pytest.fixture
 def stub() -> Iterator[object]:
-    from browser_stub import StubServer
+    from .browser_stub import StubServer
 
     server = StubServer()
     server.start()
