@@ -20,6 +20,7 @@ import tornado.netutil
 from handlers import make_app
 from tidings import config
 from tidings.auth import mint
+from tidings.channels import ConfigError
 from tidings.config import Settings
 from tidings.models import ROLES
 from tidings.services import Services, kept_secret
@@ -94,7 +95,7 @@ def setup_logging(level: str) -> None:
 async def serve(settings: Settings) -> None:
     try:
         server = await Server.start(settings)
-    except (ValueError, OSError, RuntimeError) as e:
+    except (ValueError, OSError, RuntimeError, ConfigError) as e:
         raise SystemExit(f"tidings: cannot start: {e}") from None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -10,7 +10,7 @@ import tornado.web
 
 from tidings.services import Services
 
-from . import admin, api, sse, ws
+from . import admin, api, channels, sse, ws
 from .base import NotFoundHandler, log_request
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,6 +27,13 @@ def routes(services: Services) -> list[tornado.web.URLSpec]:
         tornado.web.url(r"/api/notifications/read-all", api.ReadAllHandler, s),
         tornado.web.url(r"/api/notifications/(\d+)", api.NotificationHandler, s),
         tornado.web.url(r"/api/notifications/(\d+)/read", api.ReadHandler, s),
+        tornado.web.url(r"/api/notifications/(\d+)/deliveries", channels.DeliveriesHandler, s),
+        tornado.web.url(r"/api/users/([^/]+)", channels.UserHandler, s),
+        tornado.web.url(r"/api/preferences", channels.PreferencesHandler, s),
+        tornado.web.url(r"/api/push/vapid-public-key", channels.VapidKeyHandler, s),
+        tornado.web.url(r"/api/push/subscriptions", channels.PushSubscriptionsHandler, s),
+        tornado.web.url(r"/api/webhook", channels.WebhookHandler, s),
+        tornado.web.url(r"/api/templates/([^/]+)/([^/]+)", channels.TemplateHandler, s),
         tornado.web.url(r"/api/openapi.json", api.OpenAPIHandler, s),
         tornado.web.url(r"/ws/notifications", ws.NotificationSocket, s),
         tornado.web.url(r"/healthz", api.HealthHandler, s),

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .broadcaster import Broadcaster
+from .delivery_store import DeliveryStore
 from .models import iso
 
 PUSH_INTERVAL = 0.25      # at most four pushes a second, however busy the server is
@@ -21,8 +22,9 @@ Subscriber = Callable[[dict[str, Any]], None]
 
 
 class Dashboard:
-    def __init__(self, broadcaster: Broadcaster) -> None:
+    def __init__(self, broadcaster: Broadcaster, deliveries: DeliveryStore) -> None:
         self.broadcaster = broadcaster
+        self.deliveries = deliveries
         self.registry = broadcaster.registry
         self.history: deque[dict[str, int]] = deque(maxlen=HISTORY_POINTS)
         self._subscribers: set[Subscriber] = set()
@@ -72,10 +74,12 @@ class Dashboard:
                 for user, conns in sorted(users.items())]
 
     async def recent(self, tenant_id: str, limit: int = 20) -> list[dict[str, Any]]:
-        """The tenant's latest notifications, with live delivery counts while we have them."""
+        """The tenant's latest notifications, with live delivery counts while we have them and
+        the state of each email, SMS, push and webhook delivery."""
         notifications = await self.broadcaster.store.recent(tenant_id, limit)
         for n in notifications:
             n["delivery"] = self.broadcaster.recent_delivery.get(n["id"])
+            n["deliveries"] = await self.deliveries.for_notification(n["id"], tenant_id)
         return notifications
 
     # --- live pushes -------------------------------------------------------------------

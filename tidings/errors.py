@@ -47,3 +47,7 @@ def too_many_connections(limit: int) -> TidingsError:
 
 def unavailable(message: str) -> TidingsError:
     return TidingsError("unavailable", 503, message)
+
+
+def channel_off(message: str) -> TidingsError:
+    return TidingsError("channel_off", 404, message)

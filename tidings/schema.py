@@ -51,3 +51,92 @@ MIGRATIONS: list[str] = [
     ) WITHOUT ROWID;
     """,
 ]
+
+MIGRATIONS.append(
+    # 2: channels: recipients' addresses, preferences, push subscriptions, tenant webhooks and
+    # templates, and one delivery row per (notification, recipient, channel).
+    """
+    ALTER TABLE notifications ADD COLUMN channels TEXT;   -- JSON list narrowing preferences
+
+    CREATE TABLE recipients (
+        tenant_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        email TEXT,
+        phone TEXT,
+        timezone TEXT,
+        locale TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (tenant_id, user_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE preferences (
+        tenant_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,             -- '': the tenant's defaults
+        body TEXT NOT NULL,                -- JSON: channels, quiet_hours, digest
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (tenant_id, user_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE push_subscriptions (
+        tenant_id TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        p256dh TEXT NOT NULL,
+        auth TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (tenant_id, endpoint)
+    ) WITHOUT ROWID;
+    CREATE INDEX push_subscriptions_user ON push_subscriptions (tenant_id, user_id);
+
+    CREATE TABLE webhooks (
+        tenant_id TEXT PRIMARY KEY,
+        url TEXT NOT NULL,
+        secret TEXT NOT NULL,
+        created_at REAL NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE templates (
+        tenant_id TEXT NOT NULL,
+        type TEXT NOT NULL,
+        channel TEXT NOT NULL,
+        subject TEXT NOT NULL DEFAULT '',
+        text TEXT NOT NULL DEFAULT '',
+        html TEXT NOT NULL DEFAULT '',
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (tenant_id, type, channel)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE deliveries (
+        id INTEGER PRIMARY KEY,
+        notification_id INTEGER NOT NULL REFERENCES notifications (id),
+        tenant_id TEXT NOT NULL,
+        user_id TEXT,                      -- NULL: the tenant's webhook for a broadcast
+        channel TEXT NOT NULL,
+        target TEXT,                       -- the push endpoint, for push
+        status TEXT NOT NULL,              -- queued held sending sent failed skipped
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        next_attempt_at REAL,
+        sent_at REAL,
+        created_at REAL NOT NULL,
+        provider_id TEXT,
+        digest TEXT,                       -- hourly / daily: sent in one email per period
+        only_offline INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX deliveries_due ON deliveries (status, next_attempt_at);
+    CREATE TABLE delivery_attempts (
+        delivery_id INTEGER NOT NULL REFERENCES deliveries (id),
+        attempt INTEGER NOT NULL,
+        at REAL NOT NULL,
+        status TEXT NOT NULL,              -- sent, failed, or retry
+        error TEXT,
+        PRIMARY KEY (delivery_id, attempt)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_notification ON deliveries (notification_id);
+
+    -- Notifications up to this id have had their deliveries planned (resumed after a crash).
+    CREATE TABLE delivery_cursor (only_row INTEGER PRIMARY KEY CHECK (only_row = 1),
+                                  planned_through INTEGER NOT NULL);
+    INSERT INTO delivery_cursor VALUES (1, (SELECT coalesce(max(id), 0) FROM notifications));
+    """
+)

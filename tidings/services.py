@@ -11,9 +11,12 @@ from pathlib import Path
 from .auth import TokenVerifier
 from .broadcaster import Broadcaster
 from .broker import Broker, InProcessBroker
+from .channels import Channel, build_channels, close_channels
 from .config import Secret, Settings
 from .dashboard import Dashboard
 from .db import Database
+from .delivery_store import DeliveryStore
+from .orchestrator import Orchestrator
 from .registry import Registry
 from .store import SQLiteStore
 
@@ -30,24 +33,36 @@ class Services:
     broadcaster: Broadcaster
     verifier: TokenVerifier
     dashboard: Dashboard
+    channels: dict[str, Channel]
+    deliveries: DeliveryStore
+    orchestrator: Orchestrator
     started_at: float = field(default_factory=time.time)
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:
-        verifier = TokenVerifier(settings)  # fails before the database is touched
+        # Settings that cannot work stop the start before anything is opened.
+        verifier = TokenVerifier(settings)
+        channels = build_channels(settings)
         db = await Database.open(settings.db, settings.synchronous)
         store = SQLiteStore(db)
         registry = Registry()
         broker = InProcessBroker()
         broadcaster = Broadcaster(store, registry, broker, settings.heartbeat)
         broadcaster.start()
-        dashboard = Dashboard(broadcaster)
+        deliveries = DeliveryStore(db)
+        dashboard = Dashboard(broadcaster, deliveries)
         dashboard.start()
-        return cls(settings, db, store, registry, broker, broadcaster, verifier, dashboard)
+        orchestrator = Orchestrator(deliveries, channels, registry)
+        broadcaster.on_activity.append(orchestrator.notification_created)
+        await orchestrator.start()
+        return cls(settings, db, store, registry, broker, broadcaster, verifier, dashboard,
+                   channels, deliveries, orchestrator)
 
     async def close(self) -> None:
         await self.dashboard.stop()
         await self.broadcaster.stop()
+        await self.orchestrator.stop()
+        await close_channels(self.channels)
         await self.broker.close()
         await self.db.close()
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import errors
 from .models import PRIORITIES, TYPES, NewNotification
@@ -125,3 +127,37 @@ def cursor(raw: str | None, field: str) -> int | None:
     if value < 0:
         raise errors.invalid(field, "must not be negative")
     return value
+
+
+_EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}([-_][A-Za-z0-9]{2,8})*$")
+
+
+def recipient(body: dict[str, Any]) -> dict[str, str | None]:
+    """A user's addresses: email, phone (E.164), timezone (IANA), locale; null clears one."""
+    unknown = set(body) - {"email", "phone", "timezone", "locale"}
+    if unknown:
+        raise errors.invalid(sorted(unknown)[0], "unknown field; expected email, phone, "
+                                                 "timezone or locale")
+    checks = {
+        "email": (lambda v: bool(_EMAIL.match(v)) and len(v) <= 254, "is not an email address"),
+        "phone": (lambda v: bool(_E164.match(v)), "must be E.164, like +14155550123"),
+        "timezone": (_is_zone, "is not an IANA time zone, like Europe/Berlin"),
+        "locale": (lambda v: bool(_LOCALE.match(v)), "is not a locale, like en or pt-BR"),
+    }
+    clean: dict[str, str | None] = {}
+    for field, (ok, problem) in checks.items():
+        value = body.get(field)
+        if value is not None and (not isinstance(value, str) or not ok(value)):
+            raise errors.invalid(field, problem)
+        clean[field] = value
+    return clean
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return False
+    return "/" in name or name == "UTC"

@@ -1,0 +1,250 @@
+"""Email, SMS, push and webhooks after the live push: plan delivery rows, then send them.
+
+The planner turns each new notification into one delivery row per (recipient, channel,
+address) as the preferences say: queued, held (quiet hours, digest) or skipped (with why).
+It reads the notifications from the database after a cursor that moves in the same
+transaction as the rows, so a crash never loses or doubles a plan. The worker sends what is
+due, retries temporary failures with exponential backoff and jitter, and survives a restart.
+The real-time core never waits for any of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from . import preferences as prefs
+from .channels import (
+    Channel,
+    DeliveryError,
+    MessageTemplate,
+    PushSubscription,
+    Recipient,
+    SubscriptionGone,
+    WebhookTarget,
+    render,
+    render_digest,
+)
+from .delivery_store import Delivery, DeliveryStore, Planned
+from .registry import Registry
+
+log = logging.getLogger("tidings.deliveries")
+
+ADDRESSED = ("email", "sms", "push")   # per user; the webhook is per tenant
+MAX_ATTEMPTS = 6
+BACKOFF_BASE = 2.0                      # seconds before the 2nd attempt; doubles each time
+BACKOFF_CAP = 900.0
+CONCURRENT_SENDS = 8
+IDLE_WAKE = 60.0                        # look again at least this often
+_MISSING = {"email": "no email address", "sms": "no phone number",
+            "push": "no push subscription"}
+
+
+class Orchestrator:
+    def __init__(self, store: DeliveryStore, channels: dict[str, Channel], registry: Registry,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.channels = channels
+        self.registry = registry
+        self.clock = clock
+        self.backoff_base = BACKOFF_BASE
+        self.max_attempts = MAX_ATTEMPTS
+        self._plan_wanted = asyncio.Event()
+        self._send_wanted = asyncio.Event()
+        self._sending = asyncio.Semaphore(CONCURRENT_SENDS)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        resumed = await self.store.resume_interrupted()
+        if resumed:
+            log.info("%d interrupted deliveries will be tried again", resumed)
+        self._plan_wanted.set()  # catch up with notifications created while we were down
+        self._tasks = [asyncio.create_task(self._plan_loop(), name="tidings-planner"),
+                       asyncio.create_task(self._send_loop(), name="tidings-sender")]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    def notification_created(self, _tenant_id: str = "") -> None:
+        self._plan_wanted.set()
+
+    def wake(self) -> None:
+        """Looks for due deliveries now (after a clock change, a new subscription, ...)."""
+        self._send_wanted.set()
+
+    # --- planning ----------------------------------------------------------------------
+    async def _plan_loop(self) -> None:
+        cursor = await self.store.planned_through()
+        while True:
+            await self._plan_wanted.wait()
+            self._plan_wanted.clear()
+            while True:
+                batch = await self.store.unplanned(cursor)
+                if not batch:
+                    break
+                planned: list[Planned] = []
+                for notification in batch:
+                    try:
+                        planned += await self.plan(notification)
+                    except Exception:
+                        log.exception("planning deliveries of notification %d failed",
+                                      notification["id"])
+                cursor = batch[-1]["id"]
+                await self.store.add_planned(planned, cursor)
+                if planned:
+                    self.wake()
+
+    async def plan(self, n: dict[str, Any]) -> list[Planned]:
+        tenant, type_, urgent = n["tenant_id"], n["type"], n["priority"] == "urgent"
+        wanted = set(n["channels"]) if n.get("channels") is not None else None
+        defaults = await self.store.preferences(tenant, "")
+        users = [n["user_id"]] if n["user_id"] else await self.store.known_users(tenant)
+        now = self.clock()
+        planned: list[Planned] = []
+        for user in users:
+            merged = prefs.merge(defaults, await self.store.preferences(tenant, user))
+            profile = await self.store.recipient(tenant, user) or {}
+            for channel in ADDRESSED:
+                value = prefs.channel_value(merged, type_, channel)
+                if channel not in self.channels or value is False or \
+                        (wanted is not None and channel not in wanted):
+                    continue
+                row = {"notification_id": n["id"], "tenant_id": tenant, "user_id": user,
+                       "channel": channel, "only_offline": value == "offline"}
+                if value == "offline" and self.registry.is_online(tenant, user):
+                    planned.append(Planned(**row, status="skipped",
+                                           last_error="user was online"))
+                    continue
+                targets = await self._targets(tenant, user, channel, profile)
+                if not targets:
+                    planned.append(Planned(**row, status="skipped",
+                                           last_error=_MISSING[channel]))
+                    continue
+                quiet = None if urgent else prefs.quiet_until(
+                    merged["quiet_hours"], profile.get("timezone"), now)
+                digest = merged["digest"] if channel == "email" and not urgent and \
+                    merged["digest"] != "off" else None
+                due = prefs.digest_due(digest, profile.get("timezone"), now) if digest else None
+                for target in targets:
+                    if due or quiet:
+                        planned.append(Planned(**row, target=target, status="held",
+                                               digest=digest,
+                                               next_attempt_at=max(due or 0, quiet or 0)))
+                    else:
+                        planned.append(Planned(**row, target=target, status="queued",
+                                               next_attempt_at=now))
+        if "webhook" in self.channels and (wanted is None or "webhook" in wanted) and \
+                await self.store.webhook(tenant):
+            merged = prefs.merge(defaults, await self.store.preferences(tenant, n["user_id"])
+                                 if n["user_id"] else {})
+            if prefs.channel_value(merged, type_, "webhook") is not False:
+                planned.append(Planned(n["id"], tenant, n["user_id"], "webhook", "queued",
+                                       next_attempt_at=now))
+        return planned
+
+    async def _targets(self, tenant: str, user: str, channel: str,
+                       profile: dict[str, Any]) -> list[str]:
+        if channel == "push":
+            return [s["endpoint"] for s in await self.store.subscriptions(tenant, user)]
+        address = profile.get("phone" if channel == "sms" else "email")
+        return [address] if address else []
+
+    # --- sending -----------------------------------------------------------------------
+    async def _send_loop(self) -> None:
+        while True:
+            self._send_wanted.clear()
+            due = await self.store.claim_due(self.clock())
+            if due:
+                await asyncio.gather(*(self._guarded(group) for group in _groups(due)))
+                continue
+            next_at = await self.store.next_due()
+            wait = IDLE_WAKE if next_at is None else min(IDLE_WAKE, next_at - self.clock())
+            if wait > 0:
+                try:
+                    await asyncio.wait_for(self._send_wanted.wait(), max(wait, 0.01))
+                except TimeoutError:
+                    pass
+
+    async def _guarded(self, group: list[Delivery]) -> None:
+        async with self._sending:
+            try:
+                await self._send(group)
+            except Exception as e:  # a bug, not a provider: keep the worker alive, retry later
+                log.exception("delivery %d failed unexpectedly", group[0].id)
+                await self._failed(group, DeliveryError(type(e).__name__, permanent=False))
+
+    async def _send(self, group: list[Delivery]) -> None:
+        d = group[0]
+        channel = self.channels.get(d.channel)
+        if channel is None:
+            return await self.store.finish(group, "skipped", error=f"{d.channel} is off")
+        if d.only_offline and d.user_id and self.registry.is_online(d.tenant_id, d.user_id):
+            return await self.store.finish(group, "skipped", error="user was online")
+        recipient = await self._recipient(d)
+        if recipient is None:
+            return await self.store.finish(group, "skipped", error="the address is gone")
+        try:
+            rendered = await self._render(group)
+            provider_id = await channel.send(recipient, rendered)
+        except SubscriptionGone as e:
+            await self.store.remove_subscription(d.tenant_id, e.endpoint)
+            log.info("push subscription of tenant=%s user=%s removed: gone", d.tenant_id,
+                     d.user_id)
+            return await self.store.finish(group, "failed", error=str(e))
+        except DeliveryError as e:
+            return await self._failed(group, e)
+        await self.store.finish(group, "sent", provider_id=provider_id)
+        log.info("%s delivery %s sent tenant=%s user=%s (attempt %d)", d.channel,
+                 ",".join(str(x.id) for x in group), d.tenant_id, d.user_id or "*", d.attempts)
+
+    async def _failed(self, group: list[Delivery], e: DeliveryError) -> None:
+        d = group[0]
+        if e.permanent or d.attempts >= self.max_attempts:
+            log.warning("%s delivery %d failed for good after %d attempt(s): %s", d.channel,
+                        d.id, d.attempts, e)
+            return await self.store.finish(group, "failed", error=str(e))
+        delay = min(BACKOFF_CAP, self.backoff_base * 2 ** (d.attempts - 1))
+        delay *= random.uniform(0.5, 1.0)  # jitter: retries of one outage don't stampede
+        log.info("%s delivery %d will retry in %.1fs: %s", d.channel, d.id, delay, e)
+        await self.store.finish(group, "queued", error=str(e), retry_at=self.clock() + delay)
+
+    async def _recipient(self, d: Delivery) -> Recipient | None:
+        if d.channel == "webhook":
+            hook = await self.store.webhook(d.tenant_id)
+            return Recipient(d.user_id, webhook=WebhookTarget(**hook)) if hook else None
+        if d.channel == "push":
+            sub = await self.store.subscription(d.tenant_id, d.target or "")
+            if sub is None:
+                return None
+            return Recipient(d.user_id, push=PushSubscription(sub["endpoint"], sub["p256dh"],
+                                                              sub["auth"]))
+        field = "phone" if d.channel == "sms" else "email"
+        return Recipient(d.user_id, **{field: d.target})
+
+    async def _render(self, group: list[Delivery]) -> Any:
+        d = group[0]
+        notifications = [n for n in [await self.store.notification(x.notification_id)
+                                     for x in group] if n is not None]
+        profile = await self.store.recipient(d.tenant_id, d.user_id or "") or {}
+        extra = {"user": {"id": d.user_id, **profile}}
+        if d.digest:
+            return render_digest(notifications, extra=extra)
+        stored = await self.store.template(d.tenant_id, notifications[0]["type"], d.channel)
+        template = MessageTemplate(**stored) if stored else None
+        return render(notifications[0], d.channel, template, extra)
+
+
+def _groups(due: list[Delivery]) -> list[list[Delivery]]:
+    """Digest emails of one user and period go out as one message; the rest one by one."""
+    groups: dict[tuple[Any, ...], list[Delivery]] = {}
+    for d in due:
+        key = (d.tenant_id, d.user_id, d.target, d.digest) if d.digest else (d.id,)
+        groups.setdefault(key, []).append(d)
+    return list(groups.values())
