@@ -47,6 +47,13 @@ _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer
 _TENANT = {"name": "X-Tenant-ID", "in": "header", "required": False,
            "schema": {"type": "string"}, "description": "Must equal the token's tenant_id "
            "(or give the tenant_id query parameter)."}
+_USER = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_TEMPLATE = [{"name": "type", "in": "path", "required": True, "schema": {"type": "string"}},
+             {"name": "channel", "in": "path", "required": True,
+              "schema": {"type": "string", "enum": ["email", "sms", "push", "webhook"]}}]
+_TENANT_DEFAULT = {"name": "tenant_default", "in": "query", "required": False,
+                   "schema": {"type": "boolean"}, "description": "The tenant's defaults (admin)."}
+_CHANNEL_VALUE = {"oneOf": [{"type": "boolean"}, {"const": "offline"}]}
 _COUNTS = {"type": "object", "properties": {"total": {"type": "integer"},
                                             "unread": {"type": "integer"}}}
 _DELIVERY = {"type": "object", "properties": {"websocket": {"type": "integer"},
@@ -83,6 +90,64 @@ SCHEMAS: dict[str, Any] = {
             "data": {"type": "object"},
             "channels": {"type": "array", "items": {
                 "type": "string", "enum": ["in_app", "email", "sms", "push", "webhook"]}},
+        },
+    },
+    "Recipient": {
+        "type": "object",
+        "properties": {"user_id": {"type": "string", "readOnly": True},
+                       "email": {"type": ["string", "null"], "format": "email"},
+                       "phone": {"type": ["string", "null"], "pattern": r"^\+[1-9]\d{6,14}$"},
+                       "timezone": {"type": ["string", "null"], "examples": ["Europe/Berlin"]},
+                       "locale": {"type": ["string", "null"], "examples": ["en", "pt-BR"]}},
+    },
+    "Preferences": {
+        "type": "object",
+        "properties": {
+            "channels": {"type": "object", "description": "default or a notification type -> "
+                         "channel -> true, false or \"offline\"",
+                         "additionalProperties": {"type": "object", "properties": {
+                             c: _CHANNEL_VALUE for c in ("in_app", "email", "sms", "push",
+                                                         "webhook")}}},
+            "quiet_hours": {"type": ["object", "null"], "properties": {
+                "start": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"},
+                "end": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"}}},
+            "digest": {"type": "string", "enum": ["off", "hourly", "daily"]},
+        },
+    },
+    "PushSubscription": {
+        "type": "object", "required": ["endpoint", "keys"],
+        "properties": {"endpoint": {"type": "string", "format": "uri"},
+                       "keys": {"type": "object", "required": ["p256dh", "auth"],
+                                "properties": {"p256dh": {"type": "string"},
+                                               "auth": {"type": "string"}}}},
+    },
+    "Webhook": {
+        "type": "object",
+        "properties": {"url": {"type": "string", "format": "uri"},
+                       "secret": {"type": "string", "description": "Only when it is made."}},
+    },
+    "Template": {
+        "type": "object",
+        "properties": {"subject": {"type": "string"}, "text": {"type": "string"},
+                       "html": {"type": "string"}},
+    },
+    "Delivery": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "integer"},
+            "channel": {"type": "string", "enum": ["email", "sms", "push", "webhook"]},
+            "user_id": {"type": ["string", "null"]},
+            "status": {"type": "string", "enum": ["queued", "held", "sending", "sent",
+                                                  "failed", "skipped"]},
+            "attempts": {"type": "integer"},
+            "last_error": {"type": ["string", "null"]},
+            "next_attempt_at": {"type": ["string", "null"], "format": "date-time"},
+            "sent_at": {"type": ["string", "null"], "format": "date-time"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "history": {"type": "array", "items": {"type": "object", "properties": {
+                "attempt": {"type": "integer"}, "at": {"type": "string", "format": "date-time"},
+                "status": {"type": "string", "enum": ["sent", "failed", "retry"]},
+                "error": {"type": ["string", "null"]}}}},
         },
     },
     "Error": {
@@ -160,6 +225,68 @@ PATHS: dict[str, Any] = {
                            _query("last_event_id", {"type": "integer"}, "Replay after this id."),
                            _query("since", {"type": "integer"}, "Same as last_event_id."),
                            _query("token", {"type": "string"}, "The token, for EventSource.")]),
+    },
+    "/api/notifications/{id}/deliveries": {
+        "get": _op("Every email, SMS, push and webhook delivery of a notification, with each "
+                   "attempt", {"200": _ok("Deliveries", {"type": "object", "properties": {
+                       "deliveries": {"type": "array", "items": _ref("Delivery")}}})},
+                   who="admin, service; the user for its own", params=[_ID, _TENANT]),
+    },
+    "/api/users/{user_id}": {
+        "get": _op("A user's addresses", {"200": _ok("The user", _ref("Recipient"))},
+                   who="admin, service; the user for itself", params=[_USER, _TENANT]),
+        "put": _op("Store a user's addresses (null clears one)",
+                   {"200": _ok("Stored", _ref("Recipient"))}, body=_ref("Recipient"),
+                   who="admin, service; the user for itself", params=[_USER, _TENANT]),
+    },
+    "/api/preferences": {
+        "get": _op("The caller's effective preferences (its own over the tenant's defaults "
+                   "over the built-in ones)", {"200": _ok("Preferences", _ref("Preferences"))},
+                   who="the user; ?tenant_default=true: admin", params=[_TENANT_DEFAULT, _TENANT]),
+        "put": _op("Change preferences; the keys given replace the stored ones (per type for "
+                   "channels)", {"200": _ok("The effective preferences", _ref("Preferences"))},
+                   body=_ref("Preferences"), who="the user; ?tenant_default=true: admin",
+                   params=[_TENANT_DEFAULT, _TENANT]),
+    },
+    "/api/push/vapid-public-key": {
+        "get": _op("The VAPID public key for PushManager.subscribe (404 channel_off when push "
+                   "is off)", {"200": _ok("The key", {"type": "object", "properties": {
+                       "key": {"type": "string", "description": "base64url uncompressed P-256 "
+                                                                "point"}}})},
+                   who="anyone", public=True),
+    },
+    "/api/push/subscriptions": {
+        "post": _op("Register the browser's PushSubscription for the caller",
+                    {"201": _ok("Registered", {"type": "object", "properties": {
+                        "endpoint": {"type": "string"}}})},
+                    body=_ref("PushSubscription"), who="the user", params=[_TENANT]),
+        "delete": _op("Forget a subscription, by endpoint (query or JSON body)",
+                      {"204": _ok("Removed")}, who="the user",
+                      params=[_TENANT, _query("endpoint", {"type": "string"},
+                                              "The subscription's endpoint.")]),
+    },
+    "/api/webhook": {
+        "get": _op("The tenant's webhook URL", {"200": _ok("The webhook", _ref("Webhook"))},
+                   who="admin", params=[_TENANT]),
+        "put": _op("Set the tenant's webhook URL; the signing secret is made and shown once "
+                   "(201), later changes keep it (200)",
+                   {"200": _ok("Changed", _ref("Webhook")), "201": _ok("Made", _ref("Webhook"))},
+                   body={"type": "object", "required": ["url"],
+                         "properties": {"url": {"type": "string", "format": "uri"}}},
+                   who="admin", params=[_TENANT]),
+        "delete": _op("Remove the tenant's webhook", {"204": _ok("Removed")}, who="admin",
+                      params=[_TENANT]),
+    },
+    "/api/templates/{type}/{channel}": {
+        "get": _op("A tenant's template for one notification type and channel",
+                   {"200": _ok("The template", _ref("Template"))}, who="admin",
+                   params=[*_TEMPLATE, _TENANT]),
+        "put": _op("Store a template (sandboxed Jinja2 over the notification's fields); one "
+                   "that does not compile or render is refused naming the part",
+                   {"200": _ok("Stored", _ref("Template"))}, body=_ref("Template"),
+                   who="admin", params=[*_TEMPLATE, _TENANT]),
+        "delete": _op("Back to the built-in template", {"204": _ok("Removed")}, who="admin",
+                      params=[*_TEMPLATE, _TENANT]),
     },
     "/api/openapi.json": {
         "get": _op("This document", {"200": _ok("OpenAPI 3.1", {"type": "object"})},
