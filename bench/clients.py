@@ -12,8 +12,17 @@ import json
 import os
 import struct
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
-Handler = Callable[["StreamClient", bytes], None]
+
+class Sink(Protocol):
+    """Where clients report notifications: counts in bulk, payloads only when wanted."""
+
+    want_payload: bool
+
+    def add(self, count: int) -> None: ...
+
+    def payload(self, data: bytes) -> None: ...
 
 _WS_KEY = base64.b64encode(os.urandom(16)).decode()
 
@@ -22,13 +31,13 @@ class StreamClient(asyncio.Protocol):
     """Common part of a streaming client: the HTTP response head, counters and futures.
 
     `ready` resolves on the server's first `connected` message; `done` when the connection ends.
-    `notifications` counts notification messages; `on_notification` gets each payload if set.
+    `notifications` counts notification messages; `sink` hears of them too.
     """
 
-    def __init__(self, request: bytes, on_notification: Handler | None = None) -> None:
+    def __init__(self, request: bytes, sink: Sink | None = None) -> None:
         loop = asyncio.get_running_loop()
         self.request = request
-        self.on_notification = on_notification
+        self.sink = sink
         self.ready: asyncio.Future[None] = loop.create_future()
         self.done: asyncio.Future[None] = loop.create_future()
         self.transport: asyncio.Transport | None = None
@@ -104,6 +113,7 @@ class WsClient(StreamClient):
         buf = self.buf
         n = len(buf)
         pos = 0
+        self.batch = 0
         while n - pos >= 2:
             b0 = buf[pos]
             length = buf[pos + 1] & 0x7F
@@ -124,15 +134,19 @@ class WsClient(StreamClient):
             pos += hdr + length
             self.frame(b0 & 0x0F, payload)
         del buf[:pos]
+        if self.batch:
+            self.notifications += self.batch
+            if self.sink is not None:
+                self.sink.add(self.batch)
 
     def frame(self, opcode: int, payload: bytes) -> None:
         if opcode == 1:
             if not self.ready.done():
                 self._connected()
             elif b'"notification"' in payload:
-                self.notifications += 1
-                if self.on_notification is not None:
-                    self.on_notification(self, payload)
+                self.batch += 1
+                if self.sink is not None and self.sink.want_payload:
+                    self.sink.payload(payload)
         elif opcode == 9:
             self.send(10, payload)
         elif opcode == 8:
@@ -144,7 +158,8 @@ class WsClient(StreamClient):
     def send(self, opcode: int, payload: bytes) -> None:
         # A zero masking key is valid and leaves the payload as it is.
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(bytes((0x80 | opcode, 0x80 | len(payload))) + b"\0\0\0\0" + payload)
+            head = bytes((0x80 | opcode, 0x80 | len(payload)))
+            self.transport.write(head + b"\0\0\0\0" + payload)
 
     def close(self) -> None:
         """Start the closing handshake (1000); `done` resolves when the server ends the TCP."""
@@ -160,8 +175,8 @@ class SseClient(StreamClient):
             f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
         ).encode()
 
-    def __init__(self, request: bytes, on_notification: Handler | None = None) -> None:
-        super().__init__(request, on_notification)
+    def __init__(self, request: bytes, sink: Sink | None = None) -> None:
+        super().__init__(request, sink)
         self.chunked = False
         self.chunk_left = -1  # -1: a chunk-size line comes next
         self.body = bytearray()
@@ -177,11 +192,20 @@ class SseClient(StreamClient):
             self.body += self.buf
             self.buf.clear()
         body = self.body
+        last = body.rfind(b"\n\n")
+        if last < 0:
+            return
+        if self.ready.done() and not (self.sink is not None and self.sink.want_payload):
+            # Counting only: no need to split the events.
+            count = body.count(b"event: notification\n", 0, last)
+            del body[: last + 2]
+            self.notifications += count
+            if self.sink is not None and count:
+                self.sink.add(count)
+            return
         start = 0
-        while True:
+        while start <= last:
             end = body.find(b"\n\n", start)
-            if end < 0:
-                break
             self.event(bytes(body[start:end]))
             start = end + 2
         del body[:start]
@@ -225,8 +249,10 @@ class SseClient(StreamClient):
             self._connected()
         elif kind == b"notification":
             self.notifications += 1
-            if self.on_notification is not None:
-                self.on_notification(self, b"\n".join(data))
+            if self.sink is not None:
+                self.sink.add(1)
+                if self.sink.want_payload:
+                    self.sink.payload(b"\n".join(data))
 
     def close(self) -> None:
         if self.transport is not None:

@@ -54,16 +54,18 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+# Read once, before this process pins itself to the client core.
+_CAN_PIN = {SERVER_CORE, CLIENT_CORE} <= os.sched_getaffinity(0)
+
+
 def can_pin() -> bool:
-    return {SERVER_CORE, CLIENT_CORE} <= os.sched_getaffinity(0)
+    return _CAN_PIN
 
 
 def pinned(core: int) -> Callable[[], None]:
     """A `preexec_fn` that puts the child on one core with the open-file limit raised."""
-    pin = can_pin()
-
     def setup() -> None:
-        if pin:
+        if _CAN_PIN:
             os.sched_setaffinity(0, {core})
         raise_nofile()
 
@@ -100,13 +102,14 @@ class Server:
 
     def start(self, timeout: float = 30.0) -> None:
         with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(self.command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                                         preexec_fn=pinned(SERVER_CORE))
+            self.proc = subprocess.Popen(self.command, cwd=ROOT, stdout=out,
+                                         stderr=subprocess.STDOUT, preexec_fn=pinned(SERVER_CORE))
         deadline = time.monotonic() + timeout
         url = f"http://127.0.0.1:{self.port}/healthz"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.side} exited with {self.proc.returncode}; see {self.log_path}")
+                raise RuntimeError(
+                    f"{self.side} exited with {self.proc.returncode}; see {self.log_path}")
             try:
                 with urllib.request.urlopen(url, timeout=1) as r:
                     if r.status == 200:
@@ -155,20 +158,37 @@ class Server:
         return found
 
 
+def run_delay(pid: int | str) -> float:
+    """Seconds the main thread spent runnable but waiting for its core (other load on it)."""
+    return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
+
+
 class CpuMeter:
-    """CPU used by the server and by this process (the generator) over a stretch of wall time."""
+    """CPU used by the server and by this process (the generator) over a stretch of wall time.
+
+    `*_wait_pct` is time spent ready to run but kept off the core by other processes: when it
+    is more than a few percent, the machine is busy with other work and the run is noisy.
+    """
 
     def __init__(self, server: Server) -> None:
         self.server = server
         self.wall = time.monotonic()
         self.srv = server.cpu_seconds()
         self.own = time.process_time()
+        self.srv_wait = run_delay(server.pid)
+        self.own_wait = run_delay("self")
 
     def read(self) -> dict[str, float]:
         wall = time.monotonic() - self.wall
+
+        def pct(x: float) -> float:
+            return round(100 * x / wall, 1)
+
         return {
-            "server_cpu_pct": round(100 * (self.server.cpu_seconds() - self.srv) / wall, 1),
-            "client_cpu_pct": round(100 * (time.process_time() - self.own) / wall, 1),
+            "server_cpu_pct": pct(self.server.cpu_seconds() - self.srv),
+            "client_cpu_pct": pct(time.process_time() - self.own),
+            "server_wait_pct": pct(run_delay(self.server.pid) - self.srv_wait),
+            "client_wait_pct": pct(run_delay("self") - self.own_wait),
         }
 
 
@@ -208,14 +228,26 @@ def parser(description: str, cases: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--case", choices=cases, action="append",
                    help="run this case only (repeatable); default: all of " + ", ".join(cases))
     p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and databases")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repeat floor and tidings alternately, keep each side's best (1)")
     return p
 
 
 Measure = Callable[[Server, str, argparse.Namespace], Awaitable[dict[str, Any]]]
 
 
-async def run_cases(name: str, cases: list[str], measure: Measure,
-                    args: argparse.Namespace) -> dict[str, Any]:
+def better(new: dict[str, Any], old: dict[str, Any] | None, best: tuple[str, bool]) -> bool:
+    """Is `new` the better round? best = (key, higher_is_better)."""
+    key, higher = best
+    if old is None or old.get(key) is None:
+        return True
+    if new.get(key) is None:
+        return False
+    return bool(new[key] > old[key]) if higher else bool(new[key] < old[key])
+
+
+async def run_cases(name: str, cases: list[str], measure: Measure, args: argparse.Namespace,
+                    best: tuple[str, bool]) -> dict[str, Any]:
     """Run every case against a fresh floor and tidings server; return all numbers."""
     if can_pin():
         os.sched_setaffinity(0, {CLIENT_CORE})
@@ -229,27 +261,35 @@ async def run_cases(name: str, cases: list[str], measure: Measure,
     if "tidings" in sides and not (ROOT / "server.py").exists():
         log("server.py not found: tidings side skipped")
         sides.remove("tidings")
-    for case in args.case or cases:
-        for side in sides:
-            server = Server(side, workdir)
-            log(f"{name}/{case}: starting {side} on 127.0.0.1:{server.port}")
-            try:
-                server.start()
-                results.setdefault(case, {})[side] = await measure(server, case, args)
-            except Exception as exc:  # one failed side must not hide the others' numbers
-                log(f"{name}/{case}/{side} failed: {exc!r}")
-                results.setdefault(case, {})[side] = {"error": repr(exc)}
-            finally:
-                server.stop()
-            found = server.problems()
-            if found:
-                problems[f"{case}/{side}"] = found[:20]
-                log(f"{name}/{case}/{side}: {len(found)} problem line(s) in {server.log_path}")
+    load = os.getloadavg()[0]
+    if load > 1.0:
+        log(f"warning: load average {load:.1f} before the run: other work shares these cores")
+    plan = [(r, case, side) for r in range(args.rounds) for case in args.case or cases
+            for side in sides]
+    for round_, case, side in plan:
+        server = Server(side, workdir)
+        log(f"{name}/{case}: starting {side} on 127.0.0.1:{server.port}"
+            + (f" (round {round_ + 1}/{args.rounds})" if args.rounds > 1 else ""))
+        try:
+            server.start()
+            numbers = await measure(server, case, args)
+        except Exception as exc:  # one failed side must not hide the others' numbers
+            log(f"{name}/{case}/{side} failed: {exc!r}")
+            numbers = {"error": repr(exc)}
+        finally:
+            server.stop()
+        if better(numbers, results.get(case, {}).get(side), best):
+            results.setdefault(case, {})[side] = numbers
+        found = server.problems()
+        if found:
+            problems.setdefault(f"{case}/{side}", []).extend(found[:20])
+            log(f"{name}/{case}/{side}: {len(found)} problem line(s) in {server.log_path}")
     if args.keep_logs or problems:
         log(f"logs kept in {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
-    return {"bench": name, "quick": bool(args.quick), "results": results, "problems": problems}
+    return {"bench": name, "quick": bool(args.quick), "rounds": args.rounds,
+            "load_before": round(load, 2), "results": results, "problems": problems}
 
 
 def fmt(v: Any) -> str:
@@ -262,7 +302,7 @@ def fmt(v: Any) -> str:
 
 def report(run: dict[str, Any], metrics: list[Metric]) -> None:
     """Print the summary table to stdout and write the JSON if asked."""
-    rows = [m.row(run["results"]) for m in metrics]
+    rows = [m.row(run["results"]) for m in metrics if m.case in run["results"]]
     run["summary"] = rows
     head = ["case", "metric", "tidings", "floor", "ratio", "target", "ok"]
     table = [head] + [
@@ -306,14 +346,15 @@ def percentile(values: list[float], p: float) -> float | None:
 
 
 def main(name: str, description: str, cases: list[str], measure: Measure,
-         metrics: list[Metric], options: Callable[[argparse.ArgumentParser], None] | None = None,
+         metrics: list[Metric], best: tuple[str, bool],
+         options: Callable[[argparse.ArgumentParser], None] | None = None,
          argv: list[str] | None = None) -> dict[str, Any]:
     """A benchmark script's whole `main`: flags, the runs, the table, the JSON."""
     p = parser(description, cases)
     if options is not None:
         options(p)
     args = p.parse_args(argv)
-    run = asyncio.run(run_cases(name, cases, measure, args))
+    run = asyncio.run(run_cases(name, cases, measure, args, best))
     report(run, metrics)
     write_json(run, args.json)
     return run

@@ -128,7 +128,8 @@ def options(p: argparse.ArgumentParser) -> None:
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
-    return main("create", __doc__, CASES, measure, METRICS, options, argv)
+    return main("create", __doc__, CASES, measure, METRICS,
+                ("notifications_per_s", True), options, argv)
 
 
 if __name__ == "__main__":

@@ -48,7 +48,8 @@ class Hub:
             return None
         return claims
 
-    def notification(self, tenant: str, user_id: str | None, body: dict[str, Any]) -> dict[str, Any]:
+    def notification(self, tenant: str, user_id: str | None,
+                     body: dict[str, Any]) -> dict[str, Any]:
         now = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
         return {
             "id": next(self.ids), "tenant_id": tenant, "user_id": user_id,
@@ -126,6 +127,7 @@ class WsHandler(tornado.websocket.WebSocketHandler):
         await super().get(*args, **kwargs)
 
     def open(self, *args: str, **kwargs: str) -> None:
+        self.set_nodelay(True)  # small frames go out at once, not after a delayed ACK
         self.hub.ws.add(self)
         self.write_message({"type": "connected", "connection_id": str(id(self)),
                             "user_id": self.claims["sub"], "tenant_id": self.claims["tenant_id"]})
@@ -143,6 +145,7 @@ class SseHandler(Base):
         if claims is None:
             return self.deny()
         self.closed = asyncio.get_running_loop().create_future()
+        self.request.connection.stream.set_nodelay(True)  # as for the WebSocket
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         hello = json.dumps({"connection_id": str(id(self)), "user_id": claims["sub"],

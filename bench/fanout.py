@@ -1,0 +1,197 @@
+"""Fan-out of tenant-wide broadcasts to --clients connections of one tenant (WebSocket, SSE).
+
+Two phases per case, against one server: (1) throughput: --broadcasts POSTs of
+`{"broadcast": true}`, --posters at a time, as fast as the server answers; the number is
+messages delivered per second, counted at the clients, from the first POST to the last
+message. (2) latency: a steady --rate broadcasts per second for a few seconds, each carrying
+its send time in `data.t`; p50/p99 publish-to-receive latency over every delivery.
+All clients and the publisher run in this process on core 1 (raw asyncio clients), the
+server on core 0. Floor: bare Tornado holding the same connections and writing the same JSON.
+Target: delivered/s at least 0.7 x the floor.
+
+  .venv/bin/python bench/fanout.py [--quick] [--clients 1000] [--case websocket] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from typing import Any
+
+from clients import HttpConn, SseClient, StreamClient, WsClient, close_clients, open_clients
+from common import TENANT, CpuMeter, Metric, Server, log, main, percentile, token
+
+CASES = ["websocket", "sse"]
+
+
+class Tally:
+    """Counts deliveries across all clients; in the latency phase also parses `data.t`."""
+
+    def __init__(self, transport: str) -> None:
+        self.transport = transport
+        self.delivered = 0
+        self.target = 0
+        self.reached = asyncio.Event()
+        self.last = 0.0
+        self.latencies: list[float] = []
+        self.want_payload = False
+
+    def expect(self, count: int) -> None:
+        self.delivered = 0
+        self.target = count
+        self.reached.clear()
+
+    def add(self, count: int) -> None:
+        self.delivered += count
+        self.last = time.perf_counter()
+        if self.delivered >= self.target:
+            self.reached.set()
+
+    def payload(self, data: bytes) -> None:
+        doc = json.loads(data)
+        n = doc["notification"] if self.transport == "websocket" else doc
+        self.latencies.append((time.perf_counter() - n["data"]["t"]) * 1000)
+
+
+def client_factory(transport: str, port: int, tally: Tally) -> Any:
+    users = iter(range(1_000_000))
+    cls = WsClient if transport == "websocket" else SseClient
+    path = "/ws/notifications" if transport == "websocket" else "/api/notifications/stream"
+
+    def make() -> StreamClient:
+        t = token(f"user{next(users)}")
+        return cls(cls.request_for(port, f"{path}?token={t}&tenant_id={TENANT}"), tally)
+
+    return make
+
+
+async def publish(conns: list[HttpConn], service: str, count: int, stamp: bool,
+                  deliveries: list[int]) -> None:
+    """`count` broadcasts spread over the connections, one request at a time on each."""
+    left = iter(range(count))
+
+    async def worker(conn: HttpConn) -> None:
+        for _ in left:
+            doc = {"broadcast": True, "title": "Deploy done", "message": "v2 is live",
+                   "data": {"t": time.perf_counter() if stamp else 0.0}}
+            status, body = await conn.post_json("/api/notifications", service, TENANT, doc)
+            if status != 201:
+                raise RuntimeError(f"POST answered {status}: {body[:300]!r}")
+            delivery = json.loads(body)["delivery"]
+            deliveries.append(delivery["websocket"] + delivery["sse"])
+
+    await asyncio.gather(*(worker(c) for c in conns))
+
+
+async def wait_reached(tally: Tally, timeout: float, label: str) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            await asyncio.wait_for(tally.reached.wait(), 1.0)
+            return True
+        except TimeoutError:
+            log(f"  {label}: {tally.delivered:,}/{tally.target:,} delivered")
+    return False
+
+
+async def throughput(server: Server, tally: Tally, n: int, args: argparse.Namespace,
+                     service: str) -> dict[str, Any]:
+    broadcasts = 100 if args.quick else args.broadcasts
+    conns = [HttpConn(server.port) for _ in range(args.posters)]
+    deliveries: list[int] = []
+    tally.expect(broadcasts * n)
+    log(f"  throughput: {broadcasts} broadcasts x {n} clients, {args.posters} POSTs in flight")
+    meter = CpuMeter(server)
+    start = time.perf_counter()
+    await publish(conns, service, broadcasts, False, deliveries)
+    posted = time.perf_counter() - start
+    complete = await wait_reached(tally, 120, "throughput")
+    elapsed = tally.last - start
+    cpu = meter.read()
+    for c in conns:
+        c.close()
+    return {
+        "delivered_per_s": round(tally.delivered / elapsed, 1),
+        "broadcasts_per_s": round(broadcasts / posted, 1),
+        "missing": broadcasts * n - tally.delivered,
+        "min_delivery_reported": min(deliveries),
+        "complete": complete,
+        **cpu,
+    }
+
+
+async def latency(server: Server, tally: Tally, n: int, args: argparse.Namespace,
+                  service: str) -> dict[str, Any]:
+    seconds = 3 if args.quick else args.seconds
+    count = int(args.rate * seconds)
+    tally.expect(count * n)
+    tally.latencies, tally.want_payload = [], True
+    conn = HttpConn(server.port)
+    deliveries: list[int] = []
+    log(f"  latency: {count} broadcasts at {args.rate}/s")
+    start = time.perf_counter()
+    late = 0
+    for i in range(count):
+        wait = start + i / args.rate - time.perf_counter()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        else:
+            late += 1
+        await publish([conn], service, 1, True, deliveries)
+    await wait_reached(tally, 30, "latency")
+    conn.close()
+    lat, tally.want_payload = tally.latencies, False
+    return {"p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
+            "max_ms": max(lat) if lat else None, "late_sends": late,
+            "latency_missing": count * n - len(lat)}
+
+
+async def measure(server: Server, case: str, args: argparse.Namespace) -> dict[str, Any]:
+    n = args.clients
+    tally = Tally(case)
+    log(f"  opening {n} {case} clients")
+    clients = await open_clients(client_factory(case, server.port, tally), n, server.port,
+                                 progress=lambda k: k % 250 == 0 and log(f"  {k} connected"))
+    service = token("bench-service", role="service")
+    tally.expect(n)  # warm-up: one broadcast to everyone
+    await publish([HttpConn(server.port)], service, 1, False, [])
+    if not await wait_reached(tally, 30, "warm-up"):
+        raise RuntimeError(f"warm-up broadcast reached {tally.delivered} of {n} clients")
+    numbers = await throughput(server, tally, n, args, service)
+    log(f"  {server.side}/{case}: {numbers['delivered_per_s']:,.0f} delivered/s "
+        f"(server cpu {numbers['server_cpu_pct']}%, client cpu {numbers['client_cpu_pct']}%)")
+    numbers.update(await latency(server, tally, n, args, service))
+    log(f"  {server.side}/{case}: p50 {numbers['p50_ms']:.1f} ms, p99 {numbers['p99_ms']:.1f} ms")
+    numbers["clients_dropped"] = sum(c.done.done() for c in clients)
+    numbers["server_rss_kib"] = server.rss_kib()
+    await close_clients(clients)
+    return numbers
+
+
+METRICS = [
+    Metric("websocket", "delivered_per_s", "delivered", "msg/s", min_ratio=0.7),
+    Metric("websocket", "p50_ms", "p50 latency", "ms"),
+    Metric("websocket", "p99_ms", "p99 latency", "ms"),
+    Metric("sse", "delivered_per_s", "delivered", "msg/s", min_ratio=0.7),
+    Metric("sse", "p50_ms", "p50 latency", "ms"),
+    Metric("sse", "p99_ms", "p99 latency", "ms"),
+]
+
+
+def options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clients", type=int, default=1000, help="connections of the tenant (1000)")
+    p.add_argument("--broadcasts", type=int, default=300, help="throughput broadcasts (300)")
+    p.add_argument("--posters", type=int, default=4, help="POSTs in flight at once (4)")
+    p.add_argument("--rate", type=float, default=20, help="latency broadcasts per second (20)")
+    p.add_argument("--seconds", type=float, default=10, help="latency phase seconds (10)")
+
+
+def run(argv: list[str] | None = None) -> dict[str, Any]:
+    return main("fanout", __doc__, CASES, measure, METRICS,
+                ("delivered_per_s", True), options, argv)
+
+
+if __name__ == "__main__":
+    run()
