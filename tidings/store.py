@@ -109,8 +109,8 @@ class SQLiteStore:
         response = json.loads(row["response"]) if row["response"] else None
         notifications = []
         for notification_id in ids:
-            async with conn.execute(f"SELECT {_COLUMNS.replace(', r.read_at', ', NULL')} "
-                                    "FROM notifications n WHERE id = ?",
+            async with conn.execute(f"SELECT {_COLUMNS.replace(', r.read_at', ', NULL AS read_at')}"
+                                    " FROM notifications n WHERE id = ?",
                                     (notification_id,)) as cursor:
                 found = await cursor.fetchone()
             if found is not None:
