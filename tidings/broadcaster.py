@@ -13,7 +13,7 @@ import logging
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .broker import Broker, Envelope
@@ -133,11 +133,16 @@ class Broadcaster:
                                ) -> None:
         results = await self.store.create_batch([request for request, _ in batch])
         answers: list[tuple[str, str, dict[str, Any]]] = []
+        first: dict[tuple[str, str], Published] = {}  # a key's first answer in this batch
         for (request, future), created in zip(batch, results, strict=True):
-            published = await self._push(created)
+            key = (request.items[0].tenant_id, request.idempotency_key or "")
+            if created.replayed and key in first:
+                published = replace(first[key], replayed=True)
+            else:
+                published = await self._push(created)
             if request.idempotency_key and not created.replayed:
-                answers.append((request.items[0].tenant_id, request.idempotency_key,
-                                published.delivery))
+                first[key] = published
+                answers.append((*key, published.delivery))
             if not future.done():
                 future.set_result(published)
         if answers:
