@@ -20,7 +20,9 @@ CHROMIUM_ARGS = [
 ]
 
 
-@pytest.fixture(scope="session")
+# Package scope: Playwright's sync API keeps an asyncio loop marked as running in this thread
+# while it is alive, which the other packages' Tornado tests cannot share; it ends with this package.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} not found: run scripts/install-browser (Debian's chromium package)")

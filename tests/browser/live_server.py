@@ -12,6 +12,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import tornado.web
+from tornado.httpclient import AsyncHTTPClient
 from tornado.netutil import bind_sockets
 
 from server import Server
@@ -67,6 +68,11 @@ class LiveServer:
     def shutdown(self) -> None:
         if self.server is not None:
             self.stop()
+
+        async def close_client() -> None:
+            AsyncHTTPClient().close()  # the loop's shared client, used by send()
+
+        self.call(close_client)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
