@@ -251,8 +251,11 @@ class ServerProcess:
 
         async def ready() -> bool:
             assert self.proc is not None and self.proc.returncode is None, "server exited"
-            r = await http.fetch(f"http://127.0.0.1:{self.port}/healthz", raise_error=False,
-                                 request_timeout=1)
+            try:
+                r = await http.fetch(f"http://127.0.0.1:{self.port}/healthz",
+                                     raise_error=False, request_timeout=1)
+            except OSError:
+                return False  # not listening yet
             return r.code == 200
         await eventually(ready, timeout=15, step=0.05)
         return self
