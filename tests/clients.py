@@ -239,11 +239,13 @@ class ServerProcess:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.argv = ["--port", str(self.port), "--db", db, "--jwt-secret", secret, *args]
+        self.env: dict[str, str] = {}  # TIDINGS_* settings for this process only
         self.proc: asyncio.subprocess.Process | None = None
 
     async def start(self) -> ServerProcess:
         root = Path(__file__).resolve().parent.parent
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
+        env.update(self.env)
         self.proc = await asyncio.create_subprocess_exec(
             sys.executable, str(root / "server.py"), *self.argv, cwd=root, env=env,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
