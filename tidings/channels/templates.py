@@ -65,6 +65,9 @@ DIGEST = MessageTemplate(
 SAMPLE = {"id": 1, "tenant_id": "acme", "user_id": "alice", "type": "info",
           "title": "Build finished", "message": "main is green", "data": {"build": 7},
           "priority": "normal", "created_at": "2026-01-01T00:00:00.000Z", "read_at": None}
+# Sends also give templates the recipient as `user` (the orchestrator's `extra`).
+SAMPLE_USER = {"id": "alice", "email": "alice@example.com", "phone": "+14155550123",
+               "timezone": "Europe/Berlin", "locale": "en"}
 
 
 MAX_BITS = 100_000  # size of an integer a template may compute
@@ -157,4 +160,4 @@ def validate(channel: str, template: MessageTemplate) -> None:
         if not isinstance(source, str):
             raise TemplateError(field, "must be a string")
         if source:
-            _render(field, source, {**SAMPLE, "notification": SAMPLE})
+            _render(field, source, {**SAMPLE, "notification": SAMPLE, "user": SAMPLE_USER})
