@@ -163,6 +163,69 @@ def run_delay(pid: int | str) -> float:
     return int(Path(f"/proc/{pid}/schedstat").read_text().split()[1]) / 1e9
 
 
+class Profiler:
+    """py-spy sampling a server (without pausing it) until `stop()`; summarised as text lines."""
+
+    def __init__(self, server: Server, out: Path) -> None:
+        spy = shutil.which("py-spy", path=f"{Path(PYTHON).parent}:{os.environ.get('PATH', '')}")
+        if spy is None:
+            raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
+        self.out = out
+        self.proc = subprocess.Popen(
+            [spy, "record", "--nonblocking", "--rate", "250", "--format", "raw",
+             "--output", str(out), "--pid", str(server.pid)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pinned(CLIENT_CORE))
+
+    def stop(self, top: int = 15) -> dict[str, list[str]]:
+        """Where the busy samples go: by own time, and (project code only) with callees.
+
+        Samples whose innermost frame is a wait (the event loop's select, the aiosqlite
+        thread's queue) count as idle and are left out of the shares.
+        """
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(30)
+        own: dict[str, int] = {}
+        total: dict[str, int] = {}
+        busy = idle = 0
+        for line in self.out.read_text().splitlines() if self.out.exists() else []:
+            stack, _, count = line.rpartition(" ")
+            n = int(count)
+            frames = stack.split(";")
+            if any(w in frames[-1] for w in _IDLE_FRAMES):
+                idle += n
+                continue
+            busy += n
+            names = [_short(f) for f in frames]
+            own[names[-1]] = own.get(names[-1], 0) + n
+            for f in set(names):
+                if _is_project(f):
+                    total[f] = total.get(f, 0) + n
+
+        def ranked(d: dict[str, int]) -> list[str]:
+            best = sorted(d.items(), key=lambda kv: -kv[1])[:top]
+            return [f"{100 * n / max(busy, 1):5.1f}% {f}" for f, n in best]
+
+        share = f"{100 * busy / max(busy + idle, 1):.0f}% of samples busy"
+        return {"self": ranked(own), "total": ranked(total), "file": [str(self.out)],
+                "busy": [share]}
+
+
+_IDLE_FRAMES = ("EpollSelector.select (", "aiosqlite/core.py:59)", "Condition.wait (",
+                "Thread._wait_for_tstate_lock (")
+_PROJECT_FILES = {p.name for d in ("tidings", "handlers") for p in (ROOT / d).glob("**/*.py")}
+
+
+def _short(frame: str) -> str:
+    """`func (path/file.py:123)` -> `func (path/file.py)`: add up the lines of a function."""
+    return frame.rsplit(":", 1)[0] + ")" if frame.endswith(")") and ":" in frame else frame
+
+
+def _is_project(frame: str) -> bool:
+    where = frame.rpartition("(")[2].rstrip(")")
+    return "site-packages" not in where and (where.startswith("handlers/") or where.startswith(
+        "tidings/") or where.rpartition("/")[2] in _PROJECT_FILES and "/" not in where)
+
+
 class CpuMeter:
     """CPU used by the server and by this process (the generator) over a stretch of wall time.
 
@@ -228,6 +291,8 @@ def parser(description: str, cases: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--case", choices=cases, action="append",
                    help="run this case only (repeatable); default: all of " + ", ".join(cases))
     p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and databases")
+    p.add_argument("--profile", action="store_true",
+                   help="sample the tidings server with py-spy; print its top functions")
     p.add_argument("--rounds", type=int, default=1,
                    help="repeat floor and tidings alternately, keep each side's best (1)")
     return p
@@ -257,6 +322,7 @@ async def run_cases(name: str, cases: list[str], measure: Measure, args: argpars
     workdir = Path(tempfile.mkdtemp(prefix=f"tidings-bench-{name}-"))
     results: dict[str, dict[str, dict[str, Any]]] = {}
     problems: dict[str, list[str]] = {}
+    profiles: dict[str, dict[str, list[str]]] = {}
     sides = [args.only] if args.only else list(SIDES)
     if "tidings" in sides and not (ROOT / "server.py").exists():
         log("server.py not found: tidings side skipped")
@@ -270,13 +336,20 @@ async def run_cases(name: str, cases: list[str], measure: Measure, args: argpars
         server = Server(side, workdir)
         log(f"{name}/{case}: starting {side} on 127.0.0.1:{server.port}"
             + (f" (round {round_ + 1}/{args.rounds})" if args.rounds > 1 else ""))
+        profiler: Profiler | None = None
         try:
             server.start()
+            if args.profile and side == "tidings":
+                profiler = Profiler(server, workdir / f"profile-{name}-{case}-{round_}.txt")
             numbers = await measure(server, case, args)
         except Exception as exc:  # one failed side must not hide the others' numbers
             log(f"{name}/{case}/{side} failed: {exc!r}")
             numbers = {"error": repr(exc)}
         finally:
+            if profiler is not None:
+                profiles[case] = profiler.stop()
+                for line in profiles[case]["self"][:8]:
+                    log(f"  profile: {line}")
             server.stop()
         if better(numbers, results.get(case, {}).get(side), best):
             results.setdefault(case, {})[side] = numbers
@@ -284,12 +357,13 @@ async def run_cases(name: str, cases: list[str], measure: Measure, args: argpars
         if found:
             problems.setdefault(f"{case}/{side}", []).extend(found[:20])
             log(f"{name}/{case}/{side}: {len(found)} problem line(s) in {server.log_path}")
-    if args.keep_logs or problems:
+    if args.keep_logs or problems or profiles:
         log(f"logs kept in {workdir}")
     else:
         shutil.rmtree(workdir, ignore_errors=True)
     return {"bench": name, "quick": bool(args.quick), "rounds": args.rounds,
-            "load_before": round(load, 2), "results": results, "problems": problems}
+            "load_before": round(load, 2), "results": results, "problems": problems,
+            "profiles": profiles}
 
 
 def fmt(v: Any) -> str:
@@ -320,6 +394,15 @@ def report(run: dict[str, Any], metrics: list[Metric]) -> None:
     for case, sides in run["results"].items():
         for side, numbers in sides.items():
             print(f"  {case}/{side}: " + ", ".join(f"{k}={fmt(v)}" for k, v in numbers.items()))
+    for case, profile in run.get("profiles", {}).items():
+        print(f"  tidings profile, {case} (py-spy, share of busy samples, "
+              f"{profile['busy'][0]}; raw stacks in {profile['file'][0]}):")
+        print("    own time:")
+        for line in profile["self"]:
+            print(f"      {line}")
+        print("    project functions, including callees:")
+        for line in profile["total"]:
+            print(f"      {line}")
     for where, lines in run["problems"].items():
         print(f"  server problems in {where}:")
         for line in lines:
