@@ -27,11 +27,12 @@ def main() -> None:
     p.add_argument("--only", choices=["floor", "tidings"], help="one side only")
     p.add_argument("--profile", action="store_true", help="py-spy the tidings server")
     p.add_argument("--keep-logs", action="store_true", help="keep server logs")
+    p.add_argument("--max-wait", default="60", help="seconds to wait for other load (60)")
     p.add_argument("--bench", choices=list(BENCHES), action="append",
                    help="run this benchmark only (repeatable)")
     p.add_argument("--json", metavar="PATH", help="write all numbers as JSON ('-' = stdout)")
     args = p.parse_args()
-    shared = ["--rounds", str(args.rounds)]
+    shared = ["--rounds", str(args.rounds), "--max-wait", args.max_wait]
     shared += ["--quick"] * args.quick + ["--profile"] * args.profile
     shared += ["--keep-logs"] * args.keep_logs + (["--only", args.only] if args.only else [])
     runs = []

@@ -72,6 +72,35 @@ def pinned(core: int) -> Callable[[], None]:
     return setup
 
 
+def cores_busy(seconds: float = 0.5) -> float:
+    """Share of the two benchmark cores busy right now (before our servers start: others)."""
+    def sample() -> tuple[int, int]:
+        busy = total = 0
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *ticks = line.split()
+            if name in (f"cpu{SERVER_CORE}", f"cpu{CLIENT_CORE}"):
+                t = [int(x) for x in ticks[:8]]
+                total += sum(t)
+                busy += sum(t) - t[3] - t[4]  # minus idle and iowait
+        return busy, total
+
+    b0, t0 = sample()
+    time.sleep(seconds)
+    b1, t1 = sample()
+    return (b1 - b0) / max(t1 - t0, 1)
+
+
+def wait_for_quiet(max_wait: float) -> float:
+    """Wait (at most `max_wait` s) until other work leaves the cores; return the busy share."""
+    deadline = time.monotonic() + max_wait
+    busy = cores_busy()
+    while busy > 0.15 and time.monotonic() < deadline:
+        log(f"  other processes keep the cores {100 * busy:.0f}% busy; waiting for a quiet moment")
+        time.sleep(2)
+        busy = cores_busy()
+    return busy
+
+
 def free_port() -> int:
     import socket
 
@@ -293,6 +322,8 @@ def parser(description: str, cases: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and databases")
     p.add_argument("--profile", action="store_true",
                    help="sample the tidings server with py-spy; print its top functions")
+    p.add_argument("--max-wait", type=float, default=60, metavar="SECONDS",
+                   help="before each run, wait this long at most for other load to pass (60)")
     p.add_argument("--rounds", type=int, default=1,
                    help="repeat floor and tidings alternately, keep each side's best (1)")
     return p
@@ -336,6 +367,7 @@ async def run_cases(name: str, cases: list[str], measure: Measure, args: argpars
         server = Server(side, workdir)
         log(f"{name}/{case}: starting {side} on 127.0.0.1:{server.port}"
             + (f" (round {round_ + 1}/{args.rounds})" if args.rounds > 1 else ""))
+        busy = wait_for_quiet(args.max_wait)
         profiler: Profiler | None = None
         try:
             server.start()
@@ -351,6 +383,7 @@ async def run_cases(name: str, cases: list[str], measure: Measure, args: argpars
                 for line in profiles[case]["self"][:8]:
                     log(f"  profile: {line}")
             server.stop()
+        numbers["others_busy_pct_before"] = round(100 * busy, 1)
         if better(numbers, results.get(case, {}).get(side), best):
             results.setdefault(case, {})[side] = numbers
         found = server.problems()
