@@ -243,7 +243,7 @@ FIELDS = {"id", "channel", "user_id", "status", "attempts", "last_error", "next_
 
 
 @pytest.mark.gen_test(timeout=10)
-async def test_deliveries_who_sees_what(start_server, smtp_peer):
+async def test_deliveries_who_sees_what(smtp_peer, start_server):
     server = await start_server(email_url=Secret(smtp_peer.url), email_from=SENDER)
     api = Api(server.port)
     await profile(api, "alice", email="alice@example.com")

@@ -1,0 +1,154 @@
+"""Faults: an SMTP server that is down and comes back, a restart with retries pending, a push
+subscription the push service calls gone, and channel settings that cannot work."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tidings.config import Secret
+
+from .clients import SECRET, Api
+from .conftest import ROOT
+from .deliveries import ALICE, SENDER, by_channel, notify, profile, settled, until
+
+pytest_plugins = ["tests.peers.fixtures"]
+
+
+def retried(times: int):  # type: ignore[no-untyped-def]
+    """A check: the (only) delivery has been tried and queued again at least `times` times."""
+    return lambda ds: len(ds) == 1 and \
+        sum(h["status"] == "retry" for h in ds[0]["history"]) >= times
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_smtp_down_then_up_is_delivered_after_retries(smtp_peer, start_server):
+    server = await start_server(email_url=Secret(smtp_peer.url), email_from=SENDER)
+    orchestrator = server.services.orchestrator
+    orchestrator.backoff_base, orchestrator.max_attempts = 0.02, 50  # retries in ms, not s
+    api = Api(server.port)
+    await profile(api, email="alice@example.com")
+    smtp_peer.down()
+
+    nid = await notify(api, title="While the mail server was down")
+    [waiting] = await until(api, nid, retried(2))
+    assert waiting["status"] in ("queued", "sending")
+    assert "SMTP server unreachable" in waiting["history"][0]["error"]
+    smtp_peer.up()
+
+    [got] = await smtp_peer.inbox.arrived(1, timeout=5)
+    assert got.message["Subject"] == "While the mail server was down"
+    [d] = await settled(api, nid)
+    history = d["history"]
+    assert (d["status"], d["last_error"]) == ("sent", None)
+    assert d["attempts"] == len(history) >= 3
+    assert [h["attempt"] for h in history] == list(range(1, len(history) + 1))
+    assert [h["status"] for h in history] == ["retry"] * (len(history) - 1) + ["sent"]
+    assert all("SMTP server unreachable" in h["error"] for h in history[:-1])
+    assert len(smtp_peer.inbox) == 1
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_smtp_down_for_good_fails_after_max_attempts(smtp_peer, start_server):
+    server = await start_server(email_url=Secret(smtp_peer.url), email_from=SENDER)
+    orchestrator = server.services.orchestrator
+    orchestrator.backoff_base, orchestrator.max_attempts = 0.01, 3
+    api = Api(server.port)
+    await profile(api, email="alice@example.com")
+    smtp_peer.down()
+
+    [d] = await settled(api, await notify(api, title="never"))
+    assert (d["status"], d["attempts"]) == ("failed", 3)
+    assert [h["status"] for h in d["history"]] == ["retry", "retry", "failed"]
+    assert d["last_error"].startswith("SMTP server unreachable")
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_retries_pending_at_a_restart_go_on_after_it(smtp_peer, start_server):
+    email = {"email_url": Secret(smtp_peer.url), "email_from": SENDER}
+    first = await start_server(**email)
+    first.services.orchestrator.backoff_base = 60.0  # the retry waits beyond the restart
+    api = Api(first.port)
+    await profile(api, email="alice@example.com")
+    smtp_peer.down()
+    nid = await notify(api, title="Across a restart")
+    [pending] = await until(api, nid, retried(1))
+    assert pending["status"] == "queued" and pending["next_attempt_at"]
+    await first.stop()
+
+    smtp_peer.up()
+    second = await start_server(**email)  # the same database
+    api = Api(second.port)
+    [still] = await until(api, nid, lambda ds: ds[0]["status"] == "queued")
+    assert len(smtp_peer.inbox) == 0  # not before its time
+    orchestrator = second.services.orchestrator
+    orchestrator.clock = lambda: time.time() + 120  # its retry time has come
+    orchestrator.wake()
+
+    [got] = await smtp_peer.inbox.arrived(1, timeout=5)
+    assert got.message["Subject"] == "Across a restart"
+    [d] = await settled(api, nid)
+    assert d["status"] == "sent" and d["attempts"] == 2
+    assert [h["status"] for h in d["history"]] == ["retry", "sent"]
+    assert still["history"] == d["history"][:1]
+    assert len(smtp_peer.inbox) == 1
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_push_subscription_gone_is_removed(push_service, start_server):
+    server = await start_server(vapid_subject="mailto:ops@example.com")
+    api = Api(server.port)
+    key = (await api.json("GET", "/api/push/vapid-public-key"))["key"]
+    browser = push_service.subscribe(key)
+    endpoint = browser.subscription.endpoint
+    await api.json("POST", "/api/push/subscriptions", browser.subscription.to_json(), ALICE,
+                   expect=201)
+    first = await notify(api, title="first")
+    await push_service.inbox.arrived(1, timeout=5)
+    assert by_channel(await settled(api, first))["push"]["status"] == "sent"
+
+    push_service.unsubscribe(endpoint)  # the service answers 410 Gone from now on
+    second = await notify(api, title="second")
+    [gone] = await settled(api, second)
+    assert (gone["channel"], gone["status"], gone["attempts"]) == ("push", "failed", 1)
+    assert "gone" in gone["last_error"] and "410" in gone["last_error"]
+
+    third = await notify(api, title="third")
+    planned = await settled(api, third)
+    assert [(d["channel"], d["status"], d["last_error"]) for d in planned] == \
+        [("push", "skipped", "no push subscription")]
+    response = await api.call("DELETE", f"/api/push/subscriptions?endpoint={endpoint}",
+                              tok=ALICE)
+    assert response.code == 404  # already removed
+    assert len(push_service.inbox) == 1
+
+
+# --- settings that cannot work stop the start ------------------------------------------
+
+def start_process(tmp_path: Path, *flags: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, str(ROOT / "server.py"), "--port", "0",
+            "--db", str(tmp_path / "tidings.db"), "--jwt-secret", SECRET, *flags]
+    env = {"PATH": "/usr/bin:/bin"}  # no TIDINGS_* or AWS_* from the caller
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=20)
+
+
+def test_unresolvable_smtp_host_stops_the_start(tmp_path):
+    done = start_process(tmp_path, "--email-url", "smtp://nosuch.invalid",
+                         "--email-from", "a@b.c")
+    assert done.returncode != 0
+    assert "--email-url" in done.stderr and "nosuch.invalid" in done.stderr
+    assert not (tmp_path / "tidings.db").exists()  # refused before anything was opened
+
+
+def test_malformed_vapid_key_stops_the_start(tmp_path):
+    key = tmp_path / "vapid.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\nnot a key\n-----END PRIVATE KEY-----\n")
+    done = start_process(tmp_path, "--vapid-key", str(key),
+                         "--vapid-subject", "mailto:ops@example.com")
+    assert done.returncode != 0
+    assert "--vapid-key" in done.stderr and str(key) in done.stderr
