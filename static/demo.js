@@ -137,7 +137,11 @@
 
   client.on("connected", (info) => setStatus("live", `Live · ${info.transport === "sse" ? "SSE" : "WebSocket"}`));
   client.on("disconnected", () => setStatus("offline", "Reconnecting…"));
-  client.on("stats", (s) => { if (s && typeof s.unread === "number") setUnread(s.unread); });
+  client.on("stats", (s) => {
+    if (!s || typeof s.unread !== "number") return;
+    window.tidingsDemo.serverStats = s; // the server's latest word, for the console and the tests
+    setUnread(s.unread);
+  });
   client.on("error", (e) => { if (e.fatal) setStatus("offline", "Token refused"); });
   client.on("notification", (n) => {
     if (!add(n, true)) return;

@@ -23,7 +23,7 @@ from tornado.httpserver import HTTPServer
 from tornado.iostream import StreamClosedError
 from tornado.netutil import bind_sockets
 from tornado.web import Application, RequestHandler, StaticFileHandler
-from tornado.websocket import WebSocketHandler
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "test-token"
@@ -255,7 +255,10 @@ class ClientSocket(WebSocketHandler):
 
     def send(self, kind: str, payload: dict[str, Any]) -> None:
         frame = {"type": kind, "notification": payload} if kind == "notification" else {"type": kind, "stats": payload}
-        self.write_message(frame)
+        try:
+            self.write_message(frame)
+        except WebSocketClosedError:  # closing; on_close drops it
+            self.stub.peers.discard(self)
 
     def on_message(self, message: str | bytes) -> None:
         frame = json.loads(message)

@@ -150,10 +150,12 @@ def test_demo_inbox_badge_toast_and_mark_read(page, stub, screenshot, transport)
 
     page.click(f'#inbox li[data-id="{live["id"]}"] [data-action="read"]')
     page.wait_for_selector('#unread-count[data-count="1"]')
-    page.wait_for_function("() => true")
+    page.wait_for_function("window.tidingsDemo.serverStats?.unread === 1")  # the stub's stats_update
     assert live["id"] in stub.read_ids
 
-    page.click("#mark-all")
+    with page.expect_response("**/api/notifications/read-all") as answer:
+        page.click("#mark-all")
+    assert answer.value.status == 204
     page.wait_for_selector('#unread-count[data-count="0"]')
     assert page.locator("#inbox li.unread").count() == 0
 

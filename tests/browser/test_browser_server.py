@@ -119,7 +119,8 @@ def test_demo_shows_a_posted_notification_and_badge_falls(page, live) -> None:
 
     page.click(f'#inbox li[data-id="{n["id"]}"] [data-action="read"]')
     page.wait_for_selector('#unread-count[data-count="0"]')
-    # The server agrees: the page's own stats call says so too.
+    page.wait_for_function("window.tidingsDemo.serverStats?.unread === 0")  # its stats_update
+    # And a fresh REST call agrees.
     stats = page.evaluate("window.tidingsDemo.client.request('GET', '/api/notifications/stats')")
     assert stats["unread"] == 0
 
