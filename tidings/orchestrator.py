@@ -127,11 +127,12 @@ class Orchestrator:
                     planned.append(Planned(**row, status="skipped",
                                            last_error=_MISSING[channel]))
                     continue
-                quiet = None if urgent else prefs.quiet_until(
-                    merged["quiet_hours"], profile.get("timezone"), now)
                 digest = merged["digest"] if channel == "email" and not urgent and \
                     merged["digest"] != "off" else None
                 due = prefs.digest_due(digest, profile.get("timezone"), now) if digest else None
+                # Quiet hours apply when it would go: now, or when the digest period ends.
+                quiet = None if urgent else prefs.quiet_until(
+                    merged["quiet_hours"], profile.get("timezone"), due or now)
                 for target in targets:
                     if due or quiet:
                         planned.append(Planned(**row, target=target, status="held",
