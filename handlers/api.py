@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import time
 
 from tidings import errors, validation
@@ -98,7 +99,7 @@ class MetricsHandler(BaseHandler):
     def get(self) -> None:
         password = self.services.settings.admin_password
         bearer = self.request.headers.get("Authorization", "")
-        local = self.request.remote_ip in ("127.0.0.1", "::1")
+        local = ipaddress.ip_address(self.request.remote_ip or "0.0.0.0").is_loopback
         if not local and not (password and bearer == f"Bearer {password}"):
             raise errors.forbidden("metrics are served on loopback or with the admin password")
         registry, broadcaster = self.services.registry, self.services.broadcaster
