@@ -57,6 +57,7 @@ class Orchestrator:
         self._send_wanted = asyncio.Event()
         self._sending = asyncio.Semaphore(CONCURRENT_SENDS)
         self._tasks: list[asyncio.Task[None]] = []
+        self._in_flight: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         resumed = await self.store.resume_interrupted()
@@ -67,9 +68,10 @@ class Orchestrator:
                        asyncio.create_task(self._send_loop(), name="tidings-sender")]
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = self._tasks + list(self._in_flight)  # cut-off sends resume at the next start
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks = []
 
     def notification_created(self, _tenant_id: str = "") -> None:
@@ -159,19 +161,34 @@ class Orchestrator:
 
     # --- sending -----------------------------------------------------------------------
     async def _send_loop(self) -> None:
+        # Sends run as their own tasks, so that one slow provider or webhook does not hold up
+        # the deliveries due after it; new ones are claimed while fewer than the limit run.
         while True:
             self._send_wanted.clear()
-            due = await self.store.claim_due(self.clock())
-            if due:
-                await asyncio.gather(*(self._guarded(group) for group in _groups(due)))
-                continue
-            next_at = await self.store.next_due()
-            wait = IDLE_WAKE if next_at is None else min(IDLE_WAKE, next_at - self.clock())
+            wait = IDLE_WAKE  # when busy, a finishing send wakes the loop
+            if len(self._in_flight) < CONCURRENT_SENDS:
+                due = await self.store.claim_due(self.clock())
+                if due:
+                    for group in _groups(due):
+                        self._start_send(group)
+                    continue
+                next_at = await self.store.next_due()
+                if next_at is not None:
+                    wait = min(IDLE_WAKE, next_at - self.clock())
             if wait > 0:
                 try:
                     await asyncio.wait_for(self._send_wanted.wait(), max(wait, 0.01))
                 except TimeoutError:
                     pass
+
+    def _start_send(self, group: list[Delivery]) -> None:
+        task = asyncio.create_task(self._guarded(group), name=f"tidings-send-{group[0].id}")
+        self._in_flight.add(task)
+        task.add_done_callback(self._sent)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        self.wake()
 
     async def _guarded(self, group: list[Delivery]) -> None:
         async with self._sending:
