@@ -3,6 +3,7 @@ subscription the push service calls gone, and channel settings that cannot work.
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -14,7 +15,17 @@ from tidings.config import Secret
 
 from .clients import SECRET, Api
 from .conftest import ROOT
-from .deliveries import ALICE, SENDER, by_channel, notify, profile, settled, until
+from .deliveries import (
+    ADMIN,
+    ALICE,
+    SENDER,
+    by_channel,
+    deliveries,
+    notify,
+    profile,
+    settled,
+    until,
+)
 
 pytest_plugins = ["tests.peers.fixtures"]
 
@@ -96,6 +107,27 @@ async def test_retries_pending_at_a_restart_go_on_after_it(smtp_peer, start_serv
     assert [h["status"] for h in d["history"]] == ["retry", "sent"]
     assert still["history"] == d["history"][:1]
     assert len(smtp_peer.inbox) == 1
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_hanging_webhook_does_not_hold_up_other_deliveries(smtp_peer, start_server):
+    server = await start_server(email_url=Secret(smtp_peer.url), email_from=SENDER)
+    api = Api(server.port)
+    await profile(api, email="alice@example.com")
+    with socket.socket() as silent:  # accepts connections (the kernel does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+        await api.json("PUT", "/api/webhook", {"url": url}, ADMIN, expect=201)
+        hook = await notify(api, title="to a slow receiver", channels=["webhook"])
+        await until(api, hook, lambda ds: bool(ds) and ds[0]["status"] == "sending")
+
+        mail = await notify(api, title="meanwhile", channels=["email"])
+        [got] = await smtp_peer.inbox.arrived(1, timeout=3)  # not after the webhook's 15 s
+        assert got.message["Subject"] == "meanwhile"
+        assert (await settled(api, mail))[0]["status"] == "sent"
+        [pending] = await deliveries(api, hook)
+        assert pending["status"] == "sending"
 
 
 @pytest.mark.gen_test(timeout=10)
