@@ -40,6 +40,7 @@ BACKOFF_BASE = 2.0                      # seconds before the 2nd attempt; double
 BACKOFF_CAP = 900.0
 CONCURRENT_SENDS = 8
 IDLE_WAKE = 60.0                        # look again at least this often
+STOP_GRACE = 3.0                        # seconds a stop waits for sends under way
 _MISSING = {"email": "no email address", "sms": "no phone number",
             "push": "no push subscription"}
 
@@ -67,12 +68,19 @@ class Orchestrator:
         self._tasks = [asyncio.create_task(self._plan_loop(), name="tidings-planner"),
                        asyncio.create_task(self._send_loop(), name="tidings-sender")]
 
-    async def stop(self) -> None:
-        tasks = self._tasks + list(self._in_flight)  # cut-off sends resume at the next start
-        for task in tasks:
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        for task in self._tasks:  # no new plans or claims
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        # A send under way may already be with the provider: let it finish and be recorded,
+        # else it would be sent again after the restart. What is still running is cut off
+        # and resumes at the next start.
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=grace)
+        for task in self._in_flight:
+            task.cancel()
+        await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     def notification_created(self, _tenant_id: str = "") -> None:
         self._plan_wanted.set()
