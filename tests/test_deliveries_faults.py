@@ -3,6 +3,7 @@ subscription the push service calls gone, and channel settings that cannot work.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import sys
@@ -10,11 +11,13 @@ import time
 from pathlib import Path
 
 import pytest
+import tornado.web
 
 from tidings.config import Secret
 
 from .clients import SECRET, Api
 from .conftest import ROOT
+from .peers.loop import Inbox, LoopThread
 from .deliveries import (
     ADMIN,
     ALICE,
@@ -128,6 +131,39 @@ async def test_a_hanging_webhook_does_not_hold_up_other_deliveries(smtp_peer, st
         assert (await settled(api, mail))[0]["status"] == "sent"
         [pending] = await deliveries(api, hook)
         assert pending["status"] == "sending"
+
+
+class _SlowHook(tornado.web.RequestHandler):
+    """Takes the request (a provider that accepted it), then is slow to say so."""
+
+    def initialize(self, inbox: Inbox) -> None:
+        self.inbox = inbox
+
+    async def post(self) -> None:
+        self.inbox.add(self.request.body)
+        await asyncio.sleep(0.3)  # the peer's own pace, not a test's synchronisation
+        self.set_status(204)
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_a_send_under_way_at_a_stop_is_finished_not_repeated(start_server):
+    inbox, peer = Inbox(), LoopThread("slow-hook")
+    try:
+        port = peer.serve(tornado.web.Application([(r"/hook", _SlowHook, {"inbox": inbox})]))
+        first = await start_server()
+        api = Api(first.port)
+        await api.json("PUT", "/api/webhook", {"url": f"http://127.0.0.1:{port}/hook"}, ADMIN,
+                       expect=201)
+        nid = await notify(api, title="accepted just before the stop")
+        await inbox.arrived(1, timeout=5)
+        await first.stop()  # while the receiver has it but has not answered yet
+
+        second = await start_server()
+        [d] = await deliveries(Api(second.port), nid)
+        assert (d["status"], d["attempts"]) == ("sent", 1)  # not resumed, so not sent twice
+        assert len(inbox) == 1
+    finally:
+        peer.close()
 
 
 @pytest.mark.gen_test(timeout=10)
