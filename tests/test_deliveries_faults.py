@@ -17,7 +17,6 @@ from tidings.config import Secret
 
 from .clients import SECRET, Api
 from .conftest import ROOT
-from .peers.loop import Inbox, LoopThread
 from .deliveries import (
     ADMIN,
     ALICE,
@@ -29,6 +28,7 @@ from .deliveries import (
     settled,
     until,
 )
+from .peers.loop import Inbox, LoopThread
 
 pytest_plugins = ["tests.peers.fixtures"]
 
@@ -97,8 +97,8 @@ async def test_retries_pending_at_a_restart_go_on_after_it(smtp_peer, start_serv
     smtp_peer.up()
     second = await start_server(**email)  # the same database
     api = Api(second.port)
-    [still] = await until(api, nid, lambda ds: ds[0]["status"] == "queued")
-    assert len(smtp_peer.inbox) == 0  # not before its time
+    [still] = await deliveries(api, nid)
+    assert still["status"] == "queued" and len(smtp_peer.inbox) == 0  # not before its time
     orchestrator = second.services.orchestrator
     orchestrator.clock = lambda: time.time() + 120  # its retry time has come
     orchestrator.wake()
