@@ -19,6 +19,8 @@
   const token = root.dataset.token || query.get("token") || "";
   if (!token) {
     $("setup").hidden = false;
+    $("conn-status").hidden = true;
+    $("mark-all").hidden = true;
     return;
   }
   const claim = claims(token);
