@@ -68,7 +68,7 @@ class PreferencesHandler(BaseHandler):
         store = self.services.deliveries
         stored = await store.preferences(who.tenant_id, owner)
         for type_, mapping in change.pop("channels", {}).items():
-            stored.setdefault("channels", {})[type_] = mapping
+            stored.setdefault("channels", {}).setdefault(type_, {}).update(mapping)
         stored.update(change)
         await store.put_preferences(who.tenant_id, owner, stored)
         await self.get()

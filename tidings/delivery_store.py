@@ -209,6 +209,15 @@ class DeliveryStore:
                     "AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
                     (now, limit)) as cursor:
                 rows = [Delivery.from_row(row) for row in await cursor.fetchall()]
+            # A digest goes out as one email: take the rest of each claimed digest too.
+            taken = {d.id for d in rows}
+            for key in {(d.tenant_id, d.user_id, d.target, d.digest) for d in rows if d.digest}:
+                async with conn.execute(
+                        "SELECT * FROM deliveries WHERE status = 'held' AND tenant_id = ? "
+                        "AND user_id = ? AND target = ? AND digest = ? AND next_attempt_at <= ?",
+                        (*key, now)) as cursor:
+                    rows += [d for d in map(Delivery.from_row, await cursor.fetchall())
+                             if d.id not in taken]
             await conn.executemany(
                 "UPDATE deliveries SET status = 'sending', attempts = attempts + 1 "
                 "WHERE id = ?", [(d.id,) for d in rows])

@@ -243,8 +243,8 @@ PATHS: dict[str, Any] = {
         "get": _op("The caller's effective preferences (its own over the tenant's defaults "
                    "over the built-in ones)", {"200": _ok("Preferences", _ref("Preferences"))},
                    who="the user; ?tenant_default=true: admin", params=[_TENANT_DEFAULT, _TENANT]),
-        "put": _op("Change preferences; the keys given replace the stored ones (per type for "
-                   "channels)", {"200": _ok("The effective preferences", _ref("Preferences"))},
+        "put": _op("Change preferences: only the channels, quiet_hours and digest given "
+                   "change", {"200": _ok("The effective preferences", _ref("Preferences"))},
                    body=_ref("Preferences"), who="the user; ?tenant_default=true: admin",
                    params=[_TENANT_DEFAULT, _TENANT]),
     },
