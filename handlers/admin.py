@@ -137,15 +137,11 @@ class AdminSocket(ServicesMixin, tornado.websocket.WebSocketHandler):
     def get_current_user(self) -> str | None:
         return PageHandler.get_current_user(self)  # type: ignore[arg-type]
 
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        if not self.current_user:
-            self.set_status(401)
-            self.finish(json.dumps({"error": {"code": "login_required",
-                                              "message": "log in to the dashboard first"}}))
-            return
-        await super().get(*args, **kwargs)
-
     def open(self, *args: Any, **kwargs: Any) -> None:
+        if not self.current_user:
+            # Closed after the upgrade, with a code the page can read: it goes to the login.
+            self.close(4401, "log in to the dashboard first")
+            return
         self.services.dashboard.subscribe(self.push)
         self.push({"type": "overview", **self.services.dashboard.overview()})
 

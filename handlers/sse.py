@@ -47,8 +47,7 @@ class NotificationStream(SubscribeMixin, BaseHandler):
             self, who, max_pending=self.services.settings.max_pending_kib * 1024,
             remote_ip=self.request.remote_ip or "",
             user_agent=self.request.headers.get("User-Agent", ""))
-        hello = {"connection_id": conn.id, "user_id": who.user_id, "tenant_id": who.tenant_id}
-        self.write(f"retry: {RETRY_MS}\n\nevent: connected\ndata: {dumps(hello)}\n\n")
+        self.write(f"retry: {RETRY_MS}\n\nevent: connected\ndata: {dumps(self.hello(conn))}\n\n")
         self.flush()
         await self.services.broadcaster.attach(conn, who, since)
         reason = await conn.ended

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from tidings import errors, validation
+from tidings.connections import Connection
 from tidings.models import Principal
 
 from .base import ServicesMixin
@@ -24,3 +27,10 @@ class SubscribeMixin(ServicesMixin):
                or request.headers.get("Last-Event-ID")
                or self.get_query_argument("last_event_id", None))  # type: ignore[attr-defined]
         return validation.cursor(raw, "since")
+
+    def hello(self, conn: Connection) -> dict[str, Any]:
+        """The `connected` payload. `last_id` is the newest id already pushed: a client with no
+        cursor yet resumes from it, so a drop before its first notification loses nothing.
+        Read right before `attach()` registers the connection (no await between them)."""
+        return {"connection_id": conn.id, "user_id": conn.user_id, "tenant_id": conn.tenant_id,
+                "last_id": self.services.broadcaster.last_pushed_id}

@@ -72,9 +72,7 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
             self, self.who, max_pending=self.services.settings.max_pending_kib * 1024,
             remote_ip=self.request.remote_ip or "",
             user_agent=self.request.headers.get("User-Agent", ""))
-        self.write_message(dumps({"type": "connected", "connection_id": self.conn.id,
-                                  "user_id": self.who.user_id,
-                                  "tenant_id": self.who.tenant_id}))
+        self.write_message(dumps({"type": "connected", **self.hello(self.conn)}))
         await self.services.broadcaster.attach(self.conn, self.who, self.since)
 
     async def on_message(self, raw: str | bytes) -> None:

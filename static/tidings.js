@@ -199,6 +199,8 @@
           this.connected = true;
           this.current = transport;
           this._connectedAt = Date.now();
+          // A first connection resumes from the server's newest id, so a drop loses nothing.
+          if (this.lastId === null && data && typeof data.last_id === "number") this.lastId = data.last_id;
           const info = Object.assign({}, data || {}, {transport});
           delete info.type;
           this._emit("connected", info);

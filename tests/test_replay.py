@@ -65,3 +65,25 @@ async def test_reconnecting_with_the_last_id_loses_and_repeats_nothing(server, a
     assert reconnects > 5
     assert received == sorted(set(received)), "out of order or repeated"
     assert received == created, f"missing {sorted(set(created) - set(received))}"
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+@pytest.mark.gen_test
+async def test_a_first_connection_gets_a_cursor_that_loses_nothing(server, api, transport):
+    """`connected` carries `last_id`: resuming from it after a drop gives exactly what came
+    after the connection, although the client never saw a notification."""
+    sender, alice = token(role="service", user="svc"), token(user="alice")
+    before = await api.send(sender, user_id="alice", title="before")
+    if transport == "websocket":
+        client = await WSClient.open(server.port, alice)
+        cursor = client.hello["last_id"]
+    else:
+        client = await SSEClient.open(server.port, alice)
+        cursor = (await client.next_of("connected"))["data"]["last_id"]
+    assert cursor == before["notification"]["id"]
+    client.close()
+    missed = await api.send(sender, user_id="alice", title="while away")
+
+    again = await WSClient.open(server.port, alice, since=cursor)
+    assert [n["id"] for n in await again.notifications(1)] == [missed["notification"]["id"]]
+    again.close()

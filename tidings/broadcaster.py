@@ -86,13 +86,15 @@ class Broadcaster:
         self.delivered_total = 0
         self.on_activity: list[Callable[[str], None]] = []  # told the tenant of each create
         self.recent_delivery: OrderedDict[int, dict[str, int]] = OrderedDict()
+        self.last_pushed_id = 0  # every id up to here has been fanned out
         self._queue: asyncio.Queue[tuple[CreateRequest, asyncio.Future[Published]]] = \
             asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._draining = False
         broker.subscribe(self.deliver)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        self.last_pushed_id = await self.store.last_id()
         self._tasks = [asyncio.create_task(self._write_loop(), name="tidings-writer"),
                        asyncio.create_task(self._heartbeat_loop(), name="tidings-heartbeat"),
                        asyncio.create_task(self._housekeeping_loop(), name="tidings-housekeeping")]
@@ -157,6 +159,7 @@ class Broadcaster:
             counts = await self.broker.publish(Envelope(
                 notification["tenant_id"], notification["user_id"],
                 Message.notification(notification)))
+            self.last_pushed_id = notification["id"]
             self.recent_delivery[notification["id"]] = counts
             if len(self.recent_delivery) > RECENT_DELIVERIES:
                 self.recent_delivery.popitem(last=False)

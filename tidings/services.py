@@ -48,7 +48,7 @@ class Services:
         registry = Registry()
         broker = InProcessBroker()
         broadcaster = Broadcaster(store, registry, broker, settings.heartbeat)
-        broadcaster.start()
+        await broadcaster.start()
         deliveries = DeliveryStore(db)
         dashboard = Dashboard(broadcaster, deliveries)
         dashboard.start()
