@@ -32,12 +32,18 @@ def email_channel(url: str, tmp_path: Path) -> Channel:
     return build_channels(settings)["email"]
 
 
-def send(channel: Channel, recipient: Recipient = ALICE) -> str:
+def send(channel: Channel, recipient: Recipient = ALICE, peer: SmtpPeer | None = None) -> str:
+    """Sends on a fresh loop; with ``peer``, keeps the loop until the peer saw the client
+    hang up, so a TLS shutdown still under way is not cut off by the loop's end."""
+    hung_up = len(peer.disconnects) + 1 if peer else 0
+
     async def go() -> str:
         try:
             return await channel.send(recipient, render(NOTIFICATION, "email"))
         finally:
             await close_channels({"email": channel})
+            if peer is not None:
+                await peer.disconnects.arrived(hung_up)
     return run(go())
 
 
@@ -61,7 +67,7 @@ def test_smtp_delivers_multipart_text_and_html(smtp_peer: SmtpPeer, tmp_path: Pa
 
 def test_smtp_uses_starttls_when_offered_and_logs_in(smtp_tls_peer: SmtpPeer,
                                                      tmp_path: Path) -> None:
-    send(email_channel(smtp_tls_peer.url, tmp_path))
+    send(email_channel(smtp_tls_peer.url, tmp_path), peer=smtp_tls_peer)
 
     [got] = smtp_tls_peer.inbox.wait(1)
     assert got.tls and got.login == USERNAME
@@ -84,7 +90,7 @@ def test_smtp_down_is_temporary_then_up_delivers(smtp_peer: SmtpPeer, tmp_path: 
 def test_smtp_wrong_password_is_permanent(smtp_tls_peer: SmtpPeer, tmp_path: Path) -> None:
     url = smtp_tls_peer.url.replace(f"{USERNAME}:", f"{USERNAME}x:")
     with pytest.raises(DeliveryError) as caught:
-        send(email_channel(url, tmp_path))
+        send(email_channel(url, tmp_path), peer=smtp_tls_peer)
     assert caught.value.permanent and "535" in str(caught.value)
 
 

@@ -137,6 +137,17 @@ def test_push_service_unreachable_is_temporary(push_service: PushService,
     assert not caught.value.permanent and not isinstance(caught.value, SubscriptionGone)
 
 
+def test_unusable_subscription_keys_are_permanent(push_service: PushService,
+                                                  tmp_path: Path) -> None:
+    push = push_channel(tmp_path)
+    browser = push_service.subscribe(push.public_key)
+    broken = PushSubscription(browser.subscription.endpoint, "BAAA" * 21 + "A", "A" * 22)
+    with pytest.raises(DeliveryError) as caught:
+        send(push, Recipient("alice", push=broken))
+    assert caught.value.permanent and "unusable push subscription" in str(caught.value)
+    assert len(push_service.inbox) == 0
+
+
 @pytest.mark.parametrize("body, problem", [
     ({"endpoint": "ftp://x/y", "keys": {}}, "endpoint"),
     ({"endpoint": "https://push.example/x"}, "keys"),

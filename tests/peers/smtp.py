@@ -65,7 +65,7 @@ class _Handler:
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         content = envelope.original_content or b""
         message = email.message_from_bytes(content, policy=email.policy.default)
-        login = session.login_data.decode() if session.login_data else None
+        login = session.auth_data.login.decode() if session.authenticated else None
         self.inbox.add(Received(str(envelope.mail_from), list(envelope.rcpt_tos),
                                 message, tls=server._tls_protocol is not None, login=login))
         return "250 OK queued"
@@ -78,9 +78,20 @@ def _authenticate(server: SMTP, session: Session, envelope: Envelope, mechanism:
     return AuthResult(success=ok, handled=False, auth_data=auth_data)
 
 
+class _Server(SMTP):
+    def __init__(self, disconnects: Inbox, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._disconnects = disconnects
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        super().connection_lost(exc)
+        self._disconnects.add(exc)
+
+
 class SmtpPeer:
     def __init__(self, tmp_dir: Path, tls: bool = False) -> None:
         self.inbox = Inbox()
+        self.disconnects = Inbox()  # a client that has fully hung up (TLS shutdown included)
         self.tls = tls
         self._tls_context: ssl.SSLContext | None = None
         self.cert_file: Path | None = None
@@ -101,10 +112,10 @@ class SmtpPeer:
 
     def _protocol(self) -> SMTP:
         if self.tls:
-            return SMTP(_Handler(self.inbox), hostname="peer.test",
-                        tls_context=self._tls_context, require_starttls=True,
-                        authenticator=_authenticate, auth_required=True)
-        return SMTP(_Handler(self.inbox), hostname="peer.test")
+            return _Server(self.disconnects, handler=_Handler(self.inbox), hostname="peer.test",
+                           tls_context=self._tls_context, require_starttls=True,
+                           authenticator=_authenticate, auth_required=True)
+        return _Server(self.disconnects, handler=_Handler(self.inbox), hostname="peer.test")
 
     def up(self) -> None:
         """Listens (again, on the same port after :meth:`down`)."""

@@ -32,6 +32,15 @@ def build_message(sender: str, to: str, rendered: Rendered) -> EmailMessage:
     return msg
 
 
+def message_for(sender: str, recipient: Recipient, rendered: Rendered) -> EmailMessage:
+    if not recipient.email:
+        raise DeliveryError("no email address", permanent=True)
+    try:
+        return build_message(sender, recipient.email, rendered)
+    except (ValueError, TypeError) as e:  # e.g. a line break in the address
+        raise DeliveryError(f"cannot build the message: {e}", permanent=True) from e
+
+
 def check_sender(value: str | None) -> str:
     local, _, domain = parseaddr(value or "")[1].partition("@")
     if not value or not local or "." not in domain:
@@ -77,9 +86,7 @@ class SmtpEmail:
         return bool(recipient.email)
 
     async def send(self, recipient: Recipient, message: Rendered) -> str:
-        if not recipient.email:
-            raise DeliveryError("no email address", permanent=True)
-        msg = build_message(self.sender, recipient.email, message)
+        msg = message_for(self.sender, recipient, message)
         try:
             await aiosmtplib.send(
                 msg, hostname=self.host, port=self.port, use_tls=self.tls,
@@ -116,13 +123,11 @@ class SesEmail:
         return bool(recipient.email)
 
     async def send(self, recipient: Recipient, message: Rendered) -> str:
-        if not recipient.email:
-            raise DeliveryError("no email address", permanent=True)
-        msg = build_message(self.sender, recipient.email, message)
+        msg = message_for(self.sender, recipient, message)
         reply = await aws.call(
             self._client.send_email,
             FromEmailAddress=self.sender,
-            Destination={"ToAddresses": [recipient.email]},
+            Destination={"ToAddresses": [str(msg["To"])]},
             Content={"Raw": {"Data": msg.as_bytes()}},
         )
         return str(reply["MessageId"])

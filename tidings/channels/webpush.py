@@ -133,13 +133,17 @@ class WebPush:
                 aiohttp_session=self._session,
             )
         except WebPushException as e:
-            status = e.status_code or 0
+            status = e.status_code
+            if status is None:  # refused before sending: the subscription's keys are unusable
+                raise DeliveryError(f"unusable push subscription: {e.message}", True) from e
             if status in (404, 410):
                 raise SubscriptionGone(sub.endpoint, status) from e
             permanent = 400 <= status < 500 and status not in (408, 429)
             reason = e.response.reason if e.response is not None else ""
             raise DeliveryError(f"push service answered {status} {reason}".strip(),
                                 permanent=permanent) from e
+        except ValueError as e:  # from the encryption: the browser's key is not a P-256 point
+            raise DeliveryError(f"unusable push subscription: {e}", permanent=True) from e
         except (aiohttp.ClientError, TimeoutError) as e:
             raise DeliveryError(f"push service unreachable: {e!r}", permanent=False) from e
         assert not isinstance(response, str)  # a str only comes back with curl=True
