@@ -43,6 +43,8 @@ class NotificationStream(SubscribeMixin, BaseHandler):
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")  # no proxy buffering (nginx)
+        # Small events must not wait for the client's delayed ACK (Nagle).
+        self.request.connection.stream.set_nodelay(True)  # type: ignore[attr-defined]
         self.conn = conn = SSEConnection(
             self, who, max_pending=self.services.settings.max_pending_kib * 1024,
             remote_ip=self.request.remote_ip or "",

@@ -37,7 +37,7 @@ class Message:
         self.key = key                # the WebSocket field that carries the payload
         self.payload = payload
         self.event_id = event_id      # notification id: SSE `id:` and the resume cursor
-        self._ws: str | None = None
+        self._ws: bytes | None = None
         self._sse: bytes | None = None
 
     @classmethod
@@ -49,12 +49,13 @@ class Message:
         return cls("stats_update", "stats", counts)
 
     @property
-    def ws(self) -> str:
+    def ws(self) -> bytes:
+        """The WebSocket text frame's payload, UTF-8 encoded once for every connection."""
         if self._ws is None:
             frame = {"type": self.kind}
             if self.key is not None:
                 frame[self.key] = self.payload
-            self._ws = dumps(frame)
+            self._ws = dumps(frame).encode()
         return self._ws
 
     @property

@@ -64,10 +64,21 @@ class SQLiteStore:
     # --- writes: only here are transactions started --------------------------------------
 
     async def create_batch(self, requests: list[CreateRequest]) -> list[Created]:
-        """Creates every request in one transaction (group commit); returns after COMMIT."""
+        """Creates every request in one transaction (group commit); returns after COMMIT.
+
+        Ids are given here rather than by SQLite, so that the whole batch is one
+        `executemany` (one hop to the database thread, not one per row): this connection is
+        the only writer, and `sqlite_sequence` holds the largest id ever given.
+        """
         now = time.time()
         results: list[Created] = []
+        rows: list[tuple[Any, ...]] = []
+        keys: list[tuple[str, str, str, float]] = []
         async with self.db.write() as conn:
+            async with conn.execute("SELECT seq FROM sqlite_sequence "
+                                    "WHERE name = 'notifications'") as cursor:
+                found = await cursor.fetchone()
+            next_id = (found[0] if found else 0) + 1
             seen: dict[tuple[str, str], Created] = {}
             for request in requests:
                 key = (request.items[0].tenant_id, request.idempotency_key or "")
@@ -78,24 +89,28 @@ class SQLiteStore:
                         continue
                 created = Created(notifications=[])
                 for item in request.items:
-                    cursor = await conn.execute(
-                        "INSERT INTO notifications (tenant_id, user_id, type, title, message, "
-                        "data, priority, created_at, channels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (item.tenant_id, item.user_id, item.type, item.title, item.message,
-                         json.dumps(item.data, separators=(",", ":")), item.priority, now,
-                         json.dumps(item.channels) if item.channels is not None else None))
-                    assert cursor.lastrowid is not None
-                    created.ids.append(cursor.lastrowid)
+                    data = json.dumps(item.data, separators=(",", ":"))
+                    channels = json.dumps(item.channels) if item.channels is not None else None
+                    rows.append((next_id, item.tenant_id, item.user_id, item.type, item.title,
+                                 item.message, data, item.priority, now, channels))
+                    created.ids.append(next_id)
                     created.notifications.append(_shape(
-                        cursor.lastrowid, item.tenant_id, item.user_id, item.type, item.title,
+                        next_id, item.tenant_id, item.user_id, item.type, item.title,
                         item.message, item.data, item.priority, now, None))
+                    next_id += 1
                 if request.idempotency_key:
-                    await conn.execute(
-                        "INSERT INTO idempotency_keys (tenant_id, key, notification_ids, "
-                        "created_at) VALUES (?, ?, ?, ?)",
-                        (key[0], key[1], json.dumps(created.ids), now))
+                    keys.append((key[0], key[1], json.dumps(created.ids), now))
                     seen[key] = Created(created.notifications, None, True, created.ids)
                 results.append(created)
+            if rows:
+                await conn.executemany(
+                    "INSERT INTO notifications (id, tenant_id, user_id, type, title, message, "
+                    "data, priority, created_at, channels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows)
+            if keys:
+                await conn.executemany(
+                    "INSERT INTO idempotency_keys (tenant_id, key, notification_ids, "
+                    "created_at) VALUES (?, ?, ?, ?)", keys)
         return results
 
     async def _idempotent(self, conn: Any, tenant_id: str, key: str) -> Created | None:
