@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 from typing import Any
 from urllib.parse import urlsplit
 
-import tornado.web
 import tornado.websocket
 
 from tidings.connections import WEBSOCKET, Connection, Message, dumps
@@ -17,8 +15,6 @@ from tidings.models import Principal
 
 from .base import BaseHandler
 from .subscribe import SubscribeMixin
-
-log = logging.getLogger("tidings.ws")
 
 # Close codes: 1001 going away (shutdown), 1013 try again later (too slow: resume with since).
 _CLOSE_CODES = {"shutdown": 1001, "too slow": 1013}

@@ -1,4 +1,5 @@
-"""Tokens: the only module that uses PyJWT. A token becomes a Principal or an invalid_token error."""
+"""Tokens: the only module that uses PyJWT. A token becomes a Principal, or an invalid_token
+error."""
 
 from __future__ import annotations
 
@@ -50,13 +51,17 @@ class TokenVerifier:
     def verify(self, token: str | None) -> Principal:
         if not token:
             raise errors.invalid_token("a token is required (Authorization: Bearer or ?token=)")
-        try:
-            alg = jwt.get_unverified_header(token).get("alg")
-        except jwt.PyJWTError:
-            raise errors.invalid_token("the token is malformed") from None
-        key = self._keys.get(alg) if isinstance(alg, str) else None
-        if key is None:
-            raise errors.invalid_token(f"algorithm {alg!r} is not accepted")
+        if len(self._keys) == 1:
+            # One key: PyJWT refuses any other algorithm itself, so the header is parsed once.
+            [(alg, key)] = self._keys.items()
+        else:
+            try:
+                alg = jwt.get_unverified_header(token).get("alg")
+            except jwt.PyJWTError:
+                raise errors.invalid_token("the token is malformed") from None
+            key = self._keys.get(alg) if isinstance(alg, str) else None
+            if key is None:
+                raise errors.invalid_token(f"algorithm {alg!r} is not accepted")
         try:
             claims = jwt.decode(
                 token, key, algorithms=[alg], audience=self._audience, issuer=self._issuer,
@@ -73,6 +78,10 @@ class TokenVerifier:
             raise errors.invalid_token("the token's audience is not accepted") from None
         except jwt.InvalidIssuerError:
             raise errors.invalid_token("the token's issuer is not accepted") from None
+        except jwt.InvalidAlgorithmError:
+            raise errors.invalid_token(f"only {alg} tokens are accepted") from None
+        except jwt.DecodeError:
+            raise errors.invalid_token("the token is malformed") from None
         except jwt.PyJWTError:
             raise errors.invalid_token("the token is not valid") from None
         return _principal(claims)

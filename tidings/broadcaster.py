@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
+from . import errors
 from .broker import Broker, Envelope
 from .connections import HEARTBEAT, SSE, WEBSOCKET, Connection, Message
 from .models import NewNotification, Principal
@@ -38,7 +39,6 @@ class Published:
     notifications: list[dict[str, Any]]
     delivery: dict[str, int]
     replayed: bool = False
-    response: dict[str, Any] | None = None  # the first answer, for an idempotent retry
 
 
 class Activity:
@@ -90,7 +90,7 @@ class Broadcaster:
         self._queue: asyncio.Queue[tuple[CreateRequest, asyncio.Future[Published]]] = \
             asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
-        self._draining = False
+        self._stopping = False
         broker.subscribe(self.deliver)
 
     async def start(self) -> None:
@@ -101,7 +101,7 @@ class Broadcaster:
 
     async def stop(self) -> None:
         """Finishes every create already queued (committed and answered), then stops."""
-        self._draining = True
+        self._stopping = True
         await self._queue.join()
         for task in self._tasks:
             task.cancel()
@@ -111,6 +111,8 @@ class Broadcaster:
     # --- create-and-broadcast ----------------------------------------------------------
     async def create(self, items: list[NewNotification],
                      idempotency_key: str | None = None) -> Published:
+        if self._stopping:
+            raise errors.unavailable("tidings is shutting down; try again shortly")
         future: asyncio.Future[Published] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((CreateRequest(items, idempotency_key), future))
         return await future

@@ -48,7 +48,8 @@ def _origins(value: str) -> tuple[str, ...]:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "Address to listen on (0.0.0.0 for every interface)."),
     Setting("port", 8888, "TCP port to listen on.", int),
-    Setting("db", "data/tidings.db", "SQLite database file; created with its folder on first start."),
+    Setting("db", "data/tidings.db", "SQLite database file; created with its folder on first "
+            "start."),
     Setting("jwt_secret", None, "HS256 secret that signs client tokens. Required unless --dev "
             "or --jwt-public-key is given.", Secret),
     Setting("jwt_public_key", None, "PEM file with an RSA or EC public key: accept RS256/ES256 "
@@ -56,7 +57,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("jwt_audience", None, "When set, tokens must carry this `aud` claim."),
     Setting("jwt_issuer", None, "When set, tokens must carry this `iss` claim."),
     Setting("heartbeat", 30.0, "Seconds between heartbeats (WebSocket pings, SSE heartbeat "
-            "events); a WebSocket peer that leaves a ping unanswered for one interval is dropped.", float),
+            "events); a WebSocket peer that leaves a ping unanswered for one interval is "
+            "dropped.", float),
     Setting("max_connections_per_user", 0, "Open connections allowed per user across both "
             "transports; 0 means unlimited.", int),
     Setting("max_pending_kib", 1024, "Output a connection may have queued before it is dropped "
