@@ -17,17 +17,19 @@ RETRY_MS = 3000
 class SSEConnection(Connection):
     transport = SSE
 
-    def __init__(self, handler: NotificationStream, who: Principal, **kwargs: Any) -> None:
+    def __init__(self, handler: NotificationStream, who: Principal, max_pending: int,
+                 **kwargs: Any) -> None:
         super().__init__(who.tenant_id, who.user_id, **kwargs)
         self.handler = handler
         self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        stream = handler.request.connection.stream  # type: ignore[attr-defined]
+        stream.set_nodelay(True)  # small events must not wait for the client's delayed ACK
+        stream.max_write_buffer_size = max_pending
 
     def _write(self, message: Message) -> asyncio.Future[Any]:
+        # Tornado consumes a failed flush's error itself: no callback needed per message.
         self.handler.write(message.sse)
         return self.handler.flush()
-
-    def _size(self, message: Message) -> int:
-        return len(message.sse)
 
     def _close(self, reason: str) -> None:
         if not self.ended.done():
@@ -43,8 +45,6 @@ class NotificationStream(SubscribeMixin, BaseHandler):
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")  # no proxy buffering (nginx)
-        # Small events must not wait for the client's delayed ACK (Nagle).
-        self.request.connection.stream.set_nodelay(True)  # type: ignore[attr-defined]
         self.conn = conn = SSEConnection(
             self, who, max_pending=self.services.settings.max_pending_kib * 1024,
             remote_ip=self.request.remote_ip or "",

@@ -21,18 +21,26 @@ _CLOSE_CODES = {"shutdown": 1001, "too slow": 1013}
 _PONG = json.dumps({"type": "pong"})
 
 
+def _consume(future: asyncio.Future[Any]) -> None:
+    """A write to a socket that closed meanwhile fails; on_close reports it, not asyncio."""
+    if not future.cancelled():
+        future.exception()
+
+
 class WebSocketConnection(Connection):
     transport = WEBSOCKET
 
-    def __init__(self, handler: NotificationSocket, who: Principal, **kwargs: Any) -> None:
+    def __init__(self, handler: NotificationSocket, who: Principal, max_pending: int,
+                 **kwargs: Any) -> None:
         super().__init__(who.tenant_id, who.user_id, **kwargs)
         self.handler = handler
+        assert handler.ws_connection is not None
+        handler.ws_connection.stream.max_write_buffer_size = max_pending
 
     def _write(self, message: Message) -> asyncio.Future[Any]:
-        return self.handler.write_message(message.ws)
-
-    def _size(self, message: Message) -> int:
-        return len(message.ws)
+        future = self.handler.write_message(message.ws)
+        future.add_done_callback(_consume)
+        return future
 
     def _close(self, reason: str) -> None:
         self.handler.close(_CLOSE_CODES.get(reason, 1011), reason)

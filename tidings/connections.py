@@ -15,6 +15,8 @@ import logging
 import time
 from typing import Any
 
+from tornado.iostream import StreamBufferFullError, StreamClosedError
+
 log = logging.getLogger("tidings.connections")
 
 WEBSOCKET, SSE = "websocket", "sse"
@@ -73,12 +75,13 @@ _ids = itertools.count(1)
 
 
 class Connection:
-    """A client connection; a transport subclass implements `_write`, `_close` and `size`."""
+    """A client connection; a transport subclass implements `_write` and `_close`, and bounds
+    its socket's output buffer (Tornado's `max_write_buffer_size`) to `max_pending` bytes."""
 
     transport = ""
 
-    def __init__(self, tenant_id: str, user_id: str, *, max_pending: int,
-                 remote_ip: str = "", user_agent: str = "") -> None:
+    def __init__(self, tenant_id: str, user_id: str, *, remote_ip: str = "",
+                 user_agent: str = "") -> None:
         self.id = f"{self.transport[:2]}-{next(_ids)}-{int(time.time() * 1000) % 100000:05d}"
         self.tenant_id = tenant_id
         self.user_id = user_id
@@ -87,19 +90,15 @@ class Connection:
         self.opened_at = time.time()
         self.last_id = 0              # largest notification id sent: nothing at or below again
         self.closed = False
-        self._max_pending = max_pending
-        self._pending = 0
         self._held: list[Message] | None = None
         self._last_write: asyncio.Future[Any] | None = None
 
     # --- for transports ----------------------------------------------------------------
     def _write(self, message: Message) -> asyncio.Future[Any]:
+        """Queues the message on the socket; raises StreamBufferFullError past the bound."""
         raise NotImplementedError
 
     def _close(self, reason: str) -> None:
-        raise NotImplementedError
-
-    def _size(self, message: Message) -> int:
         raise NotImplementedError
 
     # --- for the broadcaster -----------------------------------------------------------
@@ -127,26 +126,17 @@ class Connection:
             if message.event_id <= self.last_id:
                 return False
             self.last_id = message.event_id
-        size = self._size(message)
-        if self._pending + size > self._max_pending:
-            log.warning("dropping slow %s connection %s of tenant=%s user=%s: %d bytes pending",
-                        self.transport, self.id, self.tenant_id, self.user_id, self._pending)
+        try:
+            self._last_write = self._write(message)
+        except StreamBufferFullError:
+            log.warning("dropping slow %s connection %s of tenant=%s user=%s: its output "
+                        "buffer is full", self.transport, self.id, self.tenant_id, self.user_id)
             self.close("too slow")
             return False
-        try:
-            future = self._write(message)
-        except Exception:  # the peer went away between our check and the write
+        except StreamClosedError:
             self.close("write failed")
             return False
-        self._pending += size
-        self._last_write = future
-        future.add_done_callback(lambda f, n=size: self._written(f, n))
         return True
-
-    def _written(self, future: asyncio.Future[Any], size: int) -> None:
-        self._pending -= size
-        if not future.cancelled() and future.exception() is not None:
-            self.close("write failed")
 
     async def drain(self) -> None:
         """Waits until what was queued so far has left for the socket."""
@@ -157,8 +147,3 @@ class Connection:
         if not self.closed:
             self.closed = True
             self._close(reason)
-
-    def describe(self) -> dict[str, Any]:
-        return {"connection_id": self.id, "transport": self.transport, "user_id": self.user_id,
-                "since": self.opened_at, "remote_ip": self.remote_ip,
-                "user_agent": self.user_agent}
