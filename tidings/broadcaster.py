@@ -26,7 +26,8 @@ from .store import Created, CreateRequest, Store
 log = logging.getLogger("tidings.broadcaster")
 
 MAX_BATCH = 256
-RECENT_DELIVERIES = 2000  # live delivery counts kept for the dashboard's recent notifications
+RECENT_DELIVERIES = 2000
+LOGGED_USERS = 10  # names in a log line of a batch create  # live delivery counts kept for the dashboard's recent notifications
 REPLAY_PAGE = 500
 IDEMPOTENCY_TTL = 24 * 3600  # a retry after a day is a new request
 HOUSEKEEPING_EVERY = 3600
@@ -167,13 +168,10 @@ class Broadcaster:
                 self.recent_delivery.popitem(last=False)
             total[WEBSOCKET] += counts[WEBSOCKET]
             total[SSE] += counts[SSE]
-            log.info("notification %d created tenant=%s user=%s type=%s delivered ws=%d sse=%d",
-                     notification["id"], notification["tenant_id"],
-                     notification["user_id"] or "*", notification["type"],
-                     counts[WEBSOCKET], counts[SSE])
         self.created_total += len(created.notifications)
         self.delivered_total += total[WEBSOCKET] + total[SSE]
         if created.notifications:
+            _log_created(created.notifications, total)
             tenant_id = created.notifications[0]["tenant_id"]
             self.activity.add(tenant_id, len(created.notifications),
                               total[WEBSOCKET] + total[SSE])
@@ -257,3 +255,18 @@ class Broadcaster:
             if pruned:
                 log.info("forgot %d idempotency keys older than a day", pruned)
             await asyncio.sleep(HOUSEKEEPING_EVERY)
+
+
+def _log_created(notifications: list[dict[str, Any]], delivery: dict[str, int]) -> None:
+    """One line per create request: a `user_ids` batch of a thousand is one line, not 1,000."""
+    first = notifications[0]
+    if len(notifications) == 1:
+        what = f"notification {first['id']}"
+        users = first["user_id"] or "* (tenant-wide)"
+    else:
+        what = f"notifications {first['id']}-{notifications[-1]['id']}"
+        names = [n["user_id"] for n in notifications[:LOGGED_USERS]]
+        more = len(notifications) - len(names)
+        users = ",".join(names) + (f" +{more} more" if more else "")
+    log.info("%s created tenant=%s user=%s type=%s delivered ws=%d sse=%d", what,
+             first["tenant_id"], users, first["type"], delivery[WEBSOCKET], delivery[SSE])

@@ -71,6 +71,7 @@ class SQLiteStore:
         the only writer, and `sqlite_sequence` holds the largest id ever given.
         """
         now = time.time()
+        created_at = iso(now)  # one timestamp for the whole batch, formatted once
         results: list[Created] = []
         rows: list[tuple[Any, ...]] = []
         keys: list[tuple[str, str, str, float]] = []
@@ -96,7 +97,7 @@ class SQLiteStore:
                     created.ids.append(next_id)
                     created.notifications.append(_shape(
                         next_id, item.tenant_id, item.user_id, item.type, item.title,
-                        item.message, item.data, item.priority, now, None))
+                        item.message, item.data, item.priority, created_at, None))
                     next_id += 1
                 if request.idempotency_key:
                     keys.append((key[0], key[1], json.dumps(created.ids), now))
@@ -272,10 +273,10 @@ class SQLiteStore:
 
 
 def _shape(id_: int, tenant_id: str, user_id: str | None, type_: str, title: str, message: str,
-           data: Any, priority: str, created_at: float, read_at: float | None) -> Notification:
+           data: Any, priority: str, created_at: str, read_at: float | None) -> Notification:
     return {"id": id_, "tenant_id": tenant_id, "user_id": user_id, "type": type_,
             "title": title, "message": message, "data": data, "priority": priority,
-            "created_at": iso(created_at), "read_at": iso(read_at) if read_at else None}
+            "created_at": created_at, "read_at": iso(read_at) if read_at else None}
 
 
 def _row(row: sqlite3.Row, through: int = 0, marked_at: float | None = None) -> Notification:
@@ -283,5 +284,5 @@ def _row(row: sqlite3.Row, through: int = 0, marked_at: float | None = None) -> 
     if read_at is None and row["id"] <= through:
         read_at = marked_at
     return _shape(row["id"], row["tenant_id"], row["user_id"], row["type"], row["title"],
-                  row["message"], json.loads(row["data"]), row["priority"], row["created_at"],
-                  read_at)
+                  row["message"], json.loads(row["data"]), row["priority"],
+                  iso(row["created_at"]), read_at)
