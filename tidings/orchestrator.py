@@ -15,6 +15,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from . import preferences as prefs
@@ -43,6 +44,14 @@ IDLE_WAKE = 60.0                        # look again at least this often
 STOP_GRACE = 3.0                        # seconds a stop waits for sends under way
 _MISSING = {"email": "no email address", "sms": "no phone number",
             "push": "no push subscription"}
+
+
+@dataclass(frozen=True)
+class TenantView:
+    """What planning needs of a tenant, read once per batch of notifications."""
+
+    defaults: dict[str, Any]
+    has_webhook: bool
 
 
 class Orchestrator:
@@ -100,9 +109,13 @@ class Orchestrator:
                 if not batch:
                     break
                 planned: list[Planned] = []
+                tenants: dict[str, TenantView] = {}  # looked up once per batch
                 for notification in batch:
                     try:
-                        planned += await self.plan(notification)
+                        tenant = notification["tenant_id"]
+                        if tenant not in tenants:
+                            tenants[tenant] = await self._tenant_view(tenant)
+                        planned += await self.plan(notification, tenants[tenant])
                     except Exception:
                         log.exception("planning deliveries of notification %d failed",
                                       notification["id"])
@@ -111,20 +124,29 @@ class Orchestrator:
                 if planned:
                     self.wake()
 
-    async def plan(self, n: dict[str, Any]) -> list[Planned]:
+    async def _tenant_view(self, tenant: str) -> TenantView:
+        return TenantView(await self.store.preferences(tenant, ""),
+                          bool(await self.store.webhook(tenant)))
+
+    async def plan(self, n: dict[str, Any], view: TenantView) -> list[Planned]:
         tenant, type_, urgent = n["tenant_id"], n["type"], n["priority"] == "urgent"
         wanted = set(n["channels"]) if n.get("channels") is not None else None
-        defaults = await self.store.preferences(tenant, "")
-        users = [n["user_id"]] if n["user_id"] else await self.store.known_users(tenant)
+        addressed = [c for c in ADDRESSED if c in self.channels and (wanted is None or c in wanted)]
+        hook = view.has_webhook and "webhook" in self.channels and (wanted is None or
+                                                                     "webhook" in wanted)
+        if not addressed and not hook:
+            return []  # nothing could deliver it: no look-ups per user
+        defaults = view.defaults
+        users = [] if not addressed else \
+            [n["user_id"]] if n["user_id"] else await self.store.known_users(tenant)
         now = self.clock()
         planned: list[Planned] = []
         for user in users:
             merged = prefs.merge(defaults, await self.store.preferences(tenant, user))
             profile = await self.store.recipient(tenant, user) or {}
-            for channel in ADDRESSED:
+            for channel in addressed:
                 value = prefs.channel_value(merged, type_, channel)
-                if channel not in self.channels or value is False or \
-                        (wanted is not None and channel not in wanted):
+                if value is False:
                     continue
                 row = {"notification_id": n["id"], "tenant_id": tenant, "user_id": user,
                        "channel": channel, "only_offline": value == "offline"}
@@ -151,8 +173,7 @@ class Orchestrator:
                     else:
                         planned.append(Planned(**row, target=target, status="queued",
                                                next_attempt_at=now))
-        if "webhook" in self.channels and (wanted is None or "webhook" in wanted) and \
-                await self.store.webhook(tenant):
+        if hook:
             merged = prefs.merge(defaults, await self.store.preferences(tenant, n["user_id"])
                                  if n["user_id"] else {})
             if prefs.channel_value(merged, type_, "webhook") is not False:
