@@ -177,13 +177,14 @@ class DeliveryStore:
         return int(row["planned_through"]) if row else 0
 
     async def unplanned(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
-        """Notifications whose deliveries were not planned yet (after a crash), oldest first."""
+        """Notifications whose deliveries are not planned yet, oldest first: just what planning
+        reads (the worker loads the whole notification when it sends)."""
         rows = await self.db.fetchall(
-            "SELECT id, tenant_id, user_id, type, title, message, data, priority, created_at, "
-            "channels FROM notifications WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
-        return [{**dict(row), "data": json.loads(row["data"]),
-                 "channels": json.loads(row["channels"]) if row["channels"] else None,
-                 "created_at": iso(row["created_at"]), "read_at": None} for row in rows]
+            "SELECT id, tenant_id, user_id, type, priority, channels FROM notifications "
+            "WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+        return [{"id": row[0], "tenant_id": row[1], "user_id": row[2], "type": row[3],
+                 "priority": row[4], "channels": json.loads(row[5]) if row[5] else None}
+                for row in rows]
 
     async def add_planned(self, planned: list[Planned], through_id: int) -> None:
         """Creates the rows and moves the cursor in one transaction: planned exactly once."""
