@@ -6,7 +6,6 @@ import asyncio
 import hmac
 import json
 import logging
-import time
 from typing import Any
 from urllib.parse import quote
 
@@ -22,7 +21,6 @@ log = logging.getLogger("tidings.admin")
 
 COOKIE = "tidings_admin"
 COOKIE_DAYS = 1
-MAX_LOGIN_DELAY = 5.0
 
 
 class PageHandler(ServicesMixin, tornado.web.RequestHandler):
@@ -47,30 +45,28 @@ class PageHandler(ServicesMixin, tornado.web.RequestHandler):
 
 
 class LoginHandler(PageHandler):
-    # Failed attempts per client address; each one doubles the wait of the next answer.
-    failures: dict[str, tuple[int, float]] = {}
-
     def get(self) -> None:
         self.render_page("login.html", error=None, next=self._next(),
                          login_disabled=not self.services.settings.admin_password)
 
     async def post(self) -> None:
         password = self.services.settings.admin_password
+        logins = self.services.dashboard.logins
         ip = self.request.remote_ip or ""
-        fails, _ = self.failures.get(ip, (0, 0.0))
-        if fails:
-            await asyncio.sleep(min(0.25 * 2 ** (fails - 1), MAX_LOGIN_DELAY))
+        delay = logins.delay(ip)
+        if delay:
+            await asyncio.sleep(delay)  # the throttle itself: repeated failures are slowed
         given = self.get_body_argument("password", "")
         if password and hmac.compare_digest(given.encode(), str(password).encode()):
-            self.failures.pop(ip, None)
+            logins.succeeded(ip)
             self.set_signed_cookie(COOKIE, "admin", expires_days=COOKIE_DAYS, httponly=True,
                                    samesite="Strict",
                                    secure=self.request.protocol == "https")
             log.info("dashboard login from %s", ip)
             self.redirect(self._next())
             return
-        self.failures[ip] = (fails + 1, time.time())
-        log.warning("failed dashboard login from %s (%d in a row)", ip, fails + 1)
+        failures = logins.failed(ip)
+        log.warning("failed dashboard login from %s (%d in a row)", ip, failures)
         self.set_status(401 if password else 403)
         self.render_page("login.html", error="Wrong password." if password else None,
                          next=self._next(), login_disabled=not password)

@@ -3,7 +3,9 @@
 import pytest
 from tornado.websocket import websocket_connect
 
-from .clients import WAIT
+from tidings.dashboard import LoginThrottle
+
+from .clients import WAIT, Api
 
 
 @pytest.mark.gen_test
@@ -21,3 +23,44 @@ async def test_admin_pages_redirect_to_login(server, api):
     response = await api.call("GET", "/admin")
     assert response.code == 200 and b"Sign in" in response.body  # followed the redirect
     assert response.effective_url.endswith("/admin/login?next=%2Fadmin")
+
+
+def test_login_throttle_doubles_the_wait_per_failure_and_forgets_on_success():
+    logins = LoginThrottle()
+    assert logins.delay("10.0.0.1") == 0
+    assert [logins.failed("10.0.0.1") for _ in range(3)] == [1, 2, 3]
+    assert logins.delay("10.0.0.1") == 1.0  # 0.25, 0.5, 1.0
+    assert logins.delay("10.0.0.2") == 0  # per address
+    for _ in range(10):
+        logins.failed("10.0.0.1")
+    assert logins.delay("10.0.0.1") == LoginThrottle.MAX_DELAY
+    logins.succeeded("10.0.0.1")
+    assert logins.delay("10.0.0.1") == 0
+
+
+def test_login_throttle_keeps_a_bounded_table(monkeypatch):
+    monkeypatch.setattr(LoginThrottle, "MAX_ADDRESSES", 3)
+    logins = LoginThrottle()
+    for ip in ("a", "b", "c", "d"):
+        logins.failed(ip)
+    assert logins.delay("a") == 0 and logins.delay("d") > 0  # the oldest went first
+
+
+@pytest.mark.gen_test
+async def test_wrong_password_is_refused_and_counted_right_one_resets(start_server):
+    server = await start_server(admin_password="pw")
+    api = Api(server.port)
+    page = await api.call("GET", "/admin/login")
+    xsrf = page.headers["Set-Cookie"].split("_xsrf=")[1].split(";")[0]
+    headers = {"Cookie": f"_xsrf={xsrf}", "Content-Type": "application/x-www-form-urlencoded"}
+
+    wrong = await api.call("POST", "/admin/login", raw=f"password=nope&_xsrf={xsrf}".encode(),
+                           headers=headers)
+    assert wrong.code == 401 and b"Wrong password." in wrong.body
+    assert server.services.dashboard.logins.delay("127.0.0.1") > 0
+
+    right = await api.http.fetch(api.base + "/admin/login", method="POST", headers=headers,
+                                 body=f"password=pw&_xsrf={xsrf}", follow_redirects=False,
+                                 raise_error=False)
+    assert right.code == 302 and "tidings_admin=" in right.headers["Set-Cookie"]
+    assert server.services.dashboard.logins.delay("127.0.0.1") == 0

@@ -26,8 +26,8 @@ from .store import Created, CreateRequest, Store
 log = logging.getLogger("tidings.broadcaster")
 
 MAX_BATCH = 256
-RECENT_DELIVERIES = 2000
-LOGGED_USERS = 10  # names in a log line of a batch create  # live delivery counts kept for the dashboard's recent notifications
+RECENT_DELIVERIES = 2000  # live delivery counts kept for the dashboard's recent notifications
+LOGGED_USERS = 10  # names in a log line of a batch create
 REPLAY_PAGE = 500
 IDEMPOTENCY_TTL = 24 * 3600  # a retry after a day is a new request
 HOUSEKEEPING_EVERY = 3600

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +21,30 @@ HISTORY_POINTS = 360      # ... for the last hour
 Subscriber = Callable[[dict[str, Any]], None]
 
 
+class LoginThrottle:
+    """Failed dashboard logins per client address: each doubles the wait before the next
+    answer (0.25 s, 0.5 s, ... up to 5 s). The table is bounded, oldest address first out."""
+
+    FIRST_DELAY, MAX_DELAY, MAX_ADDRESSES = 0.25, 5.0, 10_000
+
+    def __init__(self) -> None:
+        self._failures: OrderedDict[str, int] = OrderedDict()
+
+    def delay(self, address: str) -> float:
+        failures = self._failures.get(address, 0)
+        return min(self.FIRST_DELAY * 2 ** (failures - 1), self.MAX_DELAY) if failures else 0.0
+
+    def failed(self, address: str) -> int:
+        failures = self._failures.pop(address, 0) + 1
+        self._failures[address] = failures
+        if len(self._failures) > self.MAX_ADDRESSES:
+            self._failures.popitem(last=False)
+        return failures
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)
+
+
 class Dashboard:
     def __init__(self, broadcaster: Broadcaster, deliveries: DeliveryStore) -> None:
         self.broadcaster = broadcaster
@@ -28,6 +52,7 @@ class Dashboard:
         self.registry = broadcaster.registry
         self.history: deque[dict[str, int]] = deque(maxlen=HISTORY_POINTS)
         self._subscribers: set[Subscriber] = set()
+        self.logins = LoginThrottle()
         self._push_scheduled = False
         self._last_sent_total = broadcaster.created_total
         self._task: asyncio.Task[None] | None = None
