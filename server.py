@@ -30,12 +30,19 @@ log = logging.getLogger("tidings")
 DEV_SECRET_FILE = "dev-jwt-secret"
 COOKIE_SECRET_FILE = "cookie-secret"
 SHUTDOWN_GRACE = 3.0
+TOKEN_SETTINGS = ("jwt_secret", "jwt_audience", "jwt_issuer", "db", "dev")  # what `token` reads
+
+
+def dev_secret(settings: Settings) -> Settings:
+    """With --dev and no secret: the development JWT secret, made once and kept."""
+    if settings.dev and not settings.jwt_secret:
+        settings = settings.replace(jwt_secret=kept_secret(settings, DEV_SECRET_FILE))
+    return settings
 
 
 def resolve_secrets(settings: Settings) -> Settings:
-    """Fills in the secrets that may be made and kept: the dev JWT secret, the cookie key."""
-    if settings.dev and not settings.jwt_secret:
-        settings = settings.replace(jwt_secret=kept_secret(settings, DEV_SECRET_FILE))
+    """Fills in the secrets the server may make and keep: the dev JWT secret, the cookie key."""
+    settings = dev_secret(settings)
     if not settings.cookie_secret:
         settings = settings.replace(cookie_secret=kept_secret(settings, COOKIE_SECRET_FILE))
     return settings
@@ -54,14 +61,18 @@ class Server:
 
     @classmethod
     async def start(cls, settings: Settings, sockets: list | None = None) -> Server:
-        services = await Services.open(settings)
-        app = make_app(services)
-        http = tornado.httpserver.HTTPServer(app, xheaders=False)
+        # The port first: a taken port fails before anything is opened that must be closed.
         if sockets is None:
             sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
+        try:
+            services = await Services.open(settings)
+        except BaseException:
+            for sock in sockets:
+                sock.close()
+            raise
+        http = tornado.httpserver.HTTPServer(make_app(services), xheaders=False)
         http.add_sockets(sockets)
-        port = sockets[0].getsockname()[1]
-        return cls(services, http, port)
+        return cls(services, http, sockets[0].getsockname()[1])
 
     async def stop(self) -> None:
         """Stops accepting, tells every client (WebSocket 1001, SSE stream ended), finishes
@@ -95,7 +106,10 @@ def setup_logging(level: str) -> None:
 async def serve(settings: Settings) -> None:
     try:
         server = await Server.start(settings)
-    except (ValueError, OSError, RuntimeError, ConfigError) as e:
+    except OSError as e:
+        raise SystemExit(f"tidings: cannot start: {settings.host}:{settings.port}: "
+                         f"{e.strerror or e}") from None
+    except (ValueError, RuntimeError, ConfigError) as e:
         raise SystemExit(f"tidings: cannot start: {e}") from None
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -126,9 +140,9 @@ def token_command(argv: Sequence[str]) -> None:
                         "(default user)")
     parser.add_argument("--ttl", type=float, default=3600, help="seconds until it expires "
                         "(default 3600)")
-    config.add_arguments(parser)
+    config.add_arguments(parser, TOKEN_SETTINGS)
     args = parser.parse_args(argv)
-    settings = resolve_secrets(config.load(args))
+    settings = dev_secret(config.load(args))
     if not settings.jwt_secret:
         parser.error("no secret: give --jwt-secret (or TIDINGS_JWT_SECRET), or --dev")
     print(mint(str(settings.jwt_secret), args.tenant, args.user, args.role, args.ttl,

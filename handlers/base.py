@@ -93,7 +93,7 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
                                    "error")
             body = {"error": {"code": code, "message": message}}
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps(body))
+        self.finish(json.dumps(body, separators=(",", ":")))
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, TidingsError | tornado.web.HTTPError):

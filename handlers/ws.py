@@ -59,7 +59,7 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
         except TidingsError as e:
             self.set_status(e.status)
             self.set_header("Content-Type", "application/json; charset=utf-8")
-            self.finish(json.dumps(e.to_dict()))
+            self.finish(dumps(e.to_dict()))
             return
         await super().get(*args, **kwargs)
 

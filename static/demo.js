@@ -33,7 +33,7 @@
   $("inbox-card").hidden = false;
   $("who").textContent = `Signed in as ${userId} · tenant ${tenantId}`;
   $("curl-hint").textContent =
-    `TOKEN=$(python server.py token --tenant ${tenantId} --user backend --role service)\n` +
+    `TOKEN=$(.venv/bin/python server.py token --dev --tenant ${tenantId} --user backend --role service)\n` +
     `curl -X POST ${location.origin}/api/notifications \\\n` +
     `  -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" \\\n` +
     `  -d '{"user_id": "${userId}", "title": "Hello ${userId}", "type": "success"}'`;

@@ -4,6 +4,7 @@ import argparse
 import asyncio
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -28,7 +29,7 @@ def run(*argv: str, env: dict[str, str] | None = None, timeout: float = 20):
 
 def sample(setting: config.Setting, n: int) -> str:
     """A raw value the setting's kind accepts; n picks one of two different ones."""
-    if setting.kind is int:
+    if setting.kind in (int, config._port):
         return str(4000 + n)
     if setting.kind is float:
         return str(2.5 + n)
@@ -186,3 +187,26 @@ def test_readme_settings_table_is_generated_from_the_settings():
     text = readme.read_text()
     table = text.split("<!-- settings:start -->")[1].split("<!-- settings:end -->")[0].strip()
     assert table == config.flags_table(), "regenerate it from tidings.config.flags_table()"
+
+
+def test_a_taken_port_stops_the_start_at_once_naming_it(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("--port", str(port), "--db", str(tmp_path / "t.db"), "--jwt-secret", SECRET)
+    assert result.returncode != 0
+    assert f"127.0.0.1:{port}" in result.stderr and "in use" in result.stderr
+    assert not (tmp_path / "t.db").exists()  # nothing was opened
+
+
+def test_a_port_out_of_range_is_refused_naming_the_flag(tmp_path):
+    result = run("--port", "99999", "--db", str(tmp_path / "t.db"), "--jwt-secret", SECRET)
+    assert result.returncode != 0 and "--port" in result.stderr and "99999" in result.stderr
+
+
+def test_the_token_command_offers_only_what_it_reads(capsys):
+    with pytest.raises(SystemExit):
+        cli(capsys, "token", "--help")
+    out = capsys.readouterr().out
+    assert "--jwt-secret" in out and "--dev" in out and "--heartbeat" not in out

@@ -41,13 +41,20 @@ def _bool(value: str) -> bool:
     raise ValueError(f"expected true or false, got {value!r}")
 
 
+def _port(value: str) -> int:
+    port = int(value)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{port} is not a TCP port (0 to 65535)")
+    return port
+
+
 def _origins(value: str) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
 
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "Address to listen on (0.0.0.0 for every interface)."),
-    Setting("port", 8888, "TCP port to listen on.", int),
+    Setting("port", 8888, "TCP port to listen on.", _port),
     Setting("db", "data/tidings.db", "SQLite database file; created with its folder on first "
             "start."),
     Setting("jwt_secret", None, "HS256 secret that signs client tokens. Required unless --dev "
@@ -118,9 +125,12 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Adds one flag per setting; its help names the environment variable and the default."""
+def add_arguments(parser: argparse.ArgumentParser, names: Sequence[str] | None = None) -> None:
+    """Adds one flag per setting (or per named one); its help names the environment variable
+    and the default."""
     for s in SETTINGS:
+        if names is not None and s.name not in names:
+            continue
         if s.flag_only:
             parser.add_argument(s.flag, action="store_true", default=None, help=s.help)
             continue

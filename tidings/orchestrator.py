@@ -36,9 +36,9 @@ from .registry import Registry
 log = logging.getLogger("tidings.deliveries")
 
 ADDRESSED = ("email", "sms", "push")   # per user; the webhook is per tenant
-MAX_ATTEMPTS = 6
+MAX_ATTEMPTS = 10                       # 2 s, 4 s ... 5 min apart: about 13 min in all
 BACKOFF_BASE = 2.0                      # seconds before the 2nd attempt; doubles each time
-BACKOFF_CAP = 900.0
+BACKOFF_CAP = 300.0
 CONCURRENT_SENDS = 8
 IDLE_WAKE = 60.0                        # look again at least this often
 STOP_GRACE = 3.0                        # seconds a stop waits for sends under way
