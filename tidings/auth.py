@@ -51,6 +51,7 @@ class TokenVerifier:
     def verify(self, token: str | None) -> Principal:
         if not token:
             raise errors.invalid_token("a token is required (Authorization: Bearer or ?token=)")
+        alg: Any
         if len(self._keys) == 1:
             # One key: PyJWT refuses any other algorithm itself, so the header is parsed once.
             [(alg, key)] = self._keys.items()

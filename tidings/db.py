@@ -12,12 +12,15 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
 from .schema import MIGRATIONS
 
 log = logging.getLogger("tidings.db")
+
+Params = tuple[Any, ...] | dict[str, Any]
 
 
 class Database:
@@ -58,11 +61,11 @@ class Database:
                 raise
             await self.writer.execute("COMMIT")
 
-    async def fetchall(self, sql: str, params: tuple | dict = ()) -> list[sqlite3.Row]:
+    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
         async with self.reader.execute(sql, params) as cursor:
             return list(await cursor.fetchall())
 
-    async def fetchone(self, sql: str, params: tuple | dict = ()) -> sqlite3.Row | None:
+    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
         async with self.reader.execute(sql, params) as cursor:
             return await cursor.fetchone()
 

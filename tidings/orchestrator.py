@@ -272,8 +272,9 @@ class Orchestrator:
                 return None
             return Recipient(d.user_id, push=PushSubscription(sub["endpoint"], sub["p256dh"],
                                                               sub["auth"]))
-        field = "phone" if d.channel == "sms" else "email"
-        return Recipient(d.user_id, **{field: d.target})
+        if d.channel == "sms":
+            return Recipient(d.user_id, phone=d.target)
+        return Recipient(d.user_id, email=d.target)
 
     async def _render(self, group: list[Delivery]) -> Any:
         d = group[0]

@@ -29,13 +29,13 @@ class Registry:
         self._changed(conn.tenant_id)
 
     def remove(self, conn: Connection) -> None:
-        users = self._tenants.get(conn.tenant_id)
-        connections = users.get(conn.user_id) if users else None
+        users = self._tenants.get(conn.tenant_id, {})
+        connections = users.get(conn.user_id)
         if not connections or conn not in connections:
             return
         connections.discard(conn)
         if not connections:
-            del users[conn.user_id]  # type: ignore[index]
+            del users[conn.user_id]
         self._by_transport[conn.transport] -= 1
         self._tenant_by_transport[conn.tenant_id][conn.transport] -= 1
         self._changed(conn.tenant_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -140,7 +141,7 @@ def recipient(body: dict[str, Any]) -> dict[str, str | None]:
     if unknown:
         raise errors.invalid(sorted(unknown)[0], "unknown field; expected email, phone, "
                                                  "timezone or locale")
-    checks = {
+    checks: dict[str, tuple[Callable[[str], bool], str]] = {
         "email": (lambda v: bool(_EMAIL.match(v)) and len(v) <= 254, "is not an email address"),
         "phone": (lambda v: bool(_E164.match(v)), "must be E.164, like +14155550123"),
         "timezone": (_is_zone, "is not an IANA time zone, like Europe/Berlin"),

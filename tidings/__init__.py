@@ -1,0 +1,1 @@
+"""tidings: a self-hosted, multi-tenant, real-time notification server (the domain)."""
