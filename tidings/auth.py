@@ -44,10 +44,6 @@ class TokenVerifier:
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
 
-    @property
-    def algorithms(self) -> list[str]:
-        return list(self._keys)
-
     def verify(self, token: str | None) -> Principal:
         if not token:
             raise errors.invalid_token("a token is required (Authorization: Bearer or ?token=)")

@@ -20,7 +20,6 @@ from tornado.iostream import StreamBufferFullError, StreamClosedError
 log = logging.getLogger("tidings.connections")
 
 WEBSOCKET, SSE = "websocket", "sse"
-TRANSPORTS = (WEBSOCKET, SSE)
 
 
 def dumps(value: Any) -> str:

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-from typing import Any, Literal
+from typing import Any
 
 ROLES = ("user", "admin", "service")
 TYPES = ("info", "success", "warning", "error")
 PRIORITIES = ("low", "normal", "high", "urgent")
-
-Role = Literal["user", "admin", "service"]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

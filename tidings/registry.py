@@ -56,9 +56,6 @@ class Registry:
     def tenants(self) -> list[str]:
         return list(self._tenants)
 
-    def users_online(self, tenant_id: str) -> list[str]:
-        return list(self._tenants.get(tenant_id, {}))
-
     def is_online(self, tenant_id: str, user_id: str) -> bool:
         return bool(self.user(tenant_id, user_id))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from . import errors
@@ -37,7 +37,6 @@ class Created:
     notifications: list[Notification]
     replayed_response: dict[str, Any] | None = None  # set when the idempotency key was seen
     replayed: bool = False
-    ids: list[int] = field(default_factory=list)
 
 
 class Store(Protocol):
@@ -51,7 +50,6 @@ class Store(Protocol):
     async def mark_read(self, who: Principal, notification_id: int) -> None: ...
     async def mark_all_read(self, who: Principal) -> None: ...
     async def delete(self, who: Principal, notification_id: int) -> None: ...
-    async def get(self, tenant_id: str, notification_id: int) -> Notification | None: ...
     async def recent(self, tenant_id: str, limit: int) -> list[Notification]: ...
     async def last_id(self) -> int: ...
     async def prune_idempotency_keys(self, older_than: float) -> int: ...
@@ -94,14 +92,14 @@ class SQLiteStore:
                     channels = json.dumps(item.channels) if item.channels is not None else None
                     rows.append((next_id, item.tenant_id, item.user_id, item.type, item.title,
                                  item.message, data, item.priority, now, channels))
-                    created.ids.append(next_id)
                     created.notifications.append(_shape(
                         next_id, item.tenant_id, item.user_id, item.type, item.title,
                         item.message, item.data, item.priority, created_at, None))
                     next_id += 1
                 if request.idempotency_key:
-                    keys.append((key[0], key[1], json.dumps(created.ids), now))
-                    seen[key] = Created(created.notifications, None, True, created.ids)
+                    ids = [n["id"] for n in created.notifications]
+                    keys.append((key[0], key[1], json.dumps(ids), now))
+                    seen[key] = Created(created.notifications, None, True)
                 results.append(created)
             if rows:
                 await conn.executemany(
@@ -131,7 +129,7 @@ class SQLiteStore:
                 found = await cursor.fetchone()
             if found is not None:
                 notifications.append(_row(found))
-        return Created(notifications, response, True, ids)
+        return Created(notifications, response, True)
 
     async def save_responses(self, tenant_keys: list[tuple[str, str, dict[str, Any]]]) -> None:
         """Keeps the first answer of idempotent requests, so a retry gets exactly that answer."""
@@ -254,12 +252,6 @@ class SQLiteStore:
                 "AND r.deleted_at IS NOT NULL GROUP BY n.type", (who.tenant_id, who.user_id)):
             result[row["type"]] -= row["n"]
         return {t: n for t, n in sorted(result.items()) if n > 0}
-
-    async def get(self, tenant_id: str, notification_id: int) -> Notification | None:
-        row = await self.db.fetchone(
-            f"SELECT {_COLUMNS.replace(', r.read_at', ', NULL AS read_at')} FROM notifications n "
-            "WHERE n.id = ? AND n.tenant_id = ?", (notification_id, tenant_id))
-        return _row(row) if row else None
 
     async def recent(self, tenant_id: str, limit: int = 20) -> list[Notification]:
         rows = await self.db.fetchall(

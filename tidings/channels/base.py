@@ -114,10 +114,6 @@ class Channel(Protocol):
 
     name: str
 
-    def reachable(self, recipient: Recipient) -> bool:
-        """Whether the recipient has an address for this channel (else: skip, don't send)."""
-        ...
-
     async def send(self, recipient: Recipient, message: Rendered) -> str:
         """Delivers once and returns the provider's id for it; raises DeliveryError."""
         ...

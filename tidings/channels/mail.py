@@ -82,9 +82,6 @@ class SmtpEmail:
         return cls(host, port, sender, tls=parts.scheme == "smtps",
                    username=username, password=password)
 
-    def reachable(self, recipient: Recipient) -> bool:
-        return bool(recipient.email)
-
     async def send(self, recipient: Recipient, message: Rendered) -> str:
         msg = message_for(self.sender, recipient, message)
         try:
@@ -118,9 +115,6 @@ class SesEmail:
         client = aws.make_client("sesv2", region, endpoint_url, "--email-url")
         log.info("email: SES in %s%s", region, " (emulator)" if endpoint_url else "")
         return cls(client, sender)
-
-    def reachable(self, recipient: Recipient) -> bool:
-        return bool(recipient.email)
 
     async def send(self, recipient: Recipient, message: Rendered) -> str:
         msg = message_for(self.sender, recipient, message)

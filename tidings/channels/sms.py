@@ -36,9 +36,6 @@ class SnsSms:
         log.info("sms: SNS in %s%s", region, " (emulator)" if endpoint_url else "")
         return cls(client)
 
-    def reachable(self, recipient: Recipient) -> bool:
-        return bool(recipient.phone)
-
     async def send(self, recipient: Recipient, message: Rendered) -> str:
         if not recipient.phone or not E164.match(recipient.phone):
             raise DeliveryError("no phone number in E.164 form", permanent=True)

@@ -87,9 +87,6 @@ class Webhook:
     def __init__(self, connect_timeout: float = 5.0, request_timeout: float = 15.0) -> None:
         self._connect_timeout, self._request_timeout = connect_timeout, request_timeout
 
-    def reachable(self, recipient: Recipient) -> bool:
-        return recipient.webhook is not None
-
     async def send(self, recipient: Recipient, message: Rendered) -> str:
         target = recipient.webhook
         if target is None:

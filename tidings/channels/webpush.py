@@ -113,9 +113,6 @@ class WebPush:
         log.info("web push: on, VAPID key %s", key_path)
         return push
 
-    def reachable(self, recipient: Recipient) -> bool:
-        return recipient.push is not None
-
     async def send(self, recipient: Recipient, message: Rendered) -> str:
         sub = recipient.push
         if sub is None:
