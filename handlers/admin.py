@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 from typing import Any
 from urllib.parse import quote
@@ -23,14 +22,18 @@ COOKIE = "tidings_admin"
 COOKIE_DAYS = 1
 
 
-class PageHandler(ServicesMixin, tornado.web.RequestHandler):
-    """Renders Jinja2 templates; the operator is known by a signed cookie."""
+class OperatorMixin(ServicesMixin):
+    """The operator is known by a signed cookie, on the pages and on the dashboard's socket."""
 
     def get_current_user(self) -> str | None:
         if not self.services.settings.admin_password:
             return None
-        value = self.get_signed_cookie(COOKIE, max_age_days=COOKIE_DAYS)
+        value = self.get_signed_cookie(COOKIE, max_age_days=COOKIE_DAYS)  # type: ignore[attr-defined]
         return value.decode() if value else None
+
+
+class PageHandler(OperatorMixin, tornado.web.RequestHandler):
+    """Renders Jinja2 templates."""
 
     def get_login_url(self) -> str:
         return "/admin/login"
@@ -127,11 +130,8 @@ class TenantHandler(PageHandler):
                          notifications=await dashboard.recent(tenant_id), **context)
 
 
-class AdminSocket(ServicesMixin, tornado.websocket.WebSocketHandler):
+class AdminSocket(OperatorMixin, tornado.websocket.WebSocketHandler):
     """Pushes the overview to the dashboard whenever it changes; a subscriber, not a poller."""
-
-    def get_current_user(self) -> str | None:
-        return PageHandler.get_current_user(self)  # type: ignore[arg-type]
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         if not self.current_user:
@@ -139,11 +139,11 @@ class AdminSocket(ServicesMixin, tornado.websocket.WebSocketHandler):
             self.close(4401, "log in to the dashboard first")
             return
         self.services.dashboard.subscribe(self.push)
-        self.push({"type": "overview", **self.services.dashboard.overview()})
+        self.push(self.services.dashboard.snapshot())
 
-    def push(self, snapshot: dict[str, Any]) -> None:
+    def push(self, snapshot: str) -> None:
         try:
-            self.write_message(json.dumps(snapshot, separators=(",", ":")))
+            self.write_message(snapshot)
         except tornado.websocket.WebSocketClosedError:
             self.services.dashboard.unsubscribe(self.push)
 

@@ -17,7 +17,7 @@ MAX_IDEMPOTENCY_KEY = 255
 class NotificationsHandler(BaseHandler):
     async def post(self) -> None:
         who = self.authenticate()
-        if not who.may_send:
+        if not who.acts_for_tenant:
             raise errors.forbidden("only admin and service tokens may send notifications")
         key = self.request.headers.get("Idempotency-Key")
         if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
@@ -38,7 +38,7 @@ class NotificationsHandler(BaseHandler):
         who = self.authenticate()
         limit = validation.limit(self.get_query_argument("limit", None))
         before = validation.cursor(self.get_query_argument("before", None), "before")
-        unread = self.get_query_argument("unread", "false").lower() in ("true", "1", "yes")
+        unread = validation.flag(self.get_query_argument("unread", None), "unread")
         page = await self.services.store.inbox(who, unread=unread, limit=limit, before=before)
         next_before = page[-1]["id"] if len(page) == limit else None
         self.write_json({"notifications": page, "next_before": next_before})
@@ -49,15 +49,13 @@ class NotificationHandler(BaseHandler):
         who = self.authenticate()
         await self.services.store.delete(who, int(notification_id))
         await self.services.broadcaster.send_stats(who)
-        self.set_status(204)
-        self.finish()
+        self.no_content()
 
 
 class ReadHandler(BaseHandler):
     async def post(self, notification_id: str) -> None:
         who = self.authenticate()
-        await self.services.store.mark_read(who, int(notification_id))
-        stats = await self.services.broadcaster.send_stats(who)
+        stats = await self.services.broadcaster.mark_read(who, int(notification_id))
         self.write_json({"id": int(notification_id), "stats": stats})
 
 
@@ -80,9 +78,8 @@ class StatsHandler(BaseHandler):
 class ConnectionsHandler(BaseHandler):
     def get(self) -> None:
         who = self.authenticate()
-        tenant_wide = who.role in ("admin", "service")
         stats = self.services.broadcaster.connection_stats(
-            who.tenant_id, None if tenant_wide else who.user_id)
+            who.tenant_id, None if who.acts_for_tenant else who.user_id)
         self.write_json({"tenant_id": who.tenant_id, **stats})
 
 

@@ -79,6 +79,10 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
         self.set_status(status)
         self.finish(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
+    def no_content(self) -> None:
+        self.set_status(204)
+        self.finish()
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(error, TidingsError):

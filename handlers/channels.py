@@ -18,7 +18,7 @@ def _invalid(e: ValueError) -> errors.TidingsError:
 
 
 def _may_manage(who: Principal, user_id: str) -> None:
-    if user_id != who.user_id and who.role not in ("admin", "service"):
+    if user_id != who.user_id and not who.acts_for_tenant:
         raise errors.forbidden("a user may only read and change its own profile")
 
 
@@ -47,7 +47,7 @@ class UserHandler(BaseHandler):
 class PreferencesHandler(BaseHandler):
     def _owner(self, who: Principal) -> str:
         """'' (the tenant's defaults) with ?tenant_default=true, which is for admins."""
-        if self.get_query_argument("tenant_default", "false").lower() in ("true", "1"):
+        if validation.flag(self.get_query_argument("tenant_default", None), "tenant_default"):
             _admin(who)
             return ""
         return who.user_id
@@ -67,10 +67,7 @@ class PreferencesHandler(BaseHandler):
         change = preferences.validate(self.json_body())
         store = self.services.deliveries
         stored = await store.preferences(who.tenant_id, owner)
-        for type_, mapping in change.pop("channels", {}).items():
-            stored.setdefault("channels", {}).setdefault(type_, {}).update(mapping)
-        stored.update(change)
-        await store.put_preferences(who.tenant_id, owner, stored)
+        await store.put_preferences(who.tenant_id, owner, preferences.apply(stored, change))
         await self.get()
 
 
@@ -103,8 +100,7 @@ class PushSubscriptionsHandler(BaseHandler):
         if not await self.services.deliveries.remove_subscription(who.tenant_id, endpoint,
                                                                   who.user_id):
             raise errors.not_found("push subscription")
-        self.set_status(204)
-        self.finish()
+        self.no_content()
 
 
 class WebhookHandler(BaseHandler):
@@ -137,8 +133,7 @@ class WebhookHandler(BaseHandler):
         _admin(who)
         if not await self.services.deliveries.delete_webhook(who.tenant_id):
             raise errors.not_found("webhook")
-        self.set_status(204)
-        self.finish()
+        self.no_content()
 
 
 class TemplateHandler(BaseHandler):
@@ -167,8 +162,7 @@ class TemplateHandler(BaseHandler):
         _admin(who)
         if not await self.services.deliveries.delete_template(who.tenant_id, type_, channel):
             raise errors.not_found(f"template {type_}/{channel}")
-        self.set_status(204)
-        self.finish()
+        self.no_content()
 
 
 class DeliveriesHandler(BaseHandler):
@@ -178,7 +172,7 @@ class DeliveriesHandler(BaseHandler):
         found = await store.notification(int(notification_id))
         if found is None or found["tenant_id"] != who.tenant_id:
             raise errors.not_found(f"notification {notification_id}")
-        mine = None if who.role in ("admin", "service") else who.user_id
+        mine = None if who.acts_for_tenant else who.user_id
         if mine is not None and found["user_id"] not in (None, mine):
             raise errors.not_found(f"notification {notification_id}")
         self.write_json({"deliveries": await store.for_notification(

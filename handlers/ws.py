@@ -92,10 +92,9 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
             if not isinstance(notification_id, int) or isinstance(notification_id, bool):
                 return self._error("invalid_request", "id: must be a notification id")
             try:
-                await self.services.store.mark_read(self.who, notification_id)
+                await self.services.broadcaster.mark_read(self.who, notification_id)
             except TidingsError as e:
                 return self._error(e.code, e.message)
-            await self.services.broadcaster.send_stats(self.who)
         else:
             self._error("unknown_type", f"unknown frame type {kind!r}; expected ping or "
                                         "mark_read")

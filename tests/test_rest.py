@@ -353,3 +353,13 @@ async def test_unknown_route_and_method_are_json_errors(server, api):
     response = await api.call("PUT", "/api/notifications/stats", tok=ALICE, body={})
     assert response.code == 405
     assert json.loads(response.body)["error"]["code"] == "method_not_allowed"
+
+
+@pytest.mark.gen_test
+async def test_a_flag_that_is_neither_true_nor_false_is_named(server, api):
+    body = await api.json("GET", "/api/notifications?unread=maybe", tok=token(), expect=400)
+    assert body["error"]["field"] == "unread"
+    admin = token(role="admin", user="root")
+    body = await api.json("GET", "/api/preferences?tenant_default=perhaps", tok=admin,
+                          expect=400)
+    assert body["error"]["field"] == "tenant_default"

@@ -204,6 +204,11 @@ class Broadcaster:
         await self.to_user(who.tenant_id, who.user_id, Message.stats(counts))
         return counts
 
+    async def mark_read(self, who: Principal, notification_id: int) -> dict[str, int]:
+        """Marks one notification read; the user's every connection is told the new counts."""
+        await self.store.mark_read(who, notification_id)
+        return await self.send_stats(who)
+
     def connection_stats(self, tenant_id: str | None = None,
                          user_id: str | None = None) -> dict[str, int]:
         return self.registry.stats(tenant_id, user_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -18,7 +19,7 @@ PUSH_INTERVAL = 0.25      # at most four pushes a second, however busy the serve
 SAMPLE_EVERY = 10.0       # one history point every 10 s ...
 HISTORY_POINTS = 360      # ... for the last hour
 
-Subscriber = Callable[[dict[str, Any]], None]
+Subscriber = Callable[[str], None]  # gets the overview as JSON, encoded once for all
 
 
 class LoginThrottle:
@@ -119,9 +120,13 @@ class Dashboard:
             self._push_scheduled = True
             asyncio.get_running_loop().call_later(PUSH_INTERVAL, self._push)
 
+    def snapshot(self) -> str:
+        """The `overview` message of the dashboard's socket, as JSON."""
+        return json.dumps({"type": "overview", **self.overview()}, separators=(",", ":"))
+
     def _push(self) -> None:
         self._push_scheduled = False
-        snapshot = {"type": "overview", **self.overview()}
+        snapshot = self.snapshot()
         for subscriber in list(self._subscribers):
             subscriber(snapshot)
 

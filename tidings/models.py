@@ -20,7 +20,9 @@ class Principal:
     role: str = "user"
 
     @property
-    def may_send(self) -> bool:
+    def acts_for_tenant(self) -> bool:
+        """Admin and service tokens act for the whole tenant: they send, and they read any
+        user's profile, deliveries and the tenant's connection counts."""
         return self.role in ("admin", "service")
 
     @property

@@ -75,6 +75,18 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
     return clean
 
 
+def apply(stored: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
+    """A validated PUT on stored preferences: only what it names changes, and a channel map
+    changes only the channels it gives for that type."""
+    result = {**stored, **{k: v for k, v in change.items() if k != "channels"}}
+    channels = {t: dict(m) for t, m in stored.get("channels", {}).items()}
+    for type_, mapping in change.get("channels", {}).items():
+        channels.setdefault(type_, {}).update(mapping)
+    if channels:
+        result["channels"] = channels
+    return result
+
+
 def merge(*layers: dict[str, Any]) -> dict[str, Any]:
     """Later layers win: per type and per channel for `channels`, whole values otherwise."""
     result: dict[str, Any] = {"channels": {}, "quiet_hours": None, "digest": "off"}

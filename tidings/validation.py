@@ -118,6 +118,15 @@ def limit(raw: str | None, default: int = 50, maximum: int = 200) -> int:
     return value
 
 
+def flag(raw: str | None, field: str) -> bool:
+    """A true/false query parameter; absent means false."""
+    if raw is None or raw.lower() in ("false", "0", "no", ""):
+        return False
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    raise errors.invalid(field, "must be true or false")
+
+
 def cursor(raw: str | None, field: str) -> int | None:
     if raw is None or raw == "":
         return None
