@@ -85,10 +85,21 @@ class Server:
         for conn in list(registry.all()):
             conn.close("shutdown")
         await self.services.broadcaster.stop()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + SHUTDOWN_GRACE
-        while any(True for _ in registry.all()) and loop.time() < deadline:
-            await asyncio.sleep(0.05)  # closing handshakes finish on their own; bounded wait
+        # Closing handshakes finish on their own: wait for the last one, within the grace.
+        emptied = asyncio.Event()
+
+        def check(_tenant_id: str = "") -> None:
+            if registry.stats()["total"] == 0:
+                emptied.set()
+
+        registry.listen(check)
+        check()
+        try:
+            await asyncio.wait_for(emptied.wait(), SHUTDOWN_GRACE)
+        except TimeoutError:
+            log.warning("some clients did not finish closing within %.0fs", SHUTDOWN_GRACE)
+        finally:
+            registry.unlisten(check)
         try:
             await asyncio.wait_for(self.http.close_all_connections(), SHUTDOWN_GRACE)
         except TimeoutError:

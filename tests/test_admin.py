@@ -5,7 +5,7 @@ from tornado.websocket import websocket_connect
 
 from tidings.dashboard import LoginThrottle
 
-from .clients import WAIT, Api
+from .clients import WAIT, Api, eventually, token
 
 
 @pytest.mark.gen_test
@@ -64,3 +64,23 @@ async def test_wrong_password_is_refused_and_counted_right_one_resets(start_serv
                                  raise_error=False)
     assert right.code == 302 and "tidings_admin=" in right.headers["Set-Cookie"]
     assert server.services.dashboard.logins.delay("127.0.0.1") == 0
+
+
+@pytest.mark.gen_test
+async def test_tenant_page_lists_each_notification_with_its_deliveries(server, api):
+    admin = token(role="admin", user="root")
+    await api.json("PUT", "/api/webhook", {"url": "http://127.0.0.1:9/hook"}, admin, expect=201)
+    first = (await api.send(admin, user_id="alice", title="one"))["notification"]
+    second = (await api.send(admin, broadcast=True, title="two"))["notification"]
+
+    async def both_planned() -> bool:
+        recent = await server.services.dashboard.recent("acme")
+        return all(n["deliveries"] for n in recent)
+
+    await eventually(both_planned)
+    recent = {n["id"]: n for n in await server.services.dashboard.recent("acme")}
+    assert set(recent) == {first["id"], second["id"]}
+    for n in recent.values():
+        assert [d["channel"] for d in n["deliveries"]] == ["webhook"]
+        assert n["delivery"] == {"websocket": 0, "sse": 0}
+    assert await server.services.dashboard.recent("nobody") == []

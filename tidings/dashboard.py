@@ -103,9 +103,11 @@ class Dashboard:
         """The tenant's latest notifications, with live delivery counts while we have them and
         the state of each email, SMS, push and webhook delivery."""
         notifications = await self.broadcaster.store.recent(tenant_id, limit)
+        deliveries = await self.deliveries.for_notifications(
+            [n["id"] for n in notifications], tenant_id)
         for n in notifications:
             n["delivery"] = self.broadcaster.recent_delivery.get(n["id"])
-            n["deliveries"] = await self.deliveries.for_notification(n["id"], tenant_id)
+            n["deliveries"] = deliveries[n["id"]]
         return notifications
 
     # --- live pushes -------------------------------------------------------------------

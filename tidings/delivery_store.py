@@ -260,22 +260,36 @@ class DeliveryStore:
 
     async def for_notification(self, notification_id: int, tenant_id: str,
                                user_id: str | None = None) -> list[dict[str, Any]]:
+        return (await self.for_notifications([notification_id], tenant_id, user_id))[
+            notification_id]
+
+    async def for_notifications(self, notification_ids: list[int], tenant_id: str,
+                                user_id: str | None = None) -> dict[int, list[dict[str, Any]]]:
+        """Each notification's deliveries with every attempt: two queries however many."""
+        if not notification_ids:
+            return {}
+        marks = ",".join("?" * len(notification_ids))
         rows = await self.db.fetchall(
-            "SELECT id, channel, user_id, status, attempts, last_error, next_attempt_at, "
-            "sent_at, created_at FROM deliveries WHERE notification_id = ? AND tenant_id = ? "
-            "AND (? IS NULL OR user_id = ?) ORDER BY id",
-            (notification_id, tenant_id, user_id, user_id))
+            "SELECT id, notification_id, channel, user_id, status, attempts, last_error, "
+            f"next_attempt_at, sent_at, created_at FROM deliveries WHERE notification_id IN "
+            f"({marks}) AND tenant_id = ? AND (? IS NULL OR user_id = ?) ORDER BY id",
+            (*notification_ids, tenant_id, user_id, user_id))
         history: dict[int, list[dict[str, Any]]] = {}
         for attempt in await self.db.fetchall(
                 "SELECT a.delivery_id, a.attempt, a.at, a.status, a.error FROM delivery_attempts a "
-                "JOIN deliveries d ON d.id = a.delivery_id WHERE d.notification_id = ? "
-                "ORDER BY a.delivery_id, a.attempt", (notification_id,)):
+                f"JOIN deliveries d ON d.id = a.delivery_id WHERE d.notification_id IN ({marks}) "
+                "ORDER BY a.delivery_id, a.attempt", tuple(notification_ids)):
             history.setdefault(attempt["delivery_id"], []).append(
                 {"attempt": attempt["attempt"], "at": iso(attempt["at"]),
                  "status": attempt["status"], "error": attempt["error"]})
-        return [{**dict(row), "next_attempt_at": _ts(row["next_attempt_at"]),
-                 "sent_at": _ts(row["sent_at"]), "created_at": _ts(row["created_at"]),
-                 "history": history.get(row["id"], [])} for row in rows]
+        found: dict[int, list[dict[str, Any]]] = {n: [] for n in notification_ids}
+        for row in rows:
+            delivery = {k: row[k] for k in row.keys() if k != "notification_id"}
+            found[row["notification_id"]].append({
+                **delivery, "next_attempt_at": _ts(row["next_attempt_at"]),
+                "sent_at": _ts(row["sent_at"]), "created_at": _ts(row["created_at"]),
+                "history": history.get(row["id"], [])})
+        return found
 
     async def notification(self, notification_id: int) -> dict[str, Any] | None:
         row = await self.db.fetchone(
