@@ -65,7 +65,6 @@ class Orchestrator:
         self.max_attempts = MAX_ATTEMPTS
         self._plan_wanted = asyncio.Event()
         self._send_wanted = asyncio.Event()
-        self._sending = asyncio.Semaphore(CONCURRENT_SENDS)
         self._tasks: list[asyncio.Task[None]] = []
         self._in_flight: set[asyncio.Task[None]] = set()
 
@@ -195,8 +194,10 @@ class Orchestrator:
         while True:
             self._send_wanted.clear()
             wait = IDLE_WAKE  # when busy, a finishing send wakes the loop
-            if len(self._in_flight) < CONCURRENT_SENDS:
-                due = await self.store.claim_due(self.clock())
+            free = CONCURRENT_SENDS - len(self._in_flight)
+            if free > 0:
+                # Claim no more than can start now: a claimed row is `sending` at once.
+                due = await self.store.claim_due(self.clock(), limit=free)
                 if due:
                     for group in _groups(due):
                         self._start_send(group)
@@ -220,12 +221,11 @@ class Orchestrator:
         self.wake()
 
     async def _guarded(self, group: list[Delivery]) -> None:
-        async with self._sending:
-            try:
-                await self._send(group)
-            except Exception as e:  # a bug, not a provider: keep the worker alive, retry later
-                log.exception("delivery %d failed unexpectedly", group[0].id)
-                await self._failed(group, DeliveryError(type(e).__name__, permanent=False))
+        try:
+            await self._send(group)
+        except Exception as e:  # a bug, not a provider: keep the worker alive, retry later
+            log.exception("delivery %d failed unexpectedly", group[0].id)
+            await self._failed(group, DeliveryError(type(e).__name__, permanent=False))
 
     async def _send(self, group: list[Delivery]) -> None:
         d = group[0]
