@@ -63,6 +63,14 @@ class ServicesMixin:
             raise errors.tenant_mismatch()
         return principal
 
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """For every handler: the URI redacted (Tornado's own would log `?token=`)."""
+        if isinstance(value, TidingsError | tornado.web.HTTPError):
+            return  # an answer to the client, not a server fault; the access log has it
+        request = self.request  # type: ignore[attr-defined]
+        app_log.error("uncaught exception in %s %s", request.method, redact(request.uri or ""),
+                      exc_info=(typ, value, tb))
+
 
 class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
     def set_default_headers(self) -> None:
@@ -98,12 +106,6 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
             body = {"error": {"code": code, "message": message}}
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps(body, separators=(",", ":")))
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, TidingsError | tornado.web.HTTPError):
-            return  # an answer to the client, not a server fault; the access log has it
-        app_log.error("uncaught exception in %s %s", self.request.method,
-                      redact(self.request.uri or ""), exc_info=(typ, value, tb))
 
 
 class NotFoundHandler(BaseHandler):

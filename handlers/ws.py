@@ -13,7 +13,6 @@ from tidings.connections import WEBSOCKET, Connection, Message, dumps
 from tidings.errors import TidingsError
 from tidings.models import Principal
 
-from .base import BaseHandler
 from .subscribe import SubscribeMixin
 
 # Close codes: 1001 going away (shutdown), 1013 try again later (too slow: resume with since).
@@ -115,6 +114,3 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
         if self.conn is not None:
             self.conn.closed = True
             self.services.broadcaster.detach(self.conn, f"code {self.close_code}")
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        BaseHandler.log_exception(self, typ, value, tb)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@
 import pytest
 from tornado.websocket import websocket_connect
 
+from handlers import admin
 from tidings.dashboard import LoginThrottle
 
 from .clients import WAIT, Api, eventually, token
@@ -84,3 +85,18 @@ async def test_tenant_page_lists_each_notification_with_its_deliveries(server, a
         assert [d["channel"] for d in n["deliveries"]] == ["webhook"]
         assert n["delivery"] == {"websocket": 0, "sse": 0}
     assert await server.services.dashboard.recent("nobody") == []
+
+
+@pytest.mark.allow_error_logs
+@pytest.mark.gen_test
+async def test_a_page_that_fails_logs_its_uri_without_the_token(server, api, monkeypatch, caplog):
+    def broken(self):  # type: ignore[no-untyped-def]
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(admin.DemoHandler, "get", broken)
+    secret = token(user="alice")
+    response = await api.call("GET", f"/demo?token={secret}&tenant_id=acme")
+    assert response.code == 500
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "uncaught exception in GET /demo?token=[redacted]" in logged
+    assert secret not in logged
