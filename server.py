@@ -23,7 +23,9 @@ from tidings.auth import mint
 from tidings.channels import ConfigError
 from tidings.config import Settings
 from tidings.models import ROLES
+from tidings.redis_url import redacted
 from tidings.services import Services, kept_secret
+from tidings.store import is_postgres
 
 log = logging.getLogger("tidings")
 
@@ -84,7 +86,7 @@ class Server:
         registry = self.services.registry
         for conn in list(registry.all()):
             conn.close("shutdown")
-        await self.services.broadcaster.stop()
+        await self.services.publisher.stop()
         # Closing handshakes finish on their own: wait for the last one, within the grace.
         emptied = asyncio.Event()
 
@@ -106,6 +108,11 @@ class Server:
             log.warning("some HTTP connections did not close within %.0fs", SHUTDOWN_GRACE)
         await self.services.close()
         self.stopped.set()
+
+
+def describe_db(db: str) -> str:
+    """The database for a log line: a PostgreSQL URL without its password."""
+    return f"PostgreSQL {redacted(db)}" if is_postgres(db) else f"database {db}"
 
 
 def setup_logging(level: str) -> None:
@@ -130,8 +137,9 @@ async def serve(settings: Settings) -> None:
         log.info("%s received: shutting down", signal.Signals(signum).name)
         await server.stop()
 
-    log.info("tidings listening on http://%s:%d (database %s)", settings.host, server.port,
-             settings.db)
+    log.info("tidings listening on http://%s:%d (%s%s)", settings.host, server.port,
+             describe_db(settings.db),
+             f", Redis {redacted(settings.redis_url)}" if settings.redis_url else "")
     if settings.dev:
         token = mint(str(settings.jwt_secret), "demo", "alice", role="admin", ttl=86400)
         print(f"\n  --dev: a sample admin token for tenant 'demo', user 'alice' (24 h):\n\n"

@@ -88,8 +88,8 @@ class LogoutHandler(PageHandler):
 
 class OverviewHandler(PageHandler):
     @tornado.web.authenticated
-    def get(self) -> None:
-        self.render_page("admin_overview.html", overview=self.services.dashboard.overview(),
+    async def get(self) -> None:
+        self.render_page("admin_overview.html", overview=await self.services.dashboard.overview(),
                          base_url=f"{self.request.protocol}://{self.request.host}")
 
 
@@ -116,7 +116,7 @@ class TenantHandler(PageHandler):
             self.set_status(400)
             await self.show(tenant_id, error=e.message, form=form)
             return
-        published = await self.services.broadcaster.create(items)
+        published = await self.services.publisher.create(items)
         reached = published.delivery["websocket"] + published.delivery["sse"]
         sent = (f"Sent #{published.notifications[0]['id']} to {reached} "
                 f"connection{'' if reached == 1 else 's'}.")
@@ -125,7 +125,7 @@ class TenantHandler(PageHandler):
     async def show(self, tenant_id: str, **context: Any) -> None:
         dashboard = self.services.dashboard
         self.render_page("admin_tenant.html", tenant_id=tenant_id,
-                         tenant=dashboard.tenant_row(tenant_id),
+                         tenant=await dashboard.tenant_row(tenant_id),
                          users=dashboard.users(tenant_id),
                          notifications=await dashboard.recent(tenant_id), **context)
 
@@ -133,13 +133,13 @@ class TenantHandler(PageHandler):
 class AdminSocket(OperatorMixin, tornado.websocket.WebSocketHandler):
     """Pushes the overview to the dashboard whenever it changes; a subscriber, not a poller."""
 
-    def open(self, *args: Any, **kwargs: Any) -> None:
+    async def open(self, *args: Any, **kwargs: Any) -> None:
         if not self.current_user:
             # Closed after the upgrade, with a code the page can read: it goes to the login.
             self.close(4401, "log in to the dashboard first")
             return
         self.services.dashboard.subscribe(self.push)
-        self.push(self.services.dashboard.snapshot())
+        self.push(await self.services.dashboard.snapshot())
 
     def push(self, snapshot: str) -> None:
         try:

@@ -24,7 +24,7 @@ class NotificationsHandler(BaseHandler):
             raise errors.invalid("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} "
                                                     "characters")
         items, as_list = validation.notifications(self.json_body(), who.tenant_id)
-        published = await self.services.broadcaster.create(items, key)
+        published = await self.services.publisher.create(items, key)
         if published.replayed:
             self.set_header("Idempotent-Replayed", "true")
         body: dict[str, object] = {"delivery": published.delivery}
@@ -48,14 +48,14 @@ class NotificationHandler(BaseHandler):
     async def delete(self, notification_id: str) -> None:
         who = self.authenticate()
         await self.services.store.delete(who, int(notification_id))
-        await self.services.broadcaster.send_stats(who)
+        await self.services.publisher.send_stats(who)
         self.no_content()
 
 
 class ReadHandler(BaseHandler):
     async def post(self, notification_id: str) -> None:
         who = self.authenticate()
-        stats = await self.services.broadcaster.mark_read(who, int(notification_id))
+        stats = await self.services.publisher.mark_read(who, int(notification_id))
         self.write_json({"id": int(notification_id), "stats": stats})
 
 
@@ -63,7 +63,7 @@ class ReadAllHandler(BaseHandler):
     async def post(self) -> None:
         who = self.authenticate()
         await self.services.store.mark_all_read(who)
-        stats = await self.services.broadcaster.send_stats(who)
+        stats = await self.services.publisher.send_stats(who)
         self.write_json({"stats": stats})
 
 
@@ -76,46 +76,50 @@ class StatsHandler(BaseHandler):
 
 
 class ConnectionsHandler(BaseHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
         who = self.authenticate()
-        stats = self.services.broadcaster.connection_stats(
-            who.tenant_id, None if who.acts_for_tenant else who.user_id)
+        presence = self.services.presence
+        if who.acts_for_tenant:
+            stats = await presence.tenant(who.tenant_id)
+        else:
+            stats = await presence.user(who.tenant_id, who.user_id)
         self.write_json({"tenant_id": who.tenant_id, **stats})
 
 
 class HealthHandler(BaseHandler):
     async def get(self) -> None:
-        if not await self.services.db.ping():
-            raise errors.unavailable("the store does not answer")
+        problems = await self.services.health()
+        if problems:
+            self.write_json({"status": "unavailable", "problems": problems}, 503)
+            return
         self.write_json({"status": "ok"})
 
 
 class MetricsHandler(BaseHandler):
     """Prometheus text format, for scrapers on loopback or with the admin password."""
 
-    def get(self) -> None:
+    async def get(self) -> None:
         password = self.services.settings.admin_password
         bearer = self.request.headers.get("Authorization", "")
         local = ipaddress.ip_address(self.request.remote_ip or "0.0.0.0").is_loopback
         if not local and not (password and bearer == f"Bearer {password}"):
             raise errors.forbidden("metrics are served on loopback or with the admin password")
-        registry, broadcaster = self.services.registry, self.services.broadcaster
+        activity = self.services.activity
         lines = [
-            "# HELP tidings_connections Open client connections.",
+            "# HELP tidings_connections Open client connections, on every process.",
             "# TYPE tidings_connections gauge",
         ]
-        for tenant in registry.tenants():
-            stats = registry.stats(tenant)
+        for tenant, stats in sorted((await self.services.presence.tenants()).items()):
             for transport in (WEBSOCKET, SSE):
                 lines.append(f'tidings_connections{{tenant="{_label(tenant)}",'
                              f'transport="{transport}"}} {stats[transport]}')
         lines += [
             "# HELP tidings_notifications_created_total Notifications stored and pushed.",
             "# TYPE tidings_notifications_created_total counter",
-            f"tidings_notifications_created_total {broadcaster.created_total}",
+            f"tidings_notifications_created_total {activity.created_total}",
             "# HELP tidings_deliveries_total Notifications handed to a live connection.",
             "# TYPE tidings_deliveries_total counter",
-            f"tidings_deliveries_total {broadcaster.delivered_total}",
+            f"tidings_deliveries_total {activity.delivered_total}",
             "# HELP tidings_uptime_seconds Seconds since the process started.",
             "# TYPE tidings_uptime_seconds gauge",
             f"tidings_uptime_seconds {time.time() - self.services.started_at:.0f}",

@@ -13,6 +13,7 @@ from tidings import errors, validation
 from tidings.errors import TidingsError
 from tidings.models import Principal
 from tidings.services import Services
+from tidings.store import StoreUnavailable
 
 access_log = logging.getLogger("tornado.access")
 app_log = logging.getLogger("tidings.http")
@@ -68,6 +69,9 @@ class ServicesMixin:
         if isinstance(value, TidingsError | tornado.web.HTTPError):
             return  # an answer to the client, not a server fault; the access log has it
         request = self.request  # type: ignore[attr-defined]
+        if isinstance(value, StoreUnavailable):  # answered 503; the cause, without a trace
+            app_log.warning("%s %s: %s", request.method, redact(request.uri or ""), value)
+            return
         app_log.error("uncaught exception in %s %s", request.method, redact(request.uri or ""),
                       exc_info=(typ, value, tb))
 
@@ -93,6 +97,8 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(error, StoreUnavailable):
+            error = errors.store_unavailable()
         if isinstance(error, TidingsError):
             self.set_status(error.status)
             body = error.to_dict()

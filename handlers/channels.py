@@ -31,7 +31,7 @@ class UserHandler(BaseHandler):
     async def get(self, user_id: str) -> None:
         who = self.authenticate()
         _may_manage(who, user_id)
-        found = await self.services.deliveries.recipient(who.tenant_id, user_id)
+        found = await self.services.directory.recipient(who.tenant_id, user_id)
         if found is None:
             raise errors.not_found(f"user {user_id}")
         self.write_json({"user_id": user_id, **found})
@@ -40,7 +40,7 @@ class UserHandler(BaseHandler):
         who = self.authenticate()
         _may_manage(who, user_id)
         fields = validation.recipient(self.json_body())
-        await self.services.deliveries.put_recipient(who.tenant_id, user_id, fields)
+        await self.services.directory.put_recipient(who.tenant_id, user_id, fields)
         self.write_json({"user_id": user_id, **fields})
 
 
@@ -55,7 +55,7 @@ class PreferencesHandler(BaseHandler):
     async def get(self) -> None:
         who = self.authenticate()
         owner = self._owner(who)
-        store = self.services.deliveries
+        store = self.services.directory
         layers = [await store.preferences(who.tenant_id, "")]
         if owner:
             layers.append(await store.preferences(who.tenant_id, owner))
@@ -65,7 +65,7 @@ class PreferencesHandler(BaseHandler):
         who = self.authenticate()
         owner = self._owner(who)
         change = preferences.validate(self.json_body())
-        store = self.services.deliveries
+        store = self.services.directory
         stored = await store.preferences(who.tenant_id, owner)
         await store.put_preferences(who.tenant_id, owner, preferences.apply(stored, change))
         await self.get()
@@ -86,7 +86,7 @@ class PushSubscriptionsHandler(BaseHandler):
             sub = PushSubscription.from_json(self.json_body())
         except ValueError as e:
             raise _invalid(e) from None
-        await self.services.deliveries.add_subscription(who.tenant_id, who.user_id,
+        await self.services.directory.add_subscription(who.tenant_id, who.user_id,
                                                         sub.endpoint, sub.p256dh, sub.auth)
         self.write_json({"endpoint": sub.endpoint}, 201)
 
@@ -97,7 +97,7 @@ class PushSubscriptionsHandler(BaseHandler):
             endpoint = self.json_body().get("endpoint")
         if not isinstance(endpoint, str) or not endpoint:
             raise errors.invalid("endpoint", "is required (query or JSON body)")
-        if not await self.services.deliveries.remove_subscription(who.tenant_id, endpoint,
+        if not await self.services.directory.remove_subscription(who.tenant_id, endpoint,
                                                                   who.user_id):
             raise errors.not_found("push subscription")
         self.no_content()
@@ -107,7 +107,7 @@ class WebhookHandler(BaseHandler):
     async def get(self) -> None:
         who = self.authenticate()
         _admin(who)
-        hook = await self.services.deliveries.webhook(who.tenant_id)
+        hook = await self.services.directory.webhook(who.tenant_id)
         if hook is None:
             raise errors.not_found("webhook")
         self.write_json({"url": hook["url"]})
@@ -120,7 +120,7 @@ class WebhookHandler(BaseHandler):
             url = check_url(url if isinstance(url, str) else "")
         except ValueError as e:
             raise _invalid(e) from None
-        store = self.services.deliveries
+        store = self.services.directory
         existing = await store.webhook(who.tenant_id)
         secret = existing["secret"] if existing else new_secret()
         await store.put_webhook(who.tenant_id, url, secret)
@@ -131,7 +131,7 @@ class WebhookHandler(BaseHandler):
     async def delete(self) -> None:
         who = self.authenticate()
         _admin(who)
-        if not await self.services.deliveries.delete_webhook(who.tenant_id):
+        if not await self.services.directory.delete_webhook(who.tenant_id):
             raise errors.not_found("webhook")
         self.no_content()
 
@@ -140,7 +140,7 @@ class TemplateHandler(BaseHandler):
     async def get(self, type_: str, channel: str) -> None:
         who = self.authenticate()
         _admin(who)
-        found = await self.services.deliveries.template(who.tenant_id, type_, channel)
+        found = await self.services.directory.template(who.tenant_id, type_, channel)
         if found is None:
             raise errors.not_found(f"template {type_}/{channel}")
         self.write_json(found)
@@ -154,13 +154,13 @@ class TemplateHandler(BaseHandler):
             validate_template(channel, MessageTemplate(**parts))
         except TemplateError as e:
             raise errors.invalid(e.field, str(e)) from None
-        await self.services.deliveries.put_template(who.tenant_id, type_, channel, parts)
+        await self.services.directory.put_template(who.tenant_id, type_, channel, parts)
         self.write_json(parts)
 
     async def delete(self, type_: str, channel: str) -> None:
         who = self.authenticate()
         _admin(who)
-        if not await self.services.deliveries.delete_template(who.tenant_id, type_, channel):
+        if not await self.services.directory.delete_template(who.tenant_id, type_, channel):
             raise errors.not_found(f"template {type_}/{channel}")
         self.no_content()
 
@@ -168,12 +168,12 @@ class TemplateHandler(BaseHandler):
 class DeliveriesHandler(BaseHandler):
     async def get(self, notification_id: str) -> None:
         who = self.authenticate()
-        store = self.services.deliveries
-        found = await store.notification(int(notification_id))
+        found = await self.services.store.notification(int(notification_id))
         if found is None or found["tenant_id"] != who.tenant_id:
             raise errors.not_found(f"notification {notification_id}")
         mine = None if who.acts_for_tenant else who.user_id
         if mine is not None and found["user_id"] not in (None, mine):
             raise errors.not_found(f"notification {notification_id}")
-        self.write_json({"deliveries": await store.for_notification(
-            int(notification_id), who.tenant_id, mine)})
+        deliveries = await self.services.queue.for_notifications(
+            [int(notification_id)], who.tenant_id, mine)
+        self.write_json({"deliveries": deliveries[int(notification_id)]})

@@ -40,7 +40,7 @@ class NotificationStream(SubscribeMixin, BaseHandler):
     conn: SSEConnection | None = None
 
     async def get(self) -> None:
-        who = self.admit()
+        who = await self.admit()
         since = self.resume_cursor()
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
@@ -49,11 +49,18 @@ class NotificationStream(SubscribeMixin, BaseHandler):
             self, who, max_pending=self.services.settings.max_pending_kib * 1024,
             remote_ip=self.request.remote_ip or "",
             user_agent=self.request.headers.get("User-Agent", ""))
-        self.write(f"retry: {RETRY_MS}\n\nevent: connected\ndata: {dumps(self.hello(conn))}\n\n")
-        self.flush()
-        await self.services.broadcaster.attach(conn, who, since)
-        reason = await conn.ended
-        self.services.broadcaster.detach(conn, reason)
+
+        def greet(last_id: int) -> None:
+            self.write(f"retry: {RETRY_MS}\n\nevent: connected\n"
+                       f"data: {dumps(self.hello(conn, last_id))}\n\n")
+            self.flush()
+
+        try:
+            await self.services.hub.attach(conn, who, since, greet)
+            await conn.ended
+        finally:
+            self.services.hub.detach(conn, conn.ended.result() if conn.ended.done() else
+                                     "failed")
 
     def on_connection_close(self) -> None:
         if self.conn is not None:

@@ -12,11 +12,13 @@ from .base import ServicesMixin
 
 
 class SubscribeMixin(ServicesMixin):
-    def admit(self) -> Principal:
-        """Authenticates and applies the per-user connection limit, before any upgrade."""
+    async def admit(self) -> Principal:
+        """Authenticates and applies the per-user connection limit (counted on every
+        process), before any upgrade."""
         who = self.authenticate()
         limit = self.services.settings.max_connections_per_user
-        if limit and len(self.services.registry.user(who.tenant_id, who.user_id)) >= limit:
+        if limit and (await self.services.presence.user(who.tenant_id,
+                                                        who.user_id))["total"] >= limit:
             raise errors.too_many_connections(limit)
         return who
 
@@ -28,9 +30,9 @@ class SubscribeMixin(ServicesMixin):
                or self.get_query_argument("last_event_id", None))  # type: ignore[attr-defined]
         return validation.cursor(raw, "since")
 
-    def hello(self, conn: Connection) -> dict[str, Any]:
-        """The `connected` payload. `last_id` is the newest id already pushed: a client with no
-        cursor yet resumes from it, so a drop before its first notification loses nothing.
-        Read right before `attach()` registers the connection (no await between them)."""
+    def hello(self, conn: Connection, last_id: int) -> dict[str, Any]:
+        """The `connected` payload. `last_id` is where the connection starts: every
+        notification of its user after that id reaches it, so a client with no cursor yet
+        resumes from it and a drop before its first notification loses nothing."""
         return {"connection_id": conn.id, "user_id": conn.user_id, "tenant_id": conn.tenant_id,
-                "last_id": self.services.broadcaster.last_pushed_id}
+                "last_id": last_id}

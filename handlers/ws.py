@@ -53,7 +53,7 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
     async def get(self, *args: Any, **kwargs: Any) -> None:
         # Refusals are plain HTTP with a JSON body, before the upgrade.
         try:
-            self.who = self.admit()
+            self.who = await self.admit()
             self.since = self.resume_cursor()
         except TidingsError as e:
             self.set_status(e.status)
@@ -75,8 +75,9 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
             self, self.who, max_pending=self.services.settings.max_pending_kib * 1024,
             remote_ip=self.request.remote_ip or "",
             user_agent=self.request.headers.get("User-Agent", ""))
-        self.write_message(dumps({"type": "connected", **self.hello(self.conn)}))
-        await self.services.broadcaster.attach(self.conn, self.who, self.since)
+        conn = self.conn
+        await self.services.hub.attach(conn, self.who, self.since, lambda last_id: (
+            self.write_message(dumps({"type": "connected", **self.hello(conn, last_id)}))))
 
     async def on_message(self, raw: str | bytes) -> None:
         try:
@@ -91,7 +92,7 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
             if not isinstance(notification_id, int) or isinstance(notification_id, bool):
                 return self._error("invalid_request", "id: must be a notification id")
             try:
-                await self.services.broadcaster.mark_read(self.who, notification_id)
+                await self.services.publisher.mark_read(self.who, notification_id)
             except TidingsError as e:
                 return self._error(e.code, e.message)
         else:
@@ -113,4 +114,4 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
     def on_close(self) -> None:
         if self.conn is not None:
             self.conn.closed = True
-            self.services.broadcaster.detach(self.conn, f"code {self.close_code}")
+            self.services.hub.detach(self.conn, f"code {self.close_code}")

@@ -6,10 +6,10 @@ import time
 
 import pytest
 
-from tidings.db import Database
 from tidings.models import Principal
-from tidings.schema import MIGRATIONS
-from tidings.store import SQLiteStore
+from tidings.store.sqlite import Database
+from tidings.store.sqlite_notifications import SQLiteStore
+from tidings.store.sqlite_schema import MIGRATIONS
 
 ROWS = 1_000_000
 TENANTS = 20

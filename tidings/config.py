@@ -55,8 +55,11 @@ def _origins(value: str) -> tuple[str, ...]:
 SETTINGS: tuple[Setting, ...] = (
     Setting("host", "127.0.0.1", "Address to listen on (0.0.0.0 for every interface)."),
     Setting("port", 8888, "TCP port to listen on.", _port),
-    Setting("db", "data/tidings.db", "SQLite database file; created with its folder on first "
-            "start."),
+    Setting("db", "data/tidings.db", "SQLite database file, created with its folder on first "
+            "start; or a postgresql://user:pass@host:port/dbname URL for PostgreSQL (several "
+            "processes).", Secret),
+    Setting("redis_url", None, "redis://host:port/N: fan-out and presence through Redis, so "
+            "that several processes serve the same clients. In-process when not set.", Secret),
     Setting("jwt_secret", None, "HS256 secret that signs client tokens. Required unless --dev "
             "or --jwt-public-key is given.", Secret),
     Setting("jwt_public_key", None, "PEM file with an RSA or EC public key: accept RS256/ES256 "
@@ -101,6 +104,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8888
     db: str = "data/tidings.db"
+    redis_url: Secret | None = None
     jwt_secret: Secret | None = None
     jwt_public_key: str | None = None
     jwt_audience: str | None = None

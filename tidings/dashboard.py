@@ -11,9 +11,11 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any
 
-from .broadcaster import Broadcaster
-from .delivery_store import DeliveryStore
+from .activity import Activity
 from .models import iso
+from .presence import Presence
+from .registry import Registry
+from .store import DeliveryQueue, Store
 
 PUSH_INTERVAL = 0.25      # at most four pushes a second, however busy the server is
 SAMPLE_EVERY = 10.0       # one history point every 10 s ...
@@ -47,50 +49,56 @@ class LoginThrottle:
 
 
 class Dashboard:
-    def __init__(self, broadcaster: Broadcaster, deliveries: DeliveryStore) -> None:
-        self.broadcaster = broadcaster
-        self.deliveries = deliveries
-        self.registry = broadcaster.registry
+    def __init__(self, activity: Activity, presence: Presence, registry: Registry, store: Store,
+                 queue: DeliveryQueue) -> None:
+        self.activity = activity
+        self.presence = presence
+        self.registry = registry
+        self.store = store
+        self.queue = queue
         self.history: deque[dict[str, int]] = deque(maxlen=HISTORY_POINTS)
         self._subscribers: set[Subscriber] = set()
         self.logins = LoginThrottle()
         self._push_scheduled = False
-        self._last_sent_total = broadcaster.created_total
+        self._last_sent_total = activity.created_total
         self._task: asyncio.Task[None] | None = None
-        self.registry.listen(self._changed)
-        broadcaster.on_activity.append(self._changed)
+        self._pushing: set[asyncio.Task[None]] = set()
+        presence.listen(self._changed)
+        activity.listeners.append(self._changed)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._sample_loop(), name="tidings-dashboard")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        self.presence.unlisten(self._changed)
+        for task in [t for t in [self._task, *self._pushing] if t is not None]:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
 
     # --- what the pages show -----------------------------------------------------------
-    def tenants(self) -> list[str]:
-        """Tenants with a live connection or activity in the last minute."""
-        seen = dict.fromkeys(self.registry.tenants())
-        seen.update(dict.fromkeys(self.broadcaster.activity.tenants()))
-        return sorted(seen)
-
-    def tenant_row(self, tenant_id: str) -> dict[str, Any]:
-        stats = self.registry.stats(tenant_id)
+    def _row(self, tenant_id: str, stats: dict[str, int]) -> dict[str, Any]:
         return {"tenant_id": tenant_id, "websocket": stats["websocket"], "sse": stats["sse"],
                 "users_online": stats["users_online"],
-                **self.broadcaster.activity.last_minute(tenant_id)}
+                **self.activity.last_minute(tenant_id)}
 
-    def overview(self) -> dict[str, Any]:
-        stats = self.registry.stats()
-        return {"tenants": [self.tenant_row(t) for t in self.tenants()],
-                "global": {"websocket": stats["websocket"], "sse": stats["sse"],
-                           "total": stats["total"]},
+    async def tenant_row(self, tenant_id: str) -> dict[str, Any]:
+        return self._row(tenant_id, await self.presence.tenant(tenant_id))
+
+    async def overview(self) -> dict[str, Any]:
+        """Tenants with a connection on some process or activity here in the last minute."""
+        connected = await self.presence.tenants()
+        seen = sorted({*connected, *self.activity.tenants()})
+        rows = [self._row(t, connected.get(t) or {"websocket": 0, "sse": 0, "users_online": 0})
+                for t in seen]
+        return {"tenants": rows,
+                "global": {"websocket": sum(r["websocket"] for r in rows),
+                           "sse": sum(r["sse"] for r in rows),
+                           "total": sum(r["websocket"] + r["sse"] for r in rows)},
                 "history": list(self.history)}
 
     def users(self, tenant_id: str) -> list[dict[str, Any]]:
-        """Users online with their connections, for the tenant page."""
+        """Users online here with their connections, for the tenant page."""
         users: dict[str, list[dict[str, Any]]] = {}
         for conn in self.registry.tenant(tenant_id):
             users.setdefault(conn.user_id, []).append({
@@ -102,11 +110,11 @@ class Dashboard:
     async def recent(self, tenant_id: str, limit: int = 20) -> list[dict[str, Any]]:
         """The tenant's latest notifications, with live delivery counts while we have them and
         the state of each email, SMS, push and webhook delivery."""
-        notifications = await self.broadcaster.store.recent(tenant_id, limit)
-        deliveries = await self.deliveries.for_notifications(
+        notifications = await self.store.recent(tenant_id, limit)
+        deliveries = await self.queue.for_notifications(
             [n["id"] for n in notifications], tenant_id)
         for n in notifications:
-            n["delivery"] = self.broadcaster.recent_delivery.get(n["id"])
+            n["delivery"] = self.activity.recent_delivery.get(n["id"])
             n["deliveries"] = deliveries[n["id"]]
         return notifications
 
@@ -122,21 +130,26 @@ class Dashboard:
             self._push_scheduled = True
             asyncio.get_running_loop().call_later(PUSH_INTERVAL, self._push)
 
-    def snapshot(self) -> str:
+    async def snapshot(self) -> str:
         """The `overview` message of the dashboard's socket, as JSON."""
-        return json.dumps({"type": "overview", **self.overview()}, separators=(",", ":"))
+        return json.dumps({"type": "overview", **await self.overview()}, separators=(",", ":"))
 
     def _push(self) -> None:
         self._push_scheduled = False
-        snapshot = self.snapshot()
+        task = asyncio.create_task(self._push_now(), name="tidings-dashboard-push")
+        self._pushing.add(task)
+        task.add_done_callback(self._pushing.discard)
+
+    async def _push_now(self) -> None:
+        snapshot = await self.snapshot()
         for subscriber in list(self._subscribers):
             subscriber(snapshot)
 
     async def _sample_loop(self) -> None:
         while True:
-            sent = self.broadcaster.created_total
+            sent = self.activity.created_total
             self.history.append({"t": int(time.time()), "connections":
-                                 self.registry.stats()["total"],
+                                 (await self.presence.overall())["total"],
                                  "sent": sent - self._last_sent_total})
             self._last_sent_total = sent
             self._changed()

@@ -51,3 +51,7 @@ def unavailable(message: str) -> TidingsError:
 
 def channel_off(message: str) -> TidingsError:
     return TidingsError("channel_off", 404, message)
+
+
+def store_unavailable() -> TidingsError:
+    return TidingsError("store_unavailable", 503, "the store does not answer; try again shortly")

@@ -30,8 +30,8 @@ from .channels import (
     render,
     render_digest,
 )
-from .delivery_store import Delivery, DeliveryStore, Planned
-from .registry import Registry
+from .presence import Presence
+from .store import Delivery, DeliveryQueue, Directory, Planned, Store, StoreUnavailable
 
 log = logging.getLogger("tidings.deliveries")
 
@@ -41,6 +41,7 @@ BACKOFF_BASE = 2.0                      # seconds before the 2nd attempt; double
 BACKOFF_CAP = 300.0
 CONCURRENT_SENDS = 8
 IDLE_WAKE = 60.0                        # look again at least this often
+LOOP_BACKOFF = (1.0, 30.0)              # a loop that failed waits, doubling, then goes on
 STOP_GRACE = 3.0                        # seconds a stop waits for sends under way
 _MISSING = {"email": "no email address", "sms": "no phone number",
             "push": "no push subscription"}
@@ -55,26 +56,44 @@ class TenantView:
 
 
 class Orchestrator:
-    def __init__(self, store: DeliveryStore, channels: dict[str, Channel], registry: Registry,
+    def __init__(self, store: Store, directory: Directory, queue: DeliveryQueue,
+                 channels: dict[str, Channel], presence: Presence,
                  clock: Callable[[], float] = time.time) -> None:
-        self.store = store
+        self.notifications = store
+        self.directory = directory
+        self.queue = queue
         self.channels = channels
-        self.registry = registry
+        self.presence = presence
         self.clock = clock
         self.backoff_base = BACKOFF_BASE
         self.max_attempts = MAX_ATTEMPTS
         self._plan_wanted = asyncio.Event()
         self._send_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._in_flight: dict[asyncio.Task[None], list[Delivery]] = {}
 
     async def start(self) -> None:
-        resumed = await self.store.resume_interrupted()
-        if resumed:
-            log.info("%d interrupted deliveries will be tried again", resumed)
         self._plan_wanted.set()  # catch up with notifications created while we were down
-        self._tasks = [asyncio.create_task(self._plan_loop(), name="tidings-planner"),
-                       asyncio.create_task(self._send_loop(), name="tidings-sender")]
+        self._tasks = [asyncio.create_task(self._forever(self._plan_loop), name="tidings-planner"),
+                       asyncio.create_task(self._forever(self._send_loop), name="tidings-sender")]
+
+    def running(self) -> bool:
+        return all(not t.done() for t in self._tasks)
+
+    async def _forever(self, loop: Callable[[], Any]) -> None:
+        """Runs a loop again after any error (a locked or full database, a bug), with backoff:
+        channels must never stop for good."""
+        delay = LOOP_BACKOFF[0]
+        while True:
+            try:
+                await loop()
+            except StoreUnavailable as e:
+                log.warning("%s: the store does not answer (%s); again in %.0fs",
+                            loop.__name__.strip("_"), e, delay)
+            except Exception:
+                log.exception("%s failed; again in %.0fs", loop.__name__.strip("_"), delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, LOOP_BACKOFF[1])
 
     async def stop(self, grace: float = STOP_GRACE) -> None:
         for task in self._tasks:  # no new plans or claims
@@ -83,12 +102,19 @@ class Orchestrator:
         self._tasks = []
         # A send under way may already be with the provider: let it finish and be recorded,
         # else it would be sent again after the restart. What is still running is cut off
-        # and resumes at the next start.
+        # and given back to the queue, due at once (for this process's next start or another).
         if self._in_flight:
             await asyncio.wait(self._in_flight, timeout=grace)
+        cut_off = [group for task, group in self._in_flight.items() if not task.done()]
         for task in self._in_flight:
             task.cancel()
         await asyncio.gather(*self._in_flight, return_exceptions=True)
+        if cut_off:
+            try:
+                await self.queue.release([d for group in cut_off for d in group])
+            except StoreUnavailable:
+                log.warning("%d cut-off deliveries wait for their lease to run out",
+                            len(cut_off))
 
     def notification_created(self, _tenant_id: str = "") -> None:
         self._plan_wanted.set()
@@ -99,12 +125,12 @@ class Orchestrator:
 
     # --- planning ----------------------------------------------------------------------
     async def _plan_loop(self) -> None:
-        cursor = await self.store.planned_through()
         while True:
             await self._plan_wanted.wait()
             self._plan_wanted.clear()
             while True:
-                batch = await self.store.unplanned(cursor)
+                cursor = await self.queue.planned_through()
+                batch = await self.notifications.unplanned(cursor)
                 if not batch:
                     break
                 planned: list[Planned] = []
@@ -118,14 +144,13 @@ class Orchestrator:
                     except Exception:
                         log.exception("planning deliveries of notification %d failed",
                                       notification["id"])
-                cursor = batch[-1]["id"]
-                await self.store.add_planned(planned, cursor)
-                if planned:
+                # Another process may have planned these meanwhile: then nothing is written.
+                if await self.queue.add_planned(planned, cursor, batch[-1]["id"]) and planned:
                     self.wake()
 
     async def _tenant_view(self, tenant: str) -> TenantView:
-        return TenantView(await self.store.preferences(tenant, ""),
-                          bool(await self.store.webhook(tenant)))
+        return TenantView(await self.directory.preferences(tenant, ""),
+                          bool(await self.directory.webhook(tenant)))
 
     async def plan(self, n: dict[str, Any], view: TenantView) -> list[Planned]:
         tenant, type_, urgent = n["tenant_id"], n["type"], n["priority"] == "urgent"
@@ -137,19 +162,19 @@ class Orchestrator:
             return []  # nothing could deliver it: no look-ups per user
         defaults = view.defaults
         users = [] if not addressed else \
-            [n["user_id"]] if n["user_id"] else await self.store.known_users(tenant)
+            [n["user_id"]] if n["user_id"] else await self.directory.known_users(tenant)
         now = self.clock()
         planned: list[Planned] = []
         for user in users:
-            merged = prefs.merge(defaults, await self.store.preferences(tenant, user))
-            profile = await self.store.recipient(tenant, user) or {}
+            merged = prefs.merge(defaults, await self.directory.preferences(tenant, user))
+            profile = await self.directory.recipient(tenant, user) or {}
             for channel in addressed:
                 value = prefs.channel_value(merged, type_, channel)
                 if value is False:
                     continue
                 row = {"notification_id": n["id"], "tenant_id": tenant, "user_id": user,
                        "channel": channel, "only_offline": value == "offline"}
-                if value == "offline" and self.registry.is_online(tenant, user):
+                if value == "offline" and await self.presence.is_online(tenant, user):
                     planned.append(Planned(**row, status="skipped",
                                            last_error="user was online"))
                     continue
@@ -173,7 +198,7 @@ class Orchestrator:
                         planned.append(Planned(**row, target=target, status="queued",
                                                next_attempt_at=now))
         if hook:
-            merged = prefs.merge(defaults, await self.store.preferences(tenant, n["user_id"])
+            merged = prefs.merge(defaults, await self.directory.preferences(tenant, n["user_id"])
                                  if n["user_id"] else {})
             if prefs.channel_value(merged, type_, "webhook") is not False:
                 planned.append(Planned(n["id"], tenant, n["user_id"], "webhook", "queued",
@@ -183,7 +208,7 @@ class Orchestrator:
     async def _targets(self, tenant: str, user: str, channel: str,
                        profile: dict[str, Any]) -> list[str]:
         if channel == "push":
-            return [s["endpoint"] for s in await self.store.subscriptions(tenant, user)]
+            return [s["endpoint"] for s in await self.directory.subscriptions(tenant, user)]
         address = profile.get("phone" if channel == "sms" else "email")
         return [address] if address else []
 
@@ -197,12 +222,12 @@ class Orchestrator:
             free = CONCURRENT_SENDS - len(self._in_flight)
             if free > 0:
                 # Claim no more than can start now: a claimed row is `sending` at once.
-                due = await self.store.claim_due(self.clock(), limit=free)
+                due = await self.queue.claim_due(self.clock(), limit=free)
                 if due:
                     for group in _groups(due):
                         self._start_send(group)
                     continue
-                next_at = await self.store.next_due()
+                next_at = await self.queue.next_due()
                 if next_at is not None:
                     wait = min(IDLE_WAKE, next_at - self.clock())
             if wait > 0:
@@ -213,41 +238,47 @@ class Orchestrator:
 
     def _start_send(self, group: list[Delivery]) -> None:
         task = asyncio.create_task(self._guarded(group), name=f"tidings-send-{group[0].id}")
-        self._in_flight.add(task)
+        self._in_flight[task] = group
         task.add_done_callback(self._sent)
 
     def _sent(self, task: asyncio.Task[None]) -> None:
-        self._in_flight.discard(task)
+        self._in_flight.pop(task, None)
         self.wake()
 
     async def _guarded(self, group: list[Delivery]) -> None:
         try:
             await self._send(group)
+        except StoreUnavailable as e:  # the lease runs out and it is claimed again
+            log.warning("delivery %d: the store does not answer (%s)", group[0].id, e)
         except Exception as e:  # a bug, not a provider: keep the worker alive, retry later
             log.exception("delivery %d failed unexpectedly", group[0].id)
-            await self._failed(group, DeliveryError(type(e).__name__, permanent=False))
+            try:
+                await self._failed(group, DeliveryError(type(e).__name__, permanent=False))
+            except StoreUnavailable:
+                pass
 
     async def _send(self, group: list[Delivery]) -> None:
         d = group[0]
         channel = self.channels.get(d.channel)
         if channel is None:
-            return await self.store.finish(group, "skipped", error=f"{d.channel} is off")
-        if d.only_offline and d.user_id and self.registry.is_online(d.tenant_id, d.user_id):
-            return await self.store.finish(group, "skipped", error="user was online")
+            return await self.queue.finish(group, "skipped", error=f"{d.channel} is off")
+        if d.only_offline and d.user_id and await self.presence.is_online(d.tenant_id,
+                                                                            d.user_id):
+            return await self.queue.finish(group, "skipped", error="user was online")
         recipient = await self._recipient(d)
         if recipient is None:
-            return await self.store.finish(group, "skipped", error="the address is gone")
+            return await self.queue.finish(group, "skipped", error="the address is gone")
         try:
             rendered = await self._render(group)
             provider_id = await channel.send(recipient, rendered)
         except SubscriptionGone as e:
-            await self.store.remove_subscription(d.tenant_id, e.endpoint)
+            await self.directory.remove_subscription(d.tenant_id, e.endpoint)
             log.info("push subscription of tenant=%s user=%s removed: gone", d.tenant_id,
                      d.user_id)
-            return await self.store.finish(group, "failed", error=str(e))
+            return await self.queue.finish(group, "failed", error=str(e))
         except DeliveryError as e:
             return await self._failed(group, e)
-        await self.store.finish(group, "sent", provider_id=provider_id)
+        await self.queue.finish(group, "sent", provider_id=provider_id)
         log.info("%s delivery %s sent tenant=%s user=%s (attempt %d)", d.channel,
                  ",".join(str(x.id) for x in group), d.tenant_id, d.user_id or "*", d.attempts)
 
@@ -256,18 +287,18 @@ class Orchestrator:
         if e.permanent or d.attempts >= self.max_attempts:
             log.warning("%s delivery %d failed for good after %d attempt(s): %s", d.channel,
                         d.id, d.attempts, e)
-            return await self.store.finish(group, "failed", error=str(e))
+            return await self.queue.finish(group, "failed", error=str(e))
         delay = min(BACKOFF_CAP, self.backoff_base * 2 ** (d.attempts - 1))
         delay *= random.uniform(0.5, 1.0)  # jitter: retries of one outage don't stampede
         log.info("%s delivery %d will retry in %.1fs: %s", d.channel, d.id, delay, e)
-        await self.store.finish(group, "queued", error=str(e), retry_at=self.clock() + delay)
+        await self.queue.finish(group, "queued", error=str(e), retry_at=self.clock() + delay)
 
     async def _recipient(self, d: Delivery) -> Recipient | None:
         if d.channel == "webhook":
-            hook = await self.store.webhook(d.tenant_id)
+            hook = await self.directory.webhook(d.tenant_id)
             return Recipient(d.user_id, webhook=WebhookTarget(**hook)) if hook else None
         if d.channel == "push":
-            sub = await self.store.subscription(d.tenant_id, d.target or "")
+            sub = await self.directory.subscription(d.tenant_id, d.target or "")
             if sub is None:
                 return None
             return Recipient(d.user_id, push=PushSubscription(sub["endpoint"], sub["p256dh"],
@@ -278,13 +309,13 @@ class Orchestrator:
 
     async def _render(self, group: list[Delivery]) -> Any:
         d = group[0]
-        notifications = [n for n in [await self.store.notification(x.notification_id)
+        notifications = [n for n in [await self.notifications.notification(x.notification_id)
                                      for x in group] if n is not None]
-        profile = await self.store.recipient(d.tenant_id, d.user_id or "") or {}
+        profile = await self.directory.recipient(d.tenant_id, d.user_id or "") or {}
         extra = {"user": {"id": d.user_id, **profile}}
         if d.digest:
             return render_digest(notifications, extra=extra)
-        stored = await self.store.template(d.tenant_id, notifications[0]["type"], d.channel)
+        stored = await self.directory.template(d.tenant_id, notifications[0]["type"], d.channel)
         template = MessageTemplate(**stored) if stored else None
         return render(notifications[0], d.channel, template, extra)
 

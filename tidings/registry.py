@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from .connections import SSE, WEBSOCKET, Connection
 
 Listener = Callable[[str], None]
+UserChange = Callable[[str, str], None]
 
 
 class Registry:
@@ -20,13 +21,14 @@ class Registry:
         self._by_transport: Counter[str] = Counter()
         self._tenant_by_transport: dict[str, Counter[str]] = {}
         self._listeners: list[Listener] = []
+        self.on_user_change: UserChange | None = None  # presence mirrors it elsewhere
 
     def add(self, conn: Connection) -> None:
         users = self._tenants.setdefault(conn.tenant_id, {})
         users.setdefault(conn.user_id, set()).add(conn)
         self._by_transport[conn.transport] += 1
         self._tenant_by_transport.setdefault(conn.tenant_id, Counter())[conn.transport] += 1
-        self._changed(conn.tenant_id)
+        self._changed(conn.tenant_id, conn.user_id)
 
     def remove(self, conn: Connection) -> None:
         users = self._tenants.get(conn.tenant_id, {})
@@ -38,7 +40,10 @@ class Registry:
             del users[conn.user_id]
         self._by_transport[conn.transport] -= 1
         self._tenant_by_transport[conn.tenant_id][conn.transport] -= 1
-        self._changed(conn.tenant_id)
+        if not users:
+            del self._tenants[conn.tenant_id]
+            del self._tenant_by_transport[conn.tenant_id]
+        self._changed(conn.tenant_id, conn.user_id)
 
     def user(self, tenant_id: str, user_id: str) -> set[Connection]:
         users = self._tenants.get(tenant_id)
@@ -83,7 +88,12 @@ class Registry:
         if listener in self._listeners:
             self._listeners.remove(listener)
 
-    def _changed(self, tenant_id: str) -> None:
+    def has_tenant(self, tenant_id: str) -> bool:
+        return tenant_id in self._tenants
+
+    def _changed(self, tenant_id: str, user_id: str) -> None:
+        if self.on_user_change is not None:
+            self.on_user_change(tenant_id, user_id)
         for listener in list(self._listeners):
             listener(tenant_id)
 

@@ -1,4 +1,8 @@
-"""Builds the domain's services once, at start; handlers receive them, never import them."""
+"""Builds the domain's services once, at start; handlers receive them, never import them.
+
+Only here are implementations chosen, from the settings: SQLite or PostgreSQL behind the
+store seams, in-process or Redis behind the broker and presence seams.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,20 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .activity import Activity
 from .auth import TokenVerifier
-from .broadcaster import Broadcaster
-from .broker import Broker, InProcessBroker
 from .channels import Channel, build_channels, close_channels
 from .config import Secret, Settings
 from .dashboard import Dashboard
-from .db import Database
-from .delivery_store import DeliveryStore
+from .fanout import Broker
+from .fanout.local import LocalBroker
+from .hub import Hub
 from .orchestrator import Orchestrator
+from .presence import Presence
+from .presence.local import LocalPresence
+from .publisher import Publisher
 from .registry import Registry
-from .store import SQLiteStore
+from .store import DeliveryQueue, Directory, Store, is_postgres, open_backend
 
 log = logging.getLogger("tidings")
 
@@ -26,15 +33,18 @@ log = logging.getLogger("tidings")
 @dataclass
 class Services:
     settings: Settings
-    db: Database
-    store: SQLiteStore
+    store: Store
+    directory: Directory
+    queue: DeliveryQueue
     registry: Registry
     broker: Broker
-    broadcaster: Broadcaster
+    presence: Presence
+    hub: Hub
+    publisher: Publisher
+    activity: Activity
     verifier: TokenVerifier
     dashboard: Dashboard
     channels: dict[str, Channel]
-    deliveries: DeliveryStore
     orchestrator: Orchestrator
     started_at: float = field(default_factory=time.time)
 
@@ -43,34 +53,67 @@ class Services:
         # Settings that cannot work stop the start before anything is opened.
         verifier = TokenVerifier(settings)
         channels = build_channels(settings)
-        db = await Database.open(settings.db, settings.synchronous)
-        store = SQLiteStore(db)
+        backend = await open_backend(settings.db, settings.synchronous)
         registry = Registry()
-        broker = InProcessBroker()
-        broadcaster = Broadcaster(store, registry, broker, settings.heartbeat)
-        await broadcaster.start()
-        deliveries = DeliveryStore(db)
-        dashboard = Dashboard(broadcaster, deliveries)
+        broker, presence = _fanout(settings, registry)
+        registry.on_user_change = presence.changed
+        await presence.start()
+        activity = Activity()
+        hub = Hub(backend.store, registry, broker, presence, settings.heartbeat)
+        await hub.start()
+        publisher = Publisher(backend.store, hub, broker, presence, activity)
+        await publisher.start()
+        dashboard = Dashboard(activity, presence, registry, backend.store, backend.queue)
         dashboard.start()
-        orchestrator = Orchestrator(deliveries, channels, registry)
-        broadcaster.on_activity.append(orchestrator.notification_created)
+        orchestrator = Orchestrator(backend.store, backend.directory, backend.queue, channels,
+                                    presence)
+        activity.listeners.append(orchestrator.notification_created)
         await orchestrator.start()
-        return cls(settings, db, store, registry, broker, broadcaster, verifier, dashboard,
-                   channels, deliveries, orchestrator)
+        return cls(settings, backend.store, backend.directory, backend.queue, registry, broker,
+                   presence, hub, publisher, activity, verifier, dashboard, channels,
+                   orchestrator)
+
+    async def health(self) -> dict[str, str]:
+        """What does not answer or has stopped: empty when all is well."""
+        problems: dict[str, str] = {}
+        if not await self.store.ping():
+            problems["store"] = "does not answer"
+        if not self.broker.healthy():
+            problems["broker"] = "does not answer"
+        if not self.presence.healthy():
+            problems["presence"] = "does not answer"
+        if not self.publisher.running() or not self.orchestrator.running():
+            problems["background"] = "a background task has stopped"
+        return problems
 
     async def close(self) -> None:
         await self.dashboard.stop()
-        await self.broadcaster.stop()
+        await self.publisher.stop()
         await self.orchestrator.stop()
+        await self.hub.stop()
         await close_channels(self.channels)
+        await self.presence.close()
         await self.broker.close()
-        await self.db.close()
+        await self.store.close()
+
+
+def _fanout(settings: Settings, registry: Registry) -> tuple[Broker, Presence]:
+    if not settings.redis_url:
+        return LocalBroker(), LocalPresence(registry)
+    from .fanout.redis import RedisBroker
+    from .presence.redis import RedisPresence
+    return RedisBroker(settings.redis_url), RedisPresence(settings.redis_url, registry)
+
+
+def data_dir(settings: Settings) -> Path:
+    """Where kept secrets live: beside the SQLite file, or `data/` with PostgreSQL."""
+    return Path("data") if is_postgres(settings.db) else Path(settings.db).parent
 
 
 def kept_secret(settings: Settings, name: str, nbytes: int = 32) -> Secret:
     """A random secret made once and kept beside the database (mode 0600), so that restarts
     and the `token` command agree on it."""
-    path = Path(settings.db).parent / name
+    path = data_dir(settings) / name
     if path.exists():
         return Secret(path.read_text().strip())
     path.parent.mkdir(parents=True, exist_ok=True)

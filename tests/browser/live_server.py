@@ -101,7 +101,7 @@ class LiveServer:
             services = await Services.open(self.settings)
             try:
                 items, _ = validation.notifications(body, tenant_id)
-                published = await services.broadcaster.create(items)
+                published = await services.publisher.create(items)
                 return dict(published.notifications[0])
             finally:
                 await services.close()

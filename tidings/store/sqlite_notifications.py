@@ -1,4 +1,4 @@
-"""All notification SQL. The `Store` protocol is the seam a PostgreSQL store will fill later.
+"""The notification store on SQLite: the `Store` protocol's default implementation.
 
 A notification leaves the store as a JSON-ready dict in the contract's shape; `read_at` is
 filled per user, from its receipt or from its read-all watermark.
@@ -7,52 +7,19 @@ filled per user, from its receipt or from its read-all watermark.
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
-from . import errors
-from .db import Database
-from .models import NewNotification, Principal, iso
-
-Notification = dict[str, Any]
+from .. import errors
+from ..models import Principal, iso
+from .protocol import Created, CreateRequest, Notification, shape
+from .sqlite import Database, Row
 
 _COLUMNS = "n.id, n.tenant_id, n.user_id, n.type, n.title, n.message, n.data, n.priority, " \
            "n.created_at, r.read_at"
+_BARE_COLUMNS = _COLUMNS.replace(", r.read_at", ", NULL AS read_at")
 _JOIN = ("LEFT JOIN receipts r ON r.tenant_id = n.tenant_id AND r.user_id = :user "
          "AND r.notification_id = n.id")
-
-
-@dataclass
-class CreateRequest:
-    """One API call's worth of notifications, created in one transaction with its neighbours."""
-
-    items: list[NewNotification]
-    idempotency_key: str | None = None
-
-
-@dataclass
-class Created:
-    notifications: list[Notification]
-    replayed_response: dict[str, Any] | None = None  # set when the idempotency key was seen
-    replayed: bool = False
-
-
-class Store(Protocol):
-    async def create_batch(self, requests: list[CreateRequest]) -> list[Created]: ...
-    async def save_responses(self, tenant_keys: list[tuple[str, str, dict[str, Any]]]) -> None: ...
-    async def inbox(self, who: Principal, *, unread: bool, limit: int,
-                    before: int | None) -> list[Notification]: ...
-    async def after(self, who: Principal, after_id: int, limit: int) -> list[Notification]: ...
-    async def counts(self, who: Principal) -> dict[str, int]: ...
-    async def by_type(self, who: Principal) -> dict[str, int]: ...
-    async def mark_read(self, who: Principal, notification_id: int) -> None: ...
-    async def mark_all_read(self, who: Principal) -> None: ...
-    async def delete(self, who: Principal, notification_id: int) -> None: ...
-    async def recent(self, tenant_id: str, limit: int) -> list[Notification]: ...
-    async def last_id(self) -> int: ...
-    async def prune_idempotency_keys(self, older_than: float) -> int: ...
 
 
 class SQLiteStore:
@@ -65,19 +32,25 @@ class SQLiteStore:
         """Creates every request in one transaction (group commit); returns after COMMIT.
 
         Ids are given here rather than by SQLite, so that the whole batch is one
-        `executemany` (one hop to the database thread, not one per row): this connection is
-        the only writer, and `sqlite_sequence` holds the largest id ever given.
+        `executemany` (one hop to the database thread, not one per row): the writer holds
+        the database's write lock (BEGIN IMMEDIATE), so ids follow commit order, and
+        `sqlite_sequence` holds the largest id ever given.
         """
         now = time.time()
         created_at = iso(now)  # one timestamp for the whole batch, formatted once
         results: list[Created] = []
         rows: list[tuple[Any, ...]] = []
         keys: list[tuple[str, str, str, float]] = []
+        tenants = sorted({r.items[0].tenant_id for r in requests})
         async with self.db.write() as conn:
             async with conn.execute("SELECT seq FROM sqlite_sequence "
                                     "WHERE name = 'notifications'") as cursor:
                 found = await cursor.fetchone()
             next_id = (found[0] if found else 0) + 1
+            marks = ",".join("?" * len(tenants))
+            async with conn.execute(f"SELECT tenant_id, last_id FROM tenant_positions "
+                                    f"WHERE tenant_id IN ({marks})", tenants) as cursor:
+                positions = {row[0]: row[1] for row in await cursor.fetchall()}
             seen: dict[tuple[str, str], Created] = {}
             for request in requests:
                 key = (request.items[0].tenant_id, request.idempotency_key or "")
@@ -92,20 +65,26 @@ class SQLiteStore:
                     channels = json.dumps(item.channels) if item.channels is not None else None
                     rows.append((next_id, item.tenant_id, item.user_id, item.type, item.title,
                                  item.message, data, item.priority, now, channels))
-                    created.notifications.append(_shape(
+                    created.notifications.append(shape(
                         next_id, item.tenant_id, item.user_id, item.type, item.title,
                         item.message, item.data, item.priority, created_at, None))
+                    created.prev_ids.append(positions.get(item.tenant_id, 0))
+                    positions[item.tenant_id] = next_id
                     next_id += 1
                 if request.idempotency_key:
                     ids = [n["id"] for n in created.notifications]
                     keys.append((key[0], key[1], json.dumps(ids), now))
-                    seen[key] = Created(created.notifications, None, True)
+                    seen[key] = Created(created.notifications, created.prev_ids, None, True)
                 results.append(created)
             if rows:
                 await conn.executemany(
                     "INSERT INTO notifications (id, tenant_id, user_id, type, title, message, "
                     "data, priority, created_at, channels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     rows)
+                await conn.executemany(
+                    "INSERT INTO tenant_positions (tenant_id, last_id) VALUES (?, ?) "
+                    "ON CONFLICT (tenant_id) DO UPDATE SET last_id = excluded.last_id",
+                    [(t, positions[t]) for t in tenants if t in positions])
             if keys:
                 await conn.executemany(
                     "INSERT INTO idempotency_keys (tenant_id, key, notification_ids, "
@@ -123,13 +102,12 @@ class SQLiteStore:
         response = json.loads(row["response"]) if row["response"] else None
         notifications = []
         for notification_id in ids:
-            async with conn.execute(f"SELECT {_COLUMNS.replace(', r.read_at', ', NULL AS read_at')}"
-                                    " FROM notifications n WHERE id = ?",
+            async with conn.execute(f"SELECT {_BARE_COLUMNS} FROM notifications n WHERE id = ?",
                                     (notification_id,)) as cursor:
                 found = await cursor.fetchone()
             if found is not None:
-                notifications.append(_row(found))
-        return Created(notifications, response, True)
+                notifications.append(_row(dict(found)))
+        return Created(notifications, [], response, True)
 
     async def save_responses(self, tenant_keys: list[tuple[str, str, dict[str, Any]]]) -> None:
         """Keeps the first answer of idempotent requests, so a retry gets exactly that answer."""
@@ -143,8 +121,8 @@ class SQLiteStore:
         async with self.db.write() as conn:
             await conn.execute(
                 "INSERT INTO receipts (tenant_id, user_id, notification_id, read_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE "
-                "SET read_at = coalesce(read_at, excluded.read_at)",
+                "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, user_id, notification_id) DO UPDATE "
+                "SET read_at = coalesce(receipts.read_at, excluded.read_at)",
                 (who.tenant_id, who.user_id, notification_id, time.time()))
 
     async def mark_all_read(self, who: Principal) -> None:
@@ -153,7 +131,7 @@ class SQLiteStore:
                 "INSERT INTO read_marks (tenant_id, user_id, read_through, read_at) "
                 # WHERE true: without it SQLite parses ON CONFLICT as a join constraint.
                 "SELECT ?, ?, coalesce(max(id), 0), ? FROM notifications WHERE true "
-                "ON CONFLICT DO UPDATE SET read_through = excluded.read_through, "
+                "ON CONFLICT (tenant_id, user_id) DO UPDATE SET read_through = excluded.read_through, "
                 "read_at = excluded.read_at",
                 (who.tenant_id, who.user_id, time.time()))
 
@@ -162,7 +140,8 @@ class SQLiteStore:
         async with self.db.write() as conn:
             await conn.execute(
                 "INSERT INTO receipts (tenant_id, user_id, notification_id, deleted_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET deleted_at = excluded.deleted_at",
+                "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, user_id, notification_id) "
+                "DO UPDATE SET deleted_at = excluded.deleted_at",
                 (who.tenant_id, who.user_id, notification_id, time.time()))
 
     async def prune_idempotency_keys(self, older_than: float) -> int:
@@ -255,26 +234,56 @@ class SQLiteStore:
 
     async def recent(self, tenant_id: str, limit: int = 20) -> list[Notification]:
         rows = await self.db.fetchall(
-            f"SELECT {_COLUMNS.replace(', r.read_at', ', NULL AS read_at')} FROM notifications n "
+            f"SELECT {_BARE_COLUMNS} FROM notifications n "
             "WHERE n.tenant_id = ? ORDER BY n.id DESC LIMIT ?", (tenant_id, limit))
         return [_row(row) for row in rows]
+
+    async def notification(self, notification_id: int) -> Notification | None:
+        row = await self.db.fetchone(f"SELECT {_BARE_COLUMNS} FROM notifications n "
+                                     "WHERE n.id = ?", (notification_id,))
+        return _row(row) if row else None
+
+    async def unplanned(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
+        rows = await self.db.fetchall(
+            "SELECT id, tenant_id, user_id, type, priority, channels FROM notifications "
+            "WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+        return [{**row, "channels": json.loads(row["channels"]) if row["channels"] else None}
+                for row in rows]
+
+    async def tenant_range(self, tenant_id: str, after_id: int, through_id: int,
+                           limit: int = 500) -> list[tuple[Notification, int]]:
+        rows = await self.db.fetchall(
+            f"SELECT {_BARE_COLUMNS}, (SELECT max(p.id) FROM notifications p "
+            "WHERE p.tenant_id = n.tenant_id AND p.id < n.id) AS prev_id FROM notifications n "
+            "WHERE n.tenant_id = ? AND n.id > ? AND n.id <= ? ORDER BY n.id LIMIT ?",
+            (tenant_id, after_id, through_id, limit))
+        return [(_row(row), row["prev_id"] or 0) for row in rows]
+
+    async def positions(self, tenant_ids: list[str]) -> dict[str, int]:
+        found = {t: 0 for t in tenant_ids}
+        if tenant_ids:
+            marks = ",".join("?" * len(tenant_ids))
+            for row in await self.db.fetchall(
+                    f"SELECT tenant_id, last_id FROM tenant_positions WHERE tenant_id IN "
+                    f"({marks})", tuple(tenant_ids)):
+                found[row["tenant_id"]] = row["last_id"]
+        return found
 
     async def last_id(self) -> int:
         row = await self.db.fetchone("SELECT coalesce(max(id), 0) AS id FROM notifications")
         return int(row["id"]) if row else 0
 
+    async def ping(self) -> bool:
+        return await self.db.ping()
 
-def _shape(id_: int, tenant_id: str, user_id: str | None, type_: str, title: str, message: str,
-           data: Any, priority: str, created_at: str, read_at: float | None) -> Notification:
-    return {"id": id_, "tenant_id": tenant_id, "user_id": user_id, "type": type_,
-            "title": title, "message": message, "data": data, "priority": priority,
-            "created_at": created_at, "read_at": iso(read_at) if read_at else None}
+    async def close(self) -> None:
+        await self.db.close()
 
 
-def _row(row: sqlite3.Row, through: int = 0, marked_at: float | None = None) -> Notification:
+def _row(row: Row, through: int = 0, marked_at: float | None = None) -> Notification:
     read_at = row["read_at"]
     if read_at is None and row["id"] <= through:
         read_at = marked_at
-    return _shape(row["id"], row["tenant_id"], row["user_id"], row["type"], row["title"],
-                  row["message"], json.loads(row["data"]), row["priority"],
-                  iso(row["created_at"]), read_at)
+    return shape(row["id"], row["tenant_id"], row["user_id"], row["type"], row["title"],
+                 row["message"], json.loads(row["data"]), row["priority"],
+                 iso(row["created_at"]), read_at)

@@ -140,3 +140,21 @@ MIGRATIONS.append(
     INSERT INTO delivery_cursor VALUES (1, (SELECT coalesce(max(id), 0) FROM notifications));
     """
 )
+
+MIGRATIONS.append(
+    # 3: several processes. Each tenant's newest notification id (a fan-out receiver compares
+    # it with what it got, to find a gap); a tenant's notifications in id order (to fill one);
+    # a lease on a claimed delivery (another process takes it over when the lease runs out).
+    """
+    CREATE TABLE tenant_positions (
+        tenant_id TEXT PRIMARY KEY,
+        last_id INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO tenant_positions
+        SELECT tenant_id, max(id) FROM notifications GROUP BY tenant_id;
+    CREATE INDEX notifications_tenant ON notifications (tenant_id);
+
+    ALTER TABLE deliveries ADD COLUMN lease_until REAL;
+    CREATE INDEX deliveries_leased ON deliveries (status, lease_until);
+    """
+)

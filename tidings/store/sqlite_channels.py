@@ -1,63 +1,24 @@
-"""All SQL of the channels: recipients, preferences, push subscriptions, webhooks, templates
-and delivery rows. Like `store.py`, only this module starts transactions for these tables."""
+"""The channels' tables on SQLite: the `Directory` (recipients, preferences, push
+subscriptions, webhooks, templates) and the `DeliveryQueue` (one row per channel delivery)."""
 
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
-from dataclasses import dataclass
 from typing import Any
 
-from .db import Database
-from .models import iso
-
-# Statuses: queued -> sending -> sent | failed, or back to queued for a retry; held waits for
-# quiet hours or a digest; skipped was never tried (the reason is in last_error).
-DUE = ("queued", "held")
+from ..models import iso
+from .protocol import DUE, LEASE, Delivery, Planned, ts
+from .sqlite import Database, Row
 
 
-@dataclass
-class Delivery:
-    id: int
-    notification_id: int
-    tenant_id: str
-    user_id: str | None
-    channel: str
-    target: str | None
-    status: str
-    attempts: int
-    digest: str | None
-    only_offline: bool
-
-    @classmethod
-    def from_row(cls, row: sqlite3.Row) -> Delivery:
-        return cls(row["id"], row["notification_id"], row["tenant_id"], row["user_id"],
-                   row["channel"], row["target"], row["status"], row["attempts"],
-                   row["digest"], bool(row["only_offline"]))
+def _delivery(row: Row) -> Delivery:
+    return Delivery(row["id"], row["notification_id"], row["tenant_id"], row["user_id"],
+                    row["channel"], row["target"], row["status"], row["attempts"],
+                    row["digest"], bool(row["only_offline"]))
 
 
-@dataclass
-class Planned:
-    """A delivery row to create."""
-
-    notification_id: int
-    tenant_id: str
-    user_id: str | None
-    channel: str
-    status: str
-    target: str | None = None
-    next_attempt_at: float | None = None
-    last_error: str | None = None
-    digest: str | None = None
-    only_offline: bool = False
-
-
-def _ts(value: float | None) -> str | None:
-    return iso(value) if value else None
-
-
-class DeliveryStore:
+class SQLiteDirectory:
     def __init__(self, db: Database) -> None:
         self.db = db
 
@@ -67,7 +28,7 @@ class DeliveryStore:
             await conn.execute(
                 "INSERT INTO recipients (tenant_id, user_id, email, phone, timezone, locale, "
                 "updated_at) VALUES (:t, :u, :email, :phone, :timezone, :locale, :now) "
-                "ON CONFLICT DO UPDATE SET email = :email, phone = :phone, "
+                "ON CONFLICT (tenant_id, user_id) DO UPDATE SET email = :email, phone = :phone, "
                 "timezone = :timezone, locale = :locale, updated_at = :now",
                 {"t": tenant_id, "u": user_id, "now": time.time(), **fields})
 
@@ -89,7 +50,7 @@ class DeliveryStore:
         async with self.db.write() as conn:
             await conn.execute(
                 "INSERT INTO preferences (tenant_id, user_id, body, updated_at) "
-                "VALUES (?, ?, ?, ?) ON CONFLICT DO UPDATE SET body = excluded.body, "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (tenant_id, user_id) DO UPDATE SET body = excluded.body, "
                 "updated_at = excluded.updated_at",
                 (tenant_id, user_id, json.dumps(body), time.time()))
 
@@ -106,7 +67,7 @@ class DeliveryStore:
         async with self.db.write() as conn:
             await conn.execute(
                 "INSERT INTO push_subscriptions (tenant_id, endpoint, user_id, p256dh, auth, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, endpoint) DO UPDATE SET "
                 "user_id = excluded.user_id, p256dh = excluded.p256dh, auth = excluded.auth",
                 (tenant_id, endpoint, user_id, p256dh, auth, time.time()))
 
@@ -114,8 +75,9 @@ class DeliveryStore:
                                   user_id: str | None = None) -> bool:
         async with self.db.write() as conn:
             cursor = await conn.execute(
-                "DELETE FROM push_subscriptions WHERE tenant_id = ? AND endpoint = ? "
-                "AND (? IS NULL OR user_id = ?)", (tenant_id, endpoint, user_id, user_id))
+                "DELETE FROM push_subscriptions WHERE tenant_id = ? AND endpoint = ?"
+                + ("" if user_id is None else " AND user_id = ?"),
+                (tenant_id, endpoint, *([] if user_id is None else [user_id])))
             return cursor.rowcount > 0
 
     async def subscriptions(self, tenant_id: str, user_id: str) -> list[dict[str, str]]:
@@ -134,7 +96,7 @@ class DeliveryStore:
         async with self.db.write() as conn:
             await conn.execute(
                 "INSERT INTO webhooks (tenant_id, url, secret, created_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT DO UPDATE SET url = excluded.url",
+                "ON CONFLICT (tenant_id) DO UPDATE SET url = excluded.url",
                 (tenant_id, url, secret, time.time()))
 
     async def webhook(self, tenant_id: str) -> dict[str, str] | None:
@@ -152,7 +114,7 @@ class DeliveryStore:
         async with self.db.write() as conn:
             await conn.execute(
                 "INSERT INTO templates (tenant_id, type, channel, subject, text, html, "
-                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, type, channel) DO UPDATE SET "
                 "subject = excluded.subject, text = excluded.text, html = excluded.html, "
                 "updated_at = excluded.updated_at",
                 (tenant_id, type_, channel, parts["subject"], parts["text"], parts["html"],
@@ -171,25 +133,24 @@ class DeliveryStore:
                 (tenant_id, type_, channel))
             return cursor.rowcount > 0
 
-    # --- deliveries --------------------------------------------------------------------
+
+
+class SQLiteDeliveryQueue:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
     async def planned_through(self) -> int:
         row = await self.db.fetchone("SELECT planned_through FROM delivery_cursor")
         return int(row["planned_through"]) if row else 0
 
-    async def unplanned(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
-        """Notifications whose deliveries are not planned yet, oldest first: just what planning
-        reads (the worker loads the whole notification when it sends)."""
-        rows = await self.db.fetchall(
-            "SELECT id, tenant_id, user_id, type, priority, channels FROM notifications "
-            "WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
-        return [{"id": row[0], "tenant_id": row[1], "user_id": row[2], "type": row[3],
-                 "priority": row[4], "channels": json.loads(row[5]) if row[5] else None}
-                for row in rows]
-
-    async def add_planned(self, planned: list[Planned], through_id: int) -> None:
-        """Creates the rows and moves the cursor in one transaction: planned exactly once."""
+    async def add_planned(self, planned: list[Planned], from_id: int, through_id: int) -> bool:
         now = time.time()
         async with self.db.write() as conn:
+            cursor = await conn.execute(
+                "UPDATE delivery_cursor SET planned_through = ? WHERE planned_through = ?",
+                (through_id, from_id))
+            if cursor.rowcount != 1:
+                return False
             await conn.executemany(
                 "INSERT INTO deliveries (notification_id, tenant_id, user_id, channel, target, "
                 "status, next_attempt_at, last_error, digest, only_offline, created_at) "
@@ -198,18 +159,17 @@ class DeliveryStore:
                   p.next_attempt_at if p.next_attempt_at is not None else
                   (now if p.status in DUE else None), p.last_error, p.digest,
                   int(p.only_offline), now) for p in planned])
-            await conn.execute(
-                "UPDATE delivery_cursor SET planned_through = max(planned_through, ?)",
-                (through_id,))
+        return True
 
-    async def claim_due(self, now: float, limit: int = 50) -> list[Delivery]:
-        """Marks due deliveries `sending` (one more attempt) and returns them."""
+    async def claim_due(self, now: float, limit: int = 50,
+                        lease: float = LEASE) -> list[Delivery]:
         async with self.db.write() as conn:
             async with conn.execute(
                     "SELECT * FROM deliveries WHERE status IN ('queued', 'held') "
-                    "AND next_attempt_at <= ? ORDER BY next_attempt_at LIMIT ?",
-                    (now, limit)) as cursor:
-                rows = [Delivery.from_row(row) for row in await cursor.fetchall()]
+                    "AND next_attempt_at <= ? UNION ALL SELECT * FROM deliveries "
+                    "WHERE status = 'sending' AND lease_until <= ? "
+                    "ORDER BY next_attempt_at LIMIT ?", (now, now, limit)) as cursor:
+                rows = [_delivery(dict(row)) for row in await cursor.fetchall()]
             # A digest goes out as one email: take the rest of each claimed digest too.
             taken = {d.id for d in rows}
             for key in {(d.tenant_id, d.user_id, d.target, d.digest) for d in rows if d.digest}:
@@ -217,18 +177,20 @@ class DeliveryStore:
                         "SELECT * FROM deliveries WHERE status = 'held' AND tenant_id = ? "
                         "AND user_id = ? AND target = ? AND digest = ? AND next_attempt_at <= ?",
                         (*key, now)) as cursor:
-                    rows += [d for d in map(Delivery.from_row, await cursor.fetchall())
+                    rows += [d for d in (_delivery(dict(r)) for r in await cursor.fetchall())
                              if d.id not in taken]
             await conn.executemany(
-                "UPDATE deliveries SET status = 'sending', attempts = attempts + 1 "
-                "WHERE id = ?", [(d.id,) for d in rows])
+                "UPDATE deliveries SET status = 'sending', attempts = attempts + 1, "
+                "lease_until = ? WHERE id = ?", [(now + lease, d.id) for d in rows])
         for d in rows:
             d.attempts += 1
         return rows
 
     async def next_due(self) -> float | None:
         row = await self.db.fetchone(
-            "SELECT min(next_attempt_at) AS t FROM deliveries WHERE status IN ('queued', 'held')")
+            "SELECT min(t) AS t FROM (SELECT min(next_attempt_at) AS t FROM deliveries "
+            "WHERE status IN ('queued', 'held') UNION ALL SELECT min(lease_until) FROM "
+            "deliveries WHERE status = 'sending')")
         return row["t"] if row and row["t"] is not None else None
 
     async def finish(self, deliveries: list[Delivery], status: str, *,
@@ -240,28 +202,23 @@ class DeliveryStore:
         async with self.db.write() as conn:
             await conn.executemany(
                 "UPDATE deliveries SET status = ?, last_error = ?, provider_id = ?, "
-                "sent_at = ?, next_attempt_at = ? WHERE id = ?",
+                "sent_at = ?, next_attempt_at = ?, lease_until = NULL WHERE id = ?",
                 [(status, error, provider_id, now if status == "sent" else None, retry_at,
                   d.id) for d in deliveries])
             if status != "skipped":
                 await conn.executemany(
-                    "INSERT OR REPLACE INTO delivery_attempts (delivery_id, attempt, at, "
-                    "status, error) VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO delivery_attempts (delivery_id, attempt, at, status, error) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (delivery_id, attempt) DO UPDATE SET "
+                    "at = excluded.at, status = excluded.status, error = excluded.error",
                     [(d.id, d.attempts, now, "retry" if status == "queued" else status, error)
                      for d in deliveries])
 
-    async def resume_interrupted(self) -> int:
-        """At start: sends cut off by a stop go again (the provider may not have them)."""
+    async def release(self, deliveries: list[Delivery]) -> None:
         async with self.db.write() as conn:
-            cursor = await conn.execute(
-                "UPDATE deliveries SET status = 'queued', next_attempt_at = ? "
-                "WHERE status = 'sending'", (time.time(),))
-            return cursor.rowcount
-
-    async def for_notification(self, notification_id: int, tenant_id: str,
-                               user_id: str | None = None) -> list[dict[str, Any]]:
-        return (await self.for_notifications([notification_id], tenant_id, user_id))[
-            notification_id]
+            await conn.executemany(
+                "UPDATE deliveries SET status = 'queued', attempts = attempts - 1, "
+                "next_attempt_at = ?, lease_until = NULL WHERE id = ? AND status = 'sending'",
+                [(time.time(), d.id) for d in deliveries])
 
     async def for_notifications(self, notification_ids: list[int], tenant_id: str,
                                 user_id: str | None = None) -> dict[int, list[dict[str, Any]]]:
@@ -269,11 +226,12 @@ class DeliveryStore:
         if not notification_ids:
             return {}
         marks = ",".join("?" * len(notification_ids))
+        mine = "" if user_id is None else " AND user_id = ?"
         rows = await self.db.fetchall(
             "SELECT id, notification_id, channel, user_id, status, attempts, last_error, "
             f"next_attempt_at, sent_at, created_at FROM deliveries WHERE notification_id IN "
-            f"({marks}) AND tenant_id = ? AND (? IS NULL OR user_id = ?) ORDER BY id",
-            (*notification_ids, tenant_id, user_id, user_id))
+            f"({marks}) AND tenant_id = ?{mine} ORDER BY id",
+            (*notification_ids, tenant_id, *([] if user_id is None else [user_id])))
         history: dict[int, list[dict[str, Any]]] = {}
         for attempt in await self.db.fetchall(
                 "SELECT a.delivery_id, a.attempt, a.at, a.status, a.error FROM delivery_attempts a "
@@ -282,20 +240,17 @@ class DeliveryStore:
             history.setdefault(attempt["delivery_id"], []).append(
                 {"attempt": attempt["attempt"], "at": iso(attempt["at"]),
                  "status": attempt["status"], "error": attempt["error"]})
-        found: dict[int, list[dict[str, Any]]] = {n: [] for n in notification_ids}
-        for row in rows:
-            delivery = {k: row[k] for k in row.keys() if k != "notification_id"}
-            found[row["notification_id"]].append({
-                **delivery, "next_attempt_at": _ts(row["next_attempt_at"]),
-                "sent_at": _ts(row["sent_at"]), "created_at": _ts(row["created_at"]),
-                "history": history.get(row["id"], [])})
-        return found
+        return group_deliveries(notification_ids, rows, history)
 
-    async def notification(self, notification_id: int) -> dict[str, Any] | None:
-        row = await self.db.fetchone(
-            "SELECT id, tenant_id, user_id, type, title, message, data, priority, created_at "
-            "FROM notifications WHERE id = ?", (notification_id,))
-        if row is None:
-            return None
-        return {**dict(row), "data": json.loads(row["data"]),
-                "created_at": iso(row["created_at"]), "read_at": None}
+
+def group_deliveries(notification_ids: list[int], rows: list[dict[str, Any]],
+                     history: dict[int, list[dict[str, Any]]]) -> dict[int, list[dict[str, Any]]]:
+    """Delivery rows in the API's shape, by notification."""
+    found: dict[int, list[dict[str, Any]]] = {n: [] for n in notification_ids}
+    for row in rows:
+        delivery = {k: v for k, v in row.items() if k != "notification_id"}
+        found[row["notification_id"]].append({
+            **delivery, "next_attempt_at": ts(row["next_attempt_at"]),
+            "sent_at": ts(row["sent_at"]), "created_at": ts(row["created_at"]),
+            "history": history.get(row["id"], [])})
+    return found

@@ -2,6 +2,7 @@
 
 WAL mode lets the reader run while the writer commits. Every write goes through `write()`,
 which serialises writers and wraps them in one transaction; effects (pushes) follow the commit.
+A database that is locked, full or gone raises `StoreUnavailable`; a bug in SQL still raises.
 """
 
 from __future__ import annotations
@@ -10,17 +11,38 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from .schema import MIGRATIONS
+from .protocol import StoreUnavailable
+from .sqlite_schema import MIGRATIONS
 
 log = logging.getLogger("tidings.db")
 
 Params = tuple[Any, ...] | dict[str, Any]
+Row = dict[str, Any]
+
+# Primary result codes that mean "the database cannot serve now", not "the SQL is wrong":
+# busy, locked, out of memory, read-only, I/O error, corrupt, full, cannot open, protocol.
+_UNAVAILABLE = {5, 6, 7, 8, 10, 11, 13, 14, 15}
+
+
+def _unavailable(e: sqlite3.Error) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in _UNAVAILABLE
+
+
+@contextlib.contextmanager
+def _guard() -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.Error as e:
+        if _unavailable(e):
+            raise StoreUnavailable(f"the SQLite database cannot serve: {e}") from e
+        raise
 
 
 class Database:
@@ -53,26 +75,31 @@ class Database:
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
         """One transaction on the writer connection; commits on success, rolls back on error."""
         async with self._write_lock:
-            await self.writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield self.writer
-            except BaseException:
-                await self.writer.execute("ROLLBACK")
-                raise
-            await self.writer.execute("COMMIT")
+            with _guard():
+                await self.writer.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self.writer
+                except BaseException:
+                    if self.writer.in_transaction:
+                        await self.writer.execute("ROLLBACK")
+                    raise
+                await self.writer.execute("COMMIT")
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[sqlite3.Row]:
-        async with self.reader.execute(sql, params) as cursor:
-            return list(await cursor.fetchall())
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        with _guard():
+            async with self.reader.execute(sql, params) as cursor:
+                return [dict(row) for row in await cursor.fetchall()]
 
-    async def fetchone(self, sql: str, params: Params = ()) -> sqlite3.Row | None:
-        async with self.reader.execute(sql, params) as cursor:
-            return await cursor.fetchone()
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        with _guard():
+            async with self.reader.execute(sql, params) as cursor:
+                row = await cursor.fetchone()
+        return dict(row) if row is not None else None
 
     async def ping(self) -> bool:
         try:
-            return await self.fetchone("SELECT 1") is not None
-        except (sqlite3.Error, ValueError):
+            return await self.fetchone("SELECT 1 AS ok") is not None
+        except (sqlite3.Error, StoreUnavailable, ValueError):
             return False
 
     async def close(self) -> None:

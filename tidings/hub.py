@@ -1,0 +1,261 @@
+"""The hub: attaches connections, delivers to them in order, replays what they missed, and
+sends SSE heartbeats. One path for both transports, and for local and remote creates.
+
+Order and completeness. Ids are given in commit order (the store serialises creates), and
+every notification travels with its tenant's previous id (`prev_id`). For each tenant with a
+connection here, a `TenantStream` remembers the newest id delivered. A notification whose
+`prev_id` is that id is delivered at once; one at or below it is a duplicate and dropped; one
+further ahead means some were lost on the way (pub/sub is at most once), so the stream reads
+the missing ones from the store, delivers them in order, then goes on. With a remote broker,
+the streams are also compared with the store every `SYNC_EVERY` seconds and after a broker
+outage, so a lost last message is found too. Each connection drops any id at or below the
+last one it was sent, which makes a replay and live pushes meet exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .connections import HEARTBEAT, SSE, Connection, Message
+from .fanout import Broker, Envelope
+from .models import Principal
+from .presence import Presence
+from .registry import Registry
+from .store import Store, StoreUnavailable
+
+log = logging.getLogger("tidings.hub")
+
+REPLAY_PAGE = 500
+FILL_PAGE = 500
+SYNC_EVERY = 2.0        # seconds between checks of every stream against the store
+PENDING_LIMIT = 10_000  # envelopes held per tenant while a gap is filled; past it, refilled
+
+
+class TenantStream:
+    """Where this process is in one tenant's notifications."""
+
+    __slots__ = ("tenant_id", "last", "ready", "pending", "filling", "initial")
+
+    def __init__(self, tenant_id: str) -> None:
+        self.tenant_id = tenant_id
+        self.last = 0                    # newest id delivered here
+        self.initial = 0                 # the position it started from
+        self.ready = asyncio.Event()     # set once subscribed and positioned
+        self.pending: list[Envelope] = []
+        self.filling = False
+
+
+class Hub:
+    def __init__(self, store: Store, registry: Registry, broker: Broker, presence: Presence,
+                 heartbeat: float = 30.0) -> None:
+        self.store = store
+        self.registry = registry
+        self.broker = broker
+        self.presence = presence
+        self.heartbeat = heartbeat
+        self.streams: dict[str, TenantStream] = {}
+        self.gaps_filled = 0             # notifications read from the store to fill gaps
+        self._tasks: list[asyncio.Task[None]] = []
+        self._fills: set[asyncio.Future[Any]] = set()
+
+    async def start(self) -> None:
+        await self.broker.start(self.receive, self.catch_up)
+        self._tasks = [asyncio.create_task(self._heartbeat_loop(), name="tidings-heartbeat")]
+        if self.broker.remote:
+            self._tasks.append(asyncio.create_task(self._sync_loop(), name="tidings-sync"))
+
+    async def stop(self) -> None:
+        for task in [*self._tasks, *self._fills]:
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._fills, return_exceptions=True)
+        self._tasks = []
+
+    # --- subscribe: one path for both transports ---------------------------------------
+    async def attach(self, conn: Connection, who: Principal, since: int | None,
+                     greet: Callable[[int], None]) -> None:
+        """Registers a connection, greets it with the position it starts from (`last_id`:
+        everything of its user after that id will reach it) and, with `since`, first sends
+        what it missed, oldest first.
+
+        Live messages are held from registration until the replay is sent, then released;
+        the connection drops any id it has already sent, so a notification committed during
+        the replay comes exactly once, whichever way it arrives."""
+        conn.hold()
+        stream = self.streams.get(conn.tenant_id)
+        start = stream.last if stream is not None and stream.ready.is_set() else None
+        self.registry.add(conn)
+        log.info("%s connection %s opened tenant=%s user=%s%s", conn.transport, conn.id,
+                 conn.tenant_id, conn.user_id, "" if since is None else f" since={since}")
+        try:
+            if stream is None:
+                stream = self.streams[conn.tenant_id] = TenantStream(conn.tenant_id)
+                await self._open_stream(stream)
+            await stream.ready.wait()
+            if self.streams.get(conn.tenant_id) is not stream:
+                raise StoreUnavailable("the tenant's stream could not be opened")
+            greet(stream.initial if start is None else start)
+            cursor = since
+            while cursor is not None and not conn.closed:
+                page = await self.store.after(who, cursor, REPLAY_PAGE)
+                for notification in page:
+                    conn.send_replay(Message.notification(notification))
+                await conn.drain()  # at the client's pace: the next page waits for this one
+                cursor = page[-1]["id"] if len(page) == REPLAY_PAGE else None
+        finally:
+            conn.release()
+
+    def detach(self, conn: Connection, reason: str = "") -> None:
+        self.registry.remove(conn)
+        log.info("%s connection %s closed tenant=%s user=%s%s", conn.transport, conn.id,
+                 conn.tenant_id, conn.user_id, f" ({reason})" if reason else "")
+        tenant_id = conn.tenant_id
+        stream = self.streams.get(tenant_id)
+        if stream is not None and stream.ready.is_set() and not self.registry.has_tenant(
+                tenant_id):
+            del self.streams[tenant_id]
+            self._spawn(self.broker.unsubscribe(tenant_id))
+
+    async def _open_stream(self, stream: TenantStream) -> None:
+        """Subscribes first, then reads the position: whatever commits after the read is
+        received; what was received before it is dropped as already covered."""
+        try:
+            await self.broker.subscribe(stream.tenant_id)
+            position = (await self.store.positions([stream.tenant_id]))[stream.tenant_id]
+        except BaseException:
+            if self.streams.get(stream.tenant_id) is stream:
+                del self.streams[stream.tenant_id]
+            stream.ready.set()
+            raise
+        stream.last = stream.initial = position
+        stream.ready.set()
+        if not self.registry.has_tenant(stream.tenant_id):  # all left while it opened
+            del self.streams[stream.tenant_id]
+            self._spawn(self.broker.unsubscribe(stream.tenant_id))
+            return
+        pending, stream.pending = stream.pending, []
+        for envelope in pending:
+            self._ordered(stream, envelope)
+
+    # --- deliver -----------------------------------------------------------------------
+    def receive(self, envelope: Envelope) -> None:
+        """An envelope from this process or another: delivered in its tenant's order."""
+        stream = self.streams.get(envelope.tenant_id)
+        if stream is None:
+            return  # no connection of that tenant here
+        if envelope.prev_id is None:
+            self._deliver(envelope)  # not part of the ordered stream (stats updates)
+        elif not stream.ready.is_set() or stream.filling:
+            self._hold(stream, envelope)
+        else:
+            self._ordered(stream, envelope)
+
+    def _ordered(self, stream: TenantStream, envelope: Envelope) -> None:
+        event_id = envelope.message.event_id or 0
+        if event_id <= stream.last:
+            return
+        if envelope.prev_id is not None and envelope.prev_id > stream.last:
+            self._hold(stream, envelope)
+            self._fill(stream, envelope.prev_id)
+            return
+        stream.last = event_id
+        self._deliver(envelope)
+
+    def _hold(self, stream: TenantStream, envelope: Envelope) -> None:
+        if len(stream.pending) < PENDING_LIMIT:
+            stream.pending.append(envelope)
+        # else: dropped; the sync finds it in the store
+
+    def _deliver(self, envelope: Envelope) -> None:
+        if envelope.user_id is None:
+            targets = list(self.registry.tenant(envelope.tenant_id))
+        else:
+            targets = list(self.registry.user(envelope.tenant_id, envelope.user_id))
+        for conn in targets:
+            conn.send(envelope.message)
+
+    def _fill(self, stream: TenantStream, through: int) -> None:
+        if not stream.filling:
+            stream.filling = True
+            self._spawn(self._fill_gap(stream, through))
+
+    async def _fill_gap(self, stream: TenantStream, through: int) -> None:
+        """Reads what this stream missed up to `through` from the store, delivers it, then
+        what was held meanwhile, in order."""
+        try:
+            while stream.last < through:
+                rows = await self.store.tenant_range(stream.tenant_id, stream.last, through,
+                                                     FILL_PAGE)
+                if not rows:
+                    break
+                for notification, prev_id in rows:
+                    if notification["id"] > stream.last:
+                        stream.last = notification["id"]
+                        self.gaps_filled += 1
+                        self._deliver(Envelope(stream.tenant_id, notification["user_id"],
+                                               Message.notification(notification), prev_id))
+        except (StoreUnavailable, OSError) as e:
+            log.warning("filling a gap of tenant=%s failed (%s); trying again shortly",
+                        stream.tenant_id, e)
+            stream.filling = False
+            return
+        finally:
+            if self.streams.get(stream.tenant_id) is not stream:
+                stream.pending = []
+        stream.filling = False
+        pending, stream.pending = sorted(stream.pending, key=_event_id), []
+        for envelope in pending:
+            if stream.filling:
+                self._hold(stream, envelope)
+            else:
+                self._ordered(stream, envelope)
+
+    def catch_up(self) -> None:
+        """After a broker outage: compare every stream with the store now."""
+        self._spawn(self._sync())
+
+    async def _sync(self) -> None:
+        ready = [s for s in self.streams.values() if s.ready.is_set() and not s.filling]
+        if not ready:
+            return
+        try:
+            positions = await self.store.positions([s.tenant_id for s in ready])
+        except (StoreUnavailable, OSError):
+            return
+        for stream in ready:
+            head = positions.get(stream.tenant_id, 0)
+            if head > stream.last and self.streams.get(stream.tenant_id) is stream:
+                self._fill(stream, head)
+
+    async def _sync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SYNC_EVERY)
+            try:
+                await self._sync()
+            except Exception:
+                log.exception("comparing streams with the store failed")
+
+    # --- heartbeats --------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        """SSE heartbeats; WebSocket pings are Tornado's (websocket_ping_interval)."""
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            for conn in [c for c in self.registry.all() if c.transport == SSE]:
+                conn.send(HEARTBEAT)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._fills.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Future[Any]) -> None:
+        self._fills.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("a hub task failed", exc_info=task.exception())
+
+
+def _event_id(envelope: Envelope) -> int:
+    return envelope.message.event_id or 0
+

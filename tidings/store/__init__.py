@@ -1,0 +1,48 @@
+"""Storage: a SQLite file by default, PostgreSQL when `--db` is a postgresql:// URL."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .protocol import (
+    DUE,
+    LEASE,
+    Created,
+    CreateRequest,
+    Delivery,
+    DeliveryQueue,
+    Directory,
+    Notification,
+    Planned,
+    Store,
+    StoreUnavailable,
+)
+
+__all__ = ["DUE", "LEASE", "Backend", "Created", "CreateRequest", "Delivery", "DeliveryQueue",
+           "Directory", "Notification", "Planned", "Store", "StoreUnavailable", "is_postgres",
+           "open_backend"]
+
+
+@dataclass
+class Backend:
+    """One database, seen through the three seams."""
+
+    store: Store
+    directory: Directory
+    queue: DeliveryQueue
+
+
+def is_postgres(db: str) -> bool:
+    return db.startswith(("postgresql://", "postgres://"))
+
+
+async def open_backend(db: str, synchronous: str = "NORMAL") -> Backend:
+    """Opens (and migrates) the database that `--db` names."""
+    if is_postgres(db):
+        from .postgres import open_postgres
+        return await open_postgres(db)
+    from .sqlite import Database
+    from .sqlite_channels import SQLiteDeliveryQueue, SQLiteDirectory
+    from .sqlite_notifications import SQLiteStore
+    database = await Database.open(db, synchronous)
+    return Backend(SQLiteStore(database), SQLiteDirectory(database), SQLiteDeliveryQueue(database))

@@ -1,0 +1,165 @@
+"""The storage seams: what the rest of tidings may ask of a database, whichever it is.
+
+Three protocols, each with a SQLite and a PostgreSQL implementation that pass one contract
+suite (tests/contract/test_store.py):
+
+- `Store`: notifications, per-user read state, idempotency keys and the tenants' stream
+  positions (the id of each tenant's newest notification, used to find gaps in a fan-out);
+- `Directory`: recipients' addresses, preferences, push subscriptions, webhooks, templates;
+- `DeliveryQueue`: one row per channel delivery, planned once and claimed with a lease, so
+  that several processes never send the same delivery at once and a dead one's are taken over.
+
+Rows leave an implementation as plain dicts and dataclasses in the contract's shape; no
+driver type (sqlite3.Row, asyncpg.Record) crosses this seam. A store that cannot be reached
+raises `StoreUnavailable`, which the API answers with 503.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..models import NewNotification, Principal, iso
+
+Notification = dict[str, Any]
+
+# Statuses: queued -> sending -> sent | failed, or back to queued for a retry; held waits for
+# quiet hours or a digest; skipped was never tried (the reason is in last_error).
+DUE = ("queued", "held")
+LEASE = 45.0  # seconds a claimed delivery is its claimant's; then another process may take it
+
+
+class StoreUnavailable(Exception):
+    """The database does not answer (gone, locked, full): the request may be tried again."""
+
+
+@dataclass
+class CreateRequest:
+    """One API call's worth of notifications, created in one transaction with its neighbours."""
+
+    items: list[NewNotification]
+    idempotency_key: str | None = None
+
+
+@dataclass
+class Created:
+    notifications: list[Notification]
+    # Per notification: the id of its tenant's previous notification (0 for the first), so a
+    # receiver of the fan-out can tell whether it missed one.
+    prev_ids: list[int] = field(default_factory=list)
+    replayed_response: dict[str, Any] | None = None  # set when the idempotency key was seen
+    replayed: bool = False
+
+
+@dataclass
+class Delivery:
+    id: int
+    notification_id: int
+    tenant_id: str
+    user_id: str | None
+    channel: str
+    target: str | None
+    status: str
+    attempts: int
+    digest: str | None
+    only_offline: bool
+
+
+@dataclass
+class Planned:
+    """A delivery row to create."""
+
+    notification_id: int
+    tenant_id: str
+    user_id: str | None
+    channel: str
+    status: str
+    target: str | None = None
+    next_attempt_at: float | None = None
+    last_error: str | None = None
+    digest: str | None = None
+    only_offline: bool = False
+
+
+class Store(Protocol):
+    async def create_batch(self, requests: list[CreateRequest]) -> list[Created]:
+        """Creates every request in one transaction; ids are given in commit order."""
+    async def save_responses(self, answers: list[tuple[str, str, dict[str, Any]]]) -> None: ...
+    async def inbox(self, who: Principal, *, unread: bool = False, limit: int = 50,
+                    before: int | None = None) -> list[Notification]: ...
+    async def after(self, who: Principal, after_id: int, limit: int = 500,
+                    ) -> list[Notification]: ...
+    async def counts(self, who: Principal) -> dict[str, int]: ...
+    async def by_type(self, who: Principal) -> dict[str, int]: ...
+    async def mark_read(self, who: Principal, notification_id: int) -> None: ...
+    async def mark_all_read(self, who: Principal) -> None: ...
+    async def delete(self, who: Principal, notification_id: int) -> None: ...
+    async def recent(self, tenant_id: str, limit: int = 20) -> list[Notification]: ...
+    async def notification(self, notification_id: int) -> Notification | None: ...
+    async def unplanned(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
+        """What delivery planning reads of notifications after an id, oldest first."""
+    async def tenant_range(self, tenant_id: str, after_id: int, through_id: int,
+                           limit: int = 500) -> list[tuple[Notification, int]]:
+        """A tenant's notifications with after_id < id <= through_id, oldest first, each with
+        its tenant's previous id: what a fan-out receiver missed."""
+    async def positions(self, tenant_ids: list[str]) -> dict[str, int]:
+        """The newest notification id of each tenant (0 when it has none)."""
+    async def last_id(self) -> int: ...
+    async def prune_idempotency_keys(self, older_than: float) -> int: ...
+    async def ping(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+class Directory(Protocol):
+    async def put_recipient(self, tenant_id: str, user_id: str,
+                            fields: dict[str, Any]) -> None: ...
+    async def recipient(self, tenant_id: str, user_id: str) -> dict[str, Any] | None: ...
+    async def known_users(self, tenant_id: str) -> list[str]: ...
+    async def put_preferences(self, tenant_id: str, user_id: str,
+                              body: dict[str, Any]) -> None: ...
+    async def preferences(self, tenant_id: str, user_id: str) -> dict[str, Any]: ...
+    async def add_subscription(self, tenant_id: str, user_id: str, endpoint: str, p256dh: str,
+                               auth: str) -> None: ...
+    async def remove_subscription(self, tenant_id: str, endpoint: str,
+                                  user_id: str | None = None) -> bool: ...
+    async def subscriptions(self, tenant_id: str, user_id: str) -> list[dict[str, str]]: ...
+    async def subscription(self, tenant_id: str, endpoint: str) -> dict[str, str] | None: ...
+    async def put_webhook(self, tenant_id: str, url: str, secret: str) -> None: ...
+    async def webhook(self, tenant_id: str) -> dict[str, str] | None: ...
+    async def delete_webhook(self, tenant_id: str) -> bool: ...
+    async def put_template(self, tenant_id: str, type_: str, channel: str,
+                           parts: dict[str, str]) -> None: ...
+    async def template(self, tenant_id: str, type_: str,
+                       channel: str) -> dict[str, str] | None: ...
+    async def delete_template(self, tenant_id: str, type_: str, channel: str) -> bool: ...
+
+
+class DeliveryQueue(Protocol):
+    async def planned_through(self) -> int: ...
+    async def add_planned(self, planned: list[Planned], from_id: int, through_id: int) -> bool:
+        """Creates the rows and moves the plan cursor from `from_id` to `through_id` in one
+        transaction; False (and nothing written) when another process moved it first."""
+    async def claim_due(self, now: float, limit: int = 50,
+                        lease: float = LEASE) -> list[Delivery]:
+        """Marks due deliveries (and ones whose claimant's lease ran out) `sending` for this
+        claimant, one more attempt each, and returns them; a claimed digest comes whole."""
+    async def next_due(self) -> float | None: ...
+    async def finish(self, deliveries: list[Delivery], status: str, *, error: str | None = None,
+                     provider_id: str | None = None, retry_at: float | None = None) -> None: ...
+    async def release(self, deliveries: list[Delivery]) -> None:
+        """Gives claimed deliveries back, due now, without counting the attempt (a stop)."""
+    async def for_notifications(self, notification_ids: list[int], tenant_id: str,
+                                user_id: str | None = None,
+                                ) -> dict[int, list[dict[str, Any]]]: ...
+
+
+def shape(id_: int, tenant_id: str, user_id: str | None, type_: str, title: str, message: str,
+          data: Any, priority: str, created_at: str, read_at: float | None) -> Notification:
+    """A notification in the contract's shape."""
+    return {"id": id_, "tenant_id": tenant_id, "user_id": user_id, "type": type_,
+            "title": title, "message": message, "data": data, "priority": priority,
+            "created_at": created_at, "read_at": iso(read_at) if read_at else None}
+
+
+def ts(value: float | None) -> str | None:
+    return iso(value) if value else None
