@@ -50,11 +50,14 @@ def test_postgres_stop_refuses_connections_and_start_serves_the_same_data(postgr
         return conn
 
     async def during(conn: asyncpg.Connection) -> None:
-        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
-            await conn.fetchval("SELECT 1")  # the open connection was cut
-        await conn.close()
+        try:
+            with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError, OSError)):
+                await conn.fetchval("SELECT 1")  # the open connection was cut
+        finally:
+            conn.terminate()
         with pytest.raises(OSError):  # and a new one is refused
-            await asyncpg.connect(url, timeout=5)
+            refused = await asyncpg.connect(url, timeout=5)
+            await refused.close()
 
     async def scenario() -> None:
         conn = await before()
