@@ -14,6 +14,7 @@ from server import Server, resolve_secrets
 from tidings.config import Secret, Settings
 
 from .clients import SECRET, Api
+from .services import postgres, redis  # noqa: F401  (session fixtures: real servers)
 
 ROOT = Path(__file__).resolve().parent.parent
 
