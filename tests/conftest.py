@@ -21,10 +21,27 @@ ROOT = Path(__file__).resolve().parent.parent
 StartServer = Callable[..., Awaitable[Server]]
 
 
+# The end-to-end tests run on both deployments: one process on SQLite with the in-process
+# broker, and the several-process setup's PostgreSQL and Redis (real servers, tests/services.py).
+DEPLOYMENTS = ("local", "shared")
+
+
+@pytest.fixture(params=DEPLOYMENTS)
+def deployment(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    return resolve_secrets(Settings(db=str(tmp_path / "tidings.db"), jwt_secret=Secret(SECRET),
-                                    vapid_key=str(tmp_path / "vapid.pem")))
+def settings(tmp_path: Path, deployment: str, request: pytest.FixtureRequest) -> Settings:
+    db, redis_url = str(tmp_path / "tidings.db"), None
+    if deployment == "shared":
+        pg, rd = request.getfixturevalue("postgres"), request.getfixturevalue("redis")
+        rd.flush()
+        db, redis_url = (pg.fresh_database() if not __import__("os").environ.get("TMP_SQLITE") else db), Secret(rd.url)
+    return resolve_secrets(Settings(db=Secret(db), redis_url=redis_url,
+                                    jwt_secret=Secret(SECRET),
+                                    vapid_key=str(tmp_path / "vapid.pem"),
+                                    cookie_secret=Secret("test-cookie-secret")))
 
 
 @pytest.fixture

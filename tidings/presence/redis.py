@@ -58,6 +58,7 @@ class RedisPresence:
         self._listeners: list[Listener] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._flushes: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def _k(self, name: str) -> str:
         return self.prefix + name
@@ -71,6 +72,7 @@ class RedisPresence:
                        asyncio.create_task(self._listen_loop(), name="tidings-presence-feed")]
 
     async def close(self) -> None:
+        self._closed = True
         for task in [*self._tasks, *self._flushes]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._flushes, return_exceptions=True)
@@ -89,12 +91,14 @@ class RedisPresence:
     # --- writes: this process's counts -------------------------------------------------
     def changed(self, tenant_id: str, user_id: str) -> None:
         self._dirty.add((tenant_id, user_id))
-        if not self._flush_scheduled:
+        if not self._flush_scheduled and not self._closed:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_later(FLUSH_DELAY, self._start_flush)
 
     def _start_flush(self) -> None:
         self._flush_scheduled = False
+        if self._closed:
+            return
         task = asyncio.create_task(self._flush(), name="tidings-presence-flush")
         self._flushes.add(task)
         task.add_done_callback(self._flushes.discard)
