@@ -19,7 +19,7 @@ import tornado.httpserver
 import tornado.netutil
 
 from handlers import make_app
-from tidings import config
+from tidings import config, logs
 from tidings.auth import mint
 from tidings.channels import ConfigError
 from tidings.config import Settings
@@ -109,10 +109,8 @@ class Server:
         self.stopped.set()
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S")
+def setup_logging(level: str, fmt: str = "text") -> None:
+    logs.setup(level, fmt)
 
 
 async def serve(settings: Settings) -> None:
@@ -191,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:1] in (["notify"], ["tail"]):
         return client_command(argv)
     settings = config.load(build_parser().parse_args(argv))
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     settings = resolve_secrets(settings)
     if not settings.jwt_secret and not settings.jwt_public_key:
         raise SystemExit("tidings: no --jwt-secret (TIDINGS_JWT_SECRET) or --jwt-public-key "
