@@ -1,5 +1,6 @@
 """A tenant's webhook receiver: verifies ``Tidings-Signature`` the way the docs tell
-receivers to and the Standard Webhooks headers with the ``standardwebhooks`` library, keeps what it accepted, and answers with a status a test can choose."""
+receivers to and the Standard Webhooks headers with the ``standardwebhooks`` library, keeps
+what it accepted, and answers with a status a test can choose."""
 
 from __future__ import annotations
 
