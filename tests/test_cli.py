@@ -102,3 +102,34 @@ async def test_tail_prints_notifications_as_they_arrive(server, api, command):
     finally:
         proc.terminate()
         await proc.wait()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_tail_resumes_after_the_server_comes_back(settings):
+    import tornado.netutil
+    from tornado.testing import bind_unused_port
+
+    from server import Server
+
+    from .clients import Api
+
+    sock, port = bind_unused_port()
+    server = await Server.start(settings, sockets=[sock])
+    proc = await asyncio.create_subprocess_exec(
+        *TIDINGS_CLIENT, "tail", env=env(port, ALICE), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        assert b"connected over" in await asyncio.wait_for(proc.stderr.readline(), WAIT * 2)
+        await Api(port).send(SERVICE, user_id="alice", title="Before")
+        assert b"Before" in await asyncio.wait_for(proc.stdout.readline(), WAIT)
+        await server.stop()
+        server = await Server.start(settings, sockets=tornado.netutil.bind_sockets(
+            port, "127.0.0.1"))
+        await Api(port).send(SERVICE, user_id="alice", title="While it was away")
+        line = await asyncio.wait_for(proc.stdout.readline(), 40)
+        assert b"While it was away" in line
+    finally:
+        proc.terminate()
+        await proc.wait()
+        await server.stop()
