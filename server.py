@@ -3,6 +3,7 @@
     python server.py [flags]            start the server (every flag has a TIDINGS_* variable)
     python server.py token --tenant T --user U [--role R] [--ttl S]
                                         print a signed token for the configured secret
+    tidings notify / tidings tail       the command line client (tidings_client.cli)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import tornado.httpserver
 import tornado.netutil
 
 from handlers import make_app
-from tidings import config
+from tidings import config, logs
 from tidings.auth import mint
 from tidings.channels import ConfigError
 from tidings.config import Settings
@@ -115,10 +116,8 @@ def describe_db(db: str) -> str:
     return f"PostgreSQL {redacted(db)}" if is_postgres(db) else f"database {db}"
 
 
-def setup_logging(level: str) -> None:
-    logging.basicConfig(level=getattr(logging, level, logging.INFO),
-                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-                        datefmt="%Y-%m-%d %H:%M:%S")
+def setup_logging(level: str, fmt: str = "text") -> None:
+    logs.setup(level, fmt)
 
 
 async def serve(settings: Settings) -> None:
@@ -172,18 +171,33 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tidings", description="A self-hosted, multi-tenant, real-time notification "
         "server. Every flag can also be set by the environment variable named in its help; "
-        "flags win.", epilog="Subcommand: 'tidings token --tenant T --user U [--role R] "
-        "[--ttl S]' prints a signed token (see 'tidings token --help').")
+        "flags win.", epilog="Subcommands: 'tidings token --tenant T --user U [--role R] "
+        "[--ttl S]' prints a signed token (see 'tidings token --help'); 'tidings notify' "
+        "sends a notification and 'tidings tail' prints them as they arrive (see their "
+        "--help).")
     config.add_arguments(parser)
     return parser
+
+
+def client_command(argv: Sequence[str]) -> None:
+    """`tidings notify` and `tidings tail`: the client's command line, which lives in
+    clients/python so that machines without the server can have it (`tidings-client`)."""
+    try:
+        from tidings_client.cli import main as client_main
+    except ImportError:
+        raise SystemExit("tidings: notify and tail need the Python client: "
+                         "pip install clients/python") from None
+    raise SystemExit(client_main(argv, prog="tidings"))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["token"]:
         return token_command(argv[1:])
+    if argv[:1] in (["notify"], ["tail"]):
+        return client_command(argv)
     settings = config.load(build_parser().parse_args(argv))
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, settings.log_format)
     settings = resolve_secrets(settings)
     if not settings.jwt_secret and not settings.jwt_public_key:
         raise SystemExit("tidings: no --jwt-secret (TIDINGS_JWT_SECRET) or --jwt-public-key "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,19 @@ from . import admin, api, channels, sse, ws
 from .base import NotFoundHandler, log_request
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _assets() -> Path:
+    """The folder with templates/ and static/: the source tree (a checkout, an editable
+    install), else share/tidings where `pip install .` puts them (under the environment's
+    prefix; beside the packages in the .pyz, which unpacks itself before it starts)."""
+    for base in (ROOT, ROOT / "share" / "tidings", Path(sys.prefix) / "share" / "tidings"):
+        if (base / "templates").is_dir() and (base / "static").is_dir():
+            return base
+    return ROOT
+
+
+ASSETS = _assets()
 WS_MAX_MESSAGE = 64 * 1024
 
 
@@ -53,14 +67,14 @@ def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
     settings = services.settings
     app_settings: dict[str, Any] = {
         "log_function": log_request,
-        "static_path": str(ROOT / "static"),
-        "template_path": str(ROOT / "templates"),
+        "static_path": str(ASSETS / "static"),
+        "template_path": str(ASSETS / "templates"),
         "websocket_max_message_size": WS_MAX_MESSAGE,
         "websocket_ping_interval": settings.heartbeat,
         "websocket_ping_timeout": settings.heartbeat,  # Tornado caps it at the interval
         "default_handler_class": NotFoundHandler,
         "default_handler_args": {"services": services},
-        "jinja": jinja2.Environment(loader=jinja2.FileSystemLoader(ROOT / "templates"),
+        "jinja": jinja2.Environment(loader=jinja2.FileSystemLoader(ASSETS / "templates"),
                                     autoescape=True),
         "xsrf_cookies": True,
         "cookie_secret": str(settings.cookie_secret or ""),

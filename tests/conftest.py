@@ -37,7 +37,7 @@ def settings(tmp_path: Path, deployment: str, request: pytest.FixtureRequest) ->
     if deployment == "shared":
         pg, rd = request.getfixturevalue("postgres"), request.getfixturevalue("redis")
         rd.flush()
-        db, redis_url = (pg.fresh_database() if not __import__("os").environ.get("TMP_SQLITE") else db), Secret(rd.url)
+        db, redis_url = pg.fresh_database(), Secret(rd.url)
     return resolve_secrets(Settings(db=Secret(db), redis_url=redis_url,
                                     jwt_secret=Secret(SECRET),
                                     vapid_key=str(tmp_path / "vapid.pem"),

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 
 import pytest
+from standardwebhooks import Webhook as StandardWebhook
+from standardwebhooks.webhooks import WebhookVerificationError
 from tornado.testing import bind_unused_port
 
 from tests.peers.loop import run
@@ -19,7 +22,7 @@ from tidings.channels import (
     sign,
     verify_signature,
 )
-from tidings.channels.webhook import Webhook
+from tidings.channels.webhook import Webhook, new_secret, standard_headers
 
 pytest_plugins = ["tests.peers.fixtures"]
 
@@ -43,6 +46,36 @@ def test_webhook_posts_the_signed_notification(webhook_receiver: WebhookReceiver
     assert hook.notification == NOTIFICATION
     assert before <= hook.timestamp <= time.time()
     assert hook.headers["Content-Type"] == "application/json"
+
+
+def test_standard_webhooks_headers_verify_and_keep_their_id_across_tries(
+        webhook_receiver: WebhookReceiver) -> None:
+    # The receiver refuses anything that the standardwebhooks library does not verify.
+    assert send(webhook_receiver.target) == "HTTP 204"
+    assert send(webhook_receiver.target) == "HTTP 204"  # a retry of the same delivery
+    first, again = webhook_receiver.inbox.wait(2)
+    assert first.headers["Webhook-Id"] == again.headers["Webhook-Id"] == "ntf_42"
+    assert first.headers["Webhook-Signature"].startswith("v1,")
+    assert int(first.headers["Webhook-Timestamp"]) == first.timestamp
+    assert list(webhook_receiver.refusals.items) == []
+
+
+def test_secrets_are_in_the_standard_form_and_old_ones_still_verify(
+        webhook_receiver: WebhookReceiver) -> None:
+    made = new_secret()
+    assert made.startswith("whsec_") and len(base64.b64decode(made[6:], validate=True)) == 32
+    # A secret made before the standard form (urlsafe alphabet) still verifies both ways.
+    webhook_receiver.secret = "whsec_" + "-_Ab" * 10 + "xy"
+    assert send(webhook_receiver.target) == "HTTP 204"
+    assert len(webhook_receiver.inbox.wait(1)) == 1
+
+
+def test_a_wrong_standard_signature_is_refused(webhook_receiver: WebhookReceiver) -> None:
+    body = b'{"id":1}'
+    headers = standard_headers("whsec_" + base64.b64encode(b"k" * 32).decode(), "ntf_1", body)
+    with pytest.raises(WebhookVerificationError):
+        StandardWebhook(webhook_receiver.secret).verify(body, headers)
+    StandardWebhook("whsec_" + base64.b64encode(b"k" * 32).decode()).verify(body, headers)
 
 
 def test_wrong_secret_is_refused_by_the_receiver(webhook_receiver: WebhookReceiver) -> None:

@@ -39,6 +39,8 @@ def sample(setting: config.Setting, n: int) -> str:
         return ("normal", "full")[n]
     if setting.name == "log_level":
         return ("debug", "warning")[n]
+    if setting.name == "log_format":
+        return ("text", "json")[n]
     return f"value-{n}"
 
 

@@ -48,6 +48,13 @@ def _port(value: str) -> int:
     return port
 
 
+def _log_format(value: str) -> str:
+    value = value.lower()
+    if value not in ("text", "json"):
+        raise ValueError(f"expected text or json, got {value!r}")
+    return value
+
+
 def _origins(value: str) -> tuple[str, ...]:
     return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
 
@@ -93,6 +100,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("vapid_subject", None, "Contact for push services (mailto: or https:); web push is "
             "off without it."),
     Setting("log_level", "INFO", "Log level: DEBUG, INFO, WARNING or ERROR.", str.upper),
+    Setting("log_format", "text", "Log format: text (a line each), or json (one object a line: "
+            "time, level, logger, message, and tenant, user, connection and notification ids "
+            "as keys of their own).", _log_format),
     Setting("dev", False, "Development mode: makes and keeps a JWT secret under the database "
             "folder and prints a sample token. Never use it in production.", _bool,
             flag_only=True),
@@ -123,6 +133,7 @@ class Settings:
     vapid_key: str = "data/vapid_private.pem"
     vapid_subject: str | None = None
     log_level: str = "INFO"
+    log_format: str = "text"
     dev: bool = False
 
     def replace(self, **changes: Any) -> Settings:

@@ -1,5 +1,6 @@
 """A tenant's webhook receiver: verifies ``Tidings-Signature`` the way the docs tell
-receivers to, keeps what it accepted, and answers with a status a test can choose."""
+receivers to and the Standard Webhooks headers with the ``standardwebhooks`` library, keeps
+what it accepted, and answers with a status a test can choose."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import json
 from typing import Any
 
 import tornado.web
+from standardwebhooks import Webhook as StandardWebhook
+from standardwebhooks.webhooks import WebhookVerificationError
 
 from tidings.channels import InvalidSignature, WebhookTarget, new_secret, verify_signature
 
@@ -31,6 +34,12 @@ class _HookHandler(tornado.web.RequestHandler):
             timestamp = verify_signature(self.receiver.secret, header, self.request.body)
         except InvalidSignature as e:
             self.receiver.refusals.add(str(e))
+            raise tornado.web.HTTPError(401, reason="bad signature") from None
+        try:
+            StandardWebhook(self.receiver.secret).verify(self.request.body,
+                                                         dict(self.request.headers))
+        except WebhookVerificationError as e:
+            self.receiver.refusals.add(f"standard webhooks: {e}")
             raise tornado.web.HTTPError(401, reason="bad signature") from None
         if self.receiver.status >= 300:
             raise tornado.web.HTTPError(self.receiver.status)

@@ -3,10 +3,22 @@
 Header ``Tidings-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">``. A
 receiver checks it with :func:`verify_signature` (or the same few lines in its own language):
 recompute the HMAC over the raw body it received, compare in constant time, and refuse a
-timestamp older than five minutes so that a captured request cannot be replayed later."""
+timestamp older than five minutes so that a captured request cannot be replayed later.
+
+The same request also carries the Standard Webhooks headers (https://www.standardwebhooks.com):
+``webhook-id`` (the same on every retry of a delivery), ``webhook-timestamp`` and
+``webhook-signature: v1,<base64 HMAC-SHA256 of "<id>.<timestamp>.<body>">``, keyed with the
+bytes that the secret's ``whsec_<base64>`` form encodes. So a receiver may instead verify with
+the ``standardwebhooks`` library and the same secret::
+
+    from standardwebhooks import Webhook
+    payload = Webhook(secret).verify(raw_body, request_headers)  # raises if not genuine
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -27,8 +39,9 @@ class InvalidSignature(ValueError):
 
 
 def new_secret() -> str:
-    """A signing secret for a tenant's webhook (shown to the admin once)."""
-    return "whsec_" + secrets.token_urlsafe(32)
+    """A signing secret for a tenant's webhook (shown to the admin once): ``whsec_`` and the
+    standard base64 of 32 random bytes, the form Standard Webhooks libraries take."""
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 def check_url(url: str) -> str:
@@ -48,6 +61,33 @@ def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
     """The ``Tidings-Signature`` value for ``body``."""
     t = int(time.time()) if timestamp is None else timestamp
     return f"t={t},v1={_digest(secret, t, body)}"
+
+
+def standard_key(secret: str) -> bytes:
+    """The HMAC key of ``webhook-signature``: the bytes of the base64 after ``whsec_``, decoded
+    as the reference libraries decode it (characters outside the alphabet skipped, so secrets
+    made before this form existed still verify with the Python library)."""
+    encoded = secret.removeprefix("whsec_")
+    try:
+        return base64.b64decode(encoded + "==") or secret.encode()
+    except (binascii.Error, ValueError):
+        return secret.encode()
+
+
+def standard_headers(secret: str, message_id: str, body: bytes,
+                     timestamp: int | None = None) -> dict[str, str]:
+    """``webhook-id``, ``webhook-timestamp`` and ``webhook-signature`` for ``body``."""
+    t = int(time.time()) if timestamp is None else timestamp
+    signed = f"{message_id}.{t}.".encode() + body
+    digest = hmac.new(standard_key(secret), signed, hashlib.sha256).digest()
+    return {"webhook-id": message_id, "webhook-timestamp": str(t),
+            "webhook-signature": "v1," + base64.b64encode(digest).decode()}
+
+
+def message_id(message: Rendered) -> str:
+    """The same for every try of one notification's webhook (one per notification), so a
+    receiver can drop a repeat."""
+    return f"ntf_{message.notification.get('id', '')}"
 
 
 def verify_signature(secret: str, header: str | None, body: bytes, *,
@@ -92,10 +132,12 @@ class Webhook:
         if target is None:
             raise DeliveryError("no webhook configured", permanent=True)
         body = body_of(message)
+        now = int(time.time())
         request = HTTPRequest(
             target.url, method="POST", body=body, follow_redirects=False,
             headers={"Content-Type": "application/json", "User-Agent": "tidings-webhook",
-                     HEADER: sign(target.secret, body)},
+                     HEADER: sign(target.secret, body, now),
+                     **standard_headers(target.secret, message_id(message), body, now)},
             connect_timeout=self._connect_timeout, request_timeout=self._request_timeout,
             streaming_callback=lambda chunk: None,  # the reply's body is not needed: don't keep it
         )

@@ -1,0 +1,93 @@
+"""Log output: the text lines as they have always been, or one JSON object a line.
+
+The JSON form keeps the log calls as they are: the ``key=value`` pairs and the ids that the
+text lines carry (``tenant=acme user=alice``, ``websocket connection 3f2a opened``,
+``notification 42 created``, the access log's status and path) are read back out of the
+formatted message into keys of their own. Tokens never appear: token, ticket and
+access_token values and anything shaped like a JWT are replaced before either form is
+written."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from typing import Any
+
+FORMATS = ("text", "json")
+TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+_SECRET_PARAM = re.compile(r"\b((?:token|ticket|access_token)=)[^&\s]*", re.IGNORECASE)
+_JWT = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*")
+_PAIR = re.compile(r"(?<![\w/?&])([a-z_]+)=([^\s&]+)")
+_CONNECTION = re.compile(r"\b(websocket|sse) connection (\S+) (opened|closed)")
+_DROPPED = re.compile(r"\bslow (websocket|sse) connection (\S+)")
+_CREATED = re.compile(r"\bnotifications? (\d+)(?:-(\d+))? created")
+_DELIVERY = re.compile(r"^(\w+) delivery (\d+) ")
+_ACCESS = re.compile(r"^(\d{3}) ([A-Z]+) (\S+) \(([^)]*)\) ([\d.]+)ms$")
+
+
+def redact(text: str) -> str:
+    return _JWT.sub("[redacted]", _SECRET_PARAM.sub(r"\1[redacted]", text))
+
+
+def _value(raw: str) -> Any:
+    raw = raw.rstrip(",;:")
+    return int(raw) if raw.isdigit() else raw
+
+
+def fields(message: str, logger: str = "") -> dict[str, Any]:
+    """The structured fields a formatted log message carries."""
+    found: dict[str, Any] = {}
+    if logger == "tornado.access" and (m := _ACCESS.match(message)):
+        status, method, path, ip, ms = m.groups()
+        return {"status": int(status), "method": method, "path": path, "remote_ip": ip,
+                "duration_ms": float(ms)}
+    if m := _CONNECTION.search(message):
+        found.update(transport=m[1], connection=m[2], event=m[3])
+    elif m := _DROPPED.search(message):
+        found.update(transport=m[1], connection=m[2], event="dropped")
+    if m := _CREATED.search(message):
+        if m[2]:
+            found.update(notification_id_first=int(m[1]), notification_id_last=int(m[2]))
+        else:
+            found["notification_id"] = int(m[1])
+    if m := _DELIVERY.match(message):
+        found.update(channel=m[1], delivery_id=int(m[2]))
+    for key, value in _PAIR.findall(message):
+        found.setdefault(key, _value(value))
+    return found
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT, DATE_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object a line: time, level, logger, message and the message's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = redact(record.getMessage())
+        seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        entry: dict[str, Any] = {
+            "time": f"{seconds}.{int(record.msecs):03d}Z", "level": record.levelname,
+            "logger": record.name, "message": message,
+        }
+        for key, value in fields(message, record.name).items():
+            entry.setdefault(key, value)
+        if record.exc_info:
+            entry["exception"] = redact(self.formatException(record.exc_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def setup(level: str = "INFO", fmt: str = "text") -> None:
+    """Configures the root logger for the server's process."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler])
