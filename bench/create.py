@@ -19,8 +19,9 @@ import resource
 import shutil
 from typing import Any
 
-from clients import HttpConn
 from common import CLIENT_CORE, TENANT, CpuMeter, Metric, Server, log, main, pinned, token
+
+from clients import HttpConn
 
 CASES = ["single", "batch"]
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}

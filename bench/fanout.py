@@ -20,8 +20,9 @@ import json
 import time
 from typing import Any
 
-from clients import HttpConn, SseClient, StreamClient, WsClient, close_clients, open_clients
 from common import TENANT, CpuMeter, Metric, Server, log, main, percentile, token
+
+from clients import HttpConn, SseClient, StreamClient, WsClient, close_clients, open_clients
 
 CASES = ["websocket", "sse"]
 

@@ -17,8 +17,9 @@ import itertools
 import time
 from typing import Any
 
-from clients import WsClient
 from common import TENANT, CpuMeter, Metric, Server, log, main, percentile, token
+
+from clients import WsClient
 
 
 async def handshakes(port: int, total: int, concurrency: int,

@@ -16,8 +16,9 @@ import argparse
 import asyncio
 from typing import Any
 
-from clients import SseClient, WsClient, close_clients, open_clients
 from common import TENANT, Metric, Server, log, main, token
+
+from clients import SseClient, WsClient, close_clients, open_clients
 
 CASES = ["websocket", "sse"]
 
