@@ -44,8 +44,11 @@ def _counts(value: bytes | str | None) -> list[int]:
 
 
 class RedisPresence:
-    def __init__(self, url: str, registry: Registry) -> None:
+    def __init__(self, url: str, registry: Registry, ttl: float = TTL,
+                 heartbeat: float = HEARTBEAT) -> None:
         self.url = url
+        self.ttl = ttl
+        self.heartbeat = heartbeat
         self.registry = registry
         self.prefix = redis_url.prefix(url)
         self.proc = uuid.uuid4().hex[:12]
@@ -59,6 +62,10 @@ class RedisPresence:
         self._tasks: list[asyncio.Task[None]] = []
         self._flushes: set[asyncio.Task[None]] = set()
         self._closed = False
+
+    @property
+    def _ttl_ms(self) -> int:
+        return int(self.ttl * 1000)
 
     def _k(self, name: str) -> str:
         return self.prefix + name
@@ -126,7 +133,7 @@ class RedisPresence:
                 stats = self.registry.stats(tenant_id, user_id)
                 if stats["total"]:
                     pipe.hset(key, user_id, f"{stats['websocket']} {stats['sse']}")
-                    pipe.expire(key, TTL)
+                    pipe.pexpire(key, self._ttl_ms)
                 else:
                     pipe.hdel(key, user_id)
             for tenant_id in tenants:
@@ -136,7 +143,7 @@ class RedisPresence:
                               f"{stats['websocket']} {stats['sse']} {stats['users_online']}")
                 else:
                     pipe.hdel(proc_tenants, tenant_id)
-            pipe.expire(proc_tenants, TTL)
+            pipe.pexpire(proc_tenants, self._ttl_ms)
             pipe.zadd(self._k("procs"), {self.proc: time.time()})
             if tenants:
                 pipe.publish(self._k("presence"), json.dumps(sorted(tenants)))
@@ -149,9 +156,9 @@ class RedisPresence:
                 return
             async with self._redis.pipeline(transaction=False) as pipe:
                 pipe.zadd(self._k("procs"), {self.proc: time.time()})
-                pipe.expire(self._k(f"pt:{self.proc}"), TTL)
+                pipe.pexpire(self._k(f"pt:{self.proc}"), self._ttl_ms)
                 for tenant_id in self.registry.tenants():
-                    pipe.expire(self._user_key(self.proc, tenant_id), TTL)
+                    pipe.pexpire(self._user_key(self.proc, tenant_id), self._ttl_ms)
                 pipe.zremrangebyscore(self._k("procs"), 0, time.time() - 3600)
                 await pipe.execute()
             self._set_healthy(True)
@@ -161,7 +168,7 @@ class RedisPresence:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT)
+            await asyncio.sleep(self.heartbeat)
             await self._heartbeat()
 
     def _set_healthy(self, healthy: bool) -> None:
@@ -182,7 +189,7 @@ class RedisPresence:
         now = time.monotonic()
         if now - at > ALIVE_CACHE:
             found: list[bytes] = await self._redis.zrangebyscore(
-                self._k("procs"), time.time() - TTL, "+inf")
+                self._k("procs"), time.time() - self.ttl, "+inf")
             procs = [p.decode() for p in found if p.decode() != self.proc]
             self._alive = (now, procs)
         return procs
@@ -234,7 +241,7 @@ class RedisPresence:
                 for user, value in remote[j].items():
                     counts = _counts(value)
                     ws, sse = ws + counts[0], sse + counts[1]
-                    users.add(user)
+                    users.add(user.decode())
             results.append({"websocket": ws, "sse": sse, "total": ws + sse,
                             "users_online": len(users)})
         return results
