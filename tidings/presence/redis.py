@@ -145,7 +145,7 @@ class RedisPresence:
                     pipe.hdel(proc_tenants, tenant_id)
             pipe.pexpire(proc_tenants, self._ttl_ms)
             pipe.zadd(self._k("procs"), {self.proc: time.time()})
-            if tenants:
+            if tenants or full:  # full: this process (re)appears, so others look again
                 pipe.publish(self._k("presence"), json.dumps(sorted(tenants)))
             await pipe.execute()
 
@@ -168,7 +168,8 @@ class RedisPresence:
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.heartbeat)
+            # While Redis is away, look for it every second rather than every heartbeat.
+            await asyncio.sleep(self.heartbeat if self._healthy else min(self.heartbeat, 1.0))
             await self._heartbeat()
 
     def _set_healthy(self, healthy: bool) -> None:
@@ -289,6 +290,7 @@ class RedisPresence:
                     message = await pubsub.get_message(timeout=1.0)
                     if message is None or message.get("type") != "message":
                         continue
+                    self._alive = (0.0, [])  # a process may have just come or gone
                     for tenant_id in json.loads(message["data"]):
                         for listener in list(self._listeners):
                             listener(tenant_id)
