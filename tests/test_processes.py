@@ -108,7 +108,7 @@ async def test_600_concurrent_creates_on_two_processes_arrive_in_order_and_match
     toks = {"alice": ALICE, "bob": BOB, "carol": CAROL}
     try:
         clients = {}
-        for i, user in enumerate(users):
+        for user in users:
             clients[(user, "a")] = await WSClient.open(a.port, toks[user])
             sse = await SSEClient.open(b.port, toks[user])
             await sse.next_of("connected")
