@@ -184,6 +184,7 @@ class SQLiteDeliveryQueue:
                 "lease_until = ? WHERE id = ?", [(now + lease, d.id) for d in rows])
         for d in rows:
             d.attempts += 1
+            d.status = "sending"
         return rows
 
     async def next_due(self) -> float | None:

@@ -1,0 +1,510 @@
+"""The PostgreSQL database: an asyncpg pool, numbered migrations, and the `Store` on it.
+
+Every call takes a connection from the pool for as long as it needs it; writes run in one
+transaction each. When PostgreSQL does not answer (stopped, unreachable, out of connections or
+disk), every call raises `StoreUnavailable` within `DEADLINE` seconds, never a driver error,
+and never hangs; when it is back, the pool opens new connections by itself. A bug in SQL (a
+syntax error, an unknown column) still raises as it is.
+
+Ids are given in commit order across every process: `create_batch` takes one global advisory
+lock for its whole transaction, takes its ids from the sequence under that lock and commits
+before letting go of it. So when id N is visible, every id below N that will ever exist is
+visible too; a reader (a replay "after N", a fan-out receiver filling a gap, "read all" up to
+the largest id) never sees an id that a slower transaction commits later below one it has
+already seen. The price is that creates are serialised across processes, as they are on one
+SQLite file; a batch holds the lock for a few milliseconds, and batches group many creates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import asyncpg
+
+from .. import errors
+from ..models import Principal, iso
+from .postgres_schema import MIGRATIONS
+from .protocol import Created, CreateRequest, Notification, StoreUnavailable, shape
+
+if TYPE_CHECKING:
+    from . import Backend
+
+log = logging.getLogger("tidings.db")
+
+Row = dict[str, Any]
+
+POOL_MIN = 1
+POOL_MAX = 10
+CONNECT_TIMEOUT = 3.0   # seconds to open one connection
+ACQUIRE_TIMEOUT = 3.0   # seconds to get a connection from the pool (opening one included)
+COMMAND_TIMEOUT = 5.0   # seconds for one statement
+DEADLINE = 8.0          # seconds for a whole transaction, so a call answers within 10 s
+
+# Advisory lock keys (any fixed bigints, the same in every process of a deployment).
+MIGRATION_LOCK = 0x7469_6469_6E67_7301  # "tidings" + 1: migrations at start
+CREATE_LOCK = 0x7469_6469_6E67_7302     # "tidings" + 2: ids given and committed in order
+
+# SQLSTATE classes that mean "the database cannot serve now", not "the SQL is wrong":
+# 08 connection exception, 53 insufficient resources (disk full, out of memory, too many
+# connections), 57 operator intervention (shutting down, cannot connect now, query canceled),
+# 58 system error (I/O), and 40 (serialization failure, deadlock): try again.
+_UNAVAILABLE_CLASSES = ("08", "53", "57", "58", "40")
+
+
+def _unavailable(e: BaseException) -> bool:
+    if isinstance(e, (OSError, TimeoutError, asyncpg.PostgresConnectionError,
+                      asyncpg.exceptions.ConnectionDoesNotExistError)):
+        return True
+    if isinstance(e, asyncpg.PostgresError):
+        return str(getattr(e, "sqlstate", "") or "")[:2] in _UNAVAILABLE_CLASSES
+    if isinstance(e, asyncpg.InterfaceError):
+        # The connection was closed under a call ("connection is closed", "the underlying
+        # connection is closed"); other interface errors are bugs and stay as they are.
+        return "closed" in str(e)
+    return False
+
+
+@contextlib.contextmanager
+def _guard() -> Iterator[None]:
+    try:
+        yield
+    except StoreUnavailable:
+        raise
+    except Exception as e:
+        if _unavailable(e):
+            raise StoreUnavailable(f"the PostgreSQL database cannot serve: "
+                                   f"{type(e).__name__}: {e}") from e
+        raise
+
+
+def safe_url(url: str) -> str:
+    """The URL without its credentials, for messages: host, port and database only."""
+    parts = urlsplit(url)
+    host = parts.hostname or "localhost"
+    return f"postgresql://{host}{f':{parts.port}' if parts.port else ''}{parts.path}"
+
+
+class PgDatabase:
+    """The pool, and the few ways this package uses it: reads on any connection, writes in
+    one transaction."""
+
+    def __init__(self, pool: asyncpg.Pool, where: str) -> None:
+        self.pool = pool
+        self.where = where  # the URL without credentials
+
+    @classmethod
+    async def open(cls, url: str) -> PgDatabase:
+        where = safe_url(url)
+        try:
+            pool = await asyncpg.create_pool(
+                url, min_size=POOL_MIN, max_size=POOL_MAX, command_timeout=COMMAND_TIMEOUT,
+                timeout=CONNECT_TIMEOUT)
+        except Exception as e:
+            if _unavailable(e):
+                raise StoreUnavailable(f"cannot connect to {where}: {type(e).__name__}") from e
+            raise
+        db = cls(pool, where)
+        try:
+            await db.migrate()
+        except BaseException:
+            await db.close()
+            raise
+        return db
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        with _guard():
+            async with asyncio.timeout(DEADLINE), \
+                    self.pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn:
+                yield conn
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """One transaction; commits on success, rolls back on error. A transaction that
+        cannot finish within DEADLINE is cut (and rolled back) as unavailable."""
+        async with self.connection() as conn, conn.transaction():
+            yield conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Row]:
+        async with self.connection() as conn:
+            return [dict(row) for row in await conn.fetch(sql, *args)]
+
+    async def fetchrow(self, sql: str, *args: Any) -> Row | None:
+        async with self.connection() as conn:
+            row = await conn.fetchrow(sql, *args)
+        return dict(row) if row is not None else None
+
+    async def ping(self) -> bool:
+        try:
+            return await self.fetchrow("SELECT 1 AS ok") is not None
+        except StoreUnavailable:
+            return False
+
+    async def close(self) -> None:
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout=DEADLINE)
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+            self.pool.terminate()
+
+    async def migrate(self) -> None:
+        """Runs the migrations this database has not had, each in its own transaction under
+        an advisory lock: processes starting together take turns, and each sees the others'
+        work. A database newer than this code refuses to start."""
+        while True:
+            async with self.transaction() as conn:
+                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+                await conn.execute(
+                    "CREATE TABLE IF NOT EXISTS schema_version (only_row INTEGER PRIMARY KEY "
+                    "CHECK (only_row = 1), version INTEGER NOT NULL)")
+                version = await conn.fetchval("SELECT version FROM schema_version") or 0
+                if version > len(MIGRATIONS):
+                    raise RuntimeError(
+                        f"the database is at schema version {version}, newer than this "
+                        f"tidings ({len(MIGRATIONS)}); upgrade tidings")
+                if version == len(MIGRATIONS):
+                    return
+                number = version + 1
+                log.info("migrating the PostgreSQL database %s to schema version %d",
+                         self.where, number)
+                await conn.execute(MIGRATIONS[number - 1])
+                await conn.execute(
+                    "INSERT INTO schema_version (only_row, version) VALUES (1, $1) "
+                    "ON CONFLICT (only_row) DO UPDATE SET version = excluded.version", number)
+
+
+async def open_postgres(url: str) -> Backend:
+    """Opens (and migrates) the PostgreSQL database that a postgresql:// URL names."""
+    from . import Backend
+    from .postgres_channels import PostgresDeliveryQueue, PostgresDirectory
+    db = await PgDatabase.open(url)
+    return Backend(PostgresStore(db), PostgresDirectory(db), PostgresDeliveryQueue(db))
+
+
+# --- the notification store ------------------------------------------------------------------
+
+_COLUMNS = "n.id, n.tenant_id, n.user_id, n.type, n.title, n.message, n.data, n.priority, " \
+           "n.created_at, r.read_at"
+_BARE_COLUMNS = _COLUMNS.replace(", r.read_at", ", NULL::double precision AS read_at")
+_JOIN = ("LEFT JOIN receipts r ON r.tenant_id = n.tenant_id AND r.user_id = $2 "
+         "AND r.notification_id = n.id")
+
+
+class PostgresStore:
+    """The `Store` protocol on PostgreSQL, with the same results as `SQLiteStore`."""
+
+    def __init__(self, db: PgDatabase) -> None:
+        self.db = db
+
+    # --- writes ------------------------------------------------------------------------
+
+    async def create_batch(self, requests: list[CreateRequest]) -> list[Created]:
+        """Creates every request in one transaction (group commit); returns after COMMIT.
+
+        The transaction first takes the global CREATE_LOCK, so ids are allocated and
+        committed in id order across processes (see the module's docstring): that is what
+        lets a replay or a fan-out receiver trust "everything up to N is there". Under the
+        lock the idempotency keys are looked up (a concurrent request with the same key waits
+        and then finds this one's), the batch's ids come from the sequence in one round trip,
+        and the rows go in with one statement.
+        """
+        now = time.time()
+        created_at = iso(now)  # one timestamp for the whole batch, formatted once
+        tenants = sorted({r.items[0].tenant_id for r in requests})
+        async with self.db.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", CREATE_LOCK)
+            earlier = await self._idempotent(conn, requests)
+            count = 0
+            seen_keys: set[tuple[str, str]] = set()
+            for request in requests:
+                key = (request.items[0].tenant_id, request.idempotency_key or "")
+                if request.idempotency_key and (key in earlier or key in seen_keys):
+                    continue
+                if request.idempotency_key:
+                    seen_keys.add(key)
+                count += len(request.items)
+            ids: list[int] = []
+            if count:
+                ids = sorted(r[0] for r in await conn.fetch(
+                    "SELECT nextval('notifications_id_seq') FROM generate_series(1, $1)",
+                    count))
+            positions = {row["tenant_id"]: row["last_id"] for row in await conn.fetch(
+                "SELECT tenant_id, last_id FROM tenant_positions WHERE tenant_id = ANY($1)",
+                tenants)}
+            results: list[Created] = []
+            columns: list[list[Any]] = [[] for _ in range(10)]
+            keys: list[tuple[str, str, str]] = []
+            seen: dict[tuple[str, str], Created] = {}
+            next_ids = iter(ids)
+            for request in requests:
+                key = (request.items[0].tenant_id, request.idempotency_key or "")
+                if request.idempotency_key:
+                    found = seen.get(key) or earlier.get(key)
+                    if found is not None:
+                        results.append(found)
+                        continue
+                created = Created(notifications=[])
+                for item in request.items:
+                    id_ = next(next_ids)
+                    row = (id_, item.tenant_id, item.user_id, item.type, item.title,
+                           item.message, json.dumps(item.data, separators=(",", ":")),
+                           item.priority, now,
+                           json.dumps(item.channels) if item.channels is not None else None)
+                    for column, value in zip(columns, row, strict=True):
+                        column.append(value)
+                    created.notifications.append(shape(
+                        id_, item.tenant_id, item.user_id, item.type, item.title,
+                        item.message, item.data, item.priority, created_at, None))
+                    created.prev_ids.append(positions.get(item.tenant_id, 0))
+                    positions[item.tenant_id] = id_
+                if request.idempotency_key:
+                    keys.append((key[0], key[1],
+                                 json.dumps([n["id"] for n in created.notifications])))
+                    seen[key] = Created(created.notifications, created.prev_ids, None, True)
+                results.append(created)
+            if ids:
+                await conn.execute(
+                    "INSERT INTO notifications (id, tenant_id, user_id, type, title, message, "
+                    "data, priority, created_at, channels) SELECT * FROM unnest($1::bigint[], "
+                    "$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
+                    "$8::text[], $9::double precision[], $10::text[])", *columns)
+                moved = [t for t in tenants if t in positions]
+                await conn.execute(
+                    "INSERT INTO tenant_positions (tenant_id, last_id) "
+                    "SELECT * FROM unnest($1::text[], $2::bigint[]) "
+                    "ON CONFLICT (tenant_id) DO UPDATE SET last_id = excluded.last_id",
+                    moved, [positions[t] for t in moved])
+            if keys:
+                await conn.execute(
+                    "INSERT INTO idempotency_keys (tenant_id, key, notification_ids, created_at) "
+                    "SELECT t, k, i, $4 FROM unnest($1::text[], $2::text[], $3::text[]) "
+                    "AS x(t, k, i) ON CONFLICT (tenant_id, key) DO NOTHING",
+                    [k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], now)
+        return results
+
+    async def _idempotent(self, conn: asyncpg.Connection, requests: list[CreateRequest],
+                          ) -> dict[tuple[str, str], Created]:
+        """The earlier requests with these requests' idempotency keys, as a replay answers."""
+        wanted = sorted({(r.items[0].tenant_id, r.idempotency_key) for r in requests
+                         if r.idempotency_key})
+        if not wanted:
+            return {}
+        rows = await conn.fetch(
+            "SELECT k.tenant_id, k.key, k.notification_ids, k.response FROM idempotency_keys k "
+            "JOIN unnest($1::text[], $2::text[]) AS w(tenant_id, key) "
+            "ON k.tenant_id = w.tenant_id AND k.key = w.key",
+            [w[0] for w in wanted], [w[1] for w in wanted])
+        if not rows:
+            return {}
+        all_ids = sorted({i for row in rows for i in json.loads(row["notification_ids"])})
+        stored = {row["id"]: _row(dict(row)) for row in await conn.fetch(
+            f"SELECT {_BARE_COLUMNS} FROM notifications n WHERE n.id = ANY($1::bigint[])",
+            all_ids)}
+        found: dict[tuple[str, str], Created] = {}
+        for row in rows:
+            notifications = [stored[i] for i in json.loads(row["notification_ids"])
+                             if i in stored]
+            response = json.loads(row["response"]) if row["response"] else None
+            found[(row["tenant_id"], row["key"])] = Created(notifications, [], response, True)
+        return found
+
+    async def save_responses(self, tenant_keys: list[tuple[str, str, dict[str, Any]]]) -> None:
+        """Keeps the first answer of idempotent requests, so a retry gets exactly that answer."""
+        if not tenant_keys:
+            return
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "UPDATE idempotency_keys k SET response = x.r FROM unnest($1::text[], "
+                "$2::text[], $3::text[]) AS x(t, k, r) WHERE k.tenant_id = x.t AND k.key = x.k",
+                [t for t, _, _ in tenant_keys], [k for _, k, _ in tenant_keys],
+                [json.dumps(r, separators=(",", ":")) for _, _, r in tenant_keys])
+
+    async def mark_read(self, who: Principal, notification_id: int) -> None:
+        await self._visible_or_404(who, notification_id)
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO receipts (tenant_id, user_id, notification_id, read_at) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, user_id, notification_id) "
+                "DO UPDATE SET read_at = coalesce(receipts.read_at, excluded.read_at)",
+                who.tenant_id, who.user_id, notification_id, time.time())
+
+    async def mark_all_read(self, who: Principal) -> None:
+        # Ids are committed in order, so every id up to the largest visible one is there:
+        # the watermark never covers a notification that commits after it.
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO read_marks (tenant_id, user_id, read_through, read_at) "
+                "SELECT $1, $2, coalesce(max(id), 0), $3 FROM notifications "
+                "ON CONFLICT (tenant_id, user_id) DO UPDATE SET "
+                "read_through = excluded.read_through, read_at = excluded.read_at",
+                who.tenant_id, who.user_id, time.time())
+
+    async def delete(self, who: Principal, notification_id: int) -> None:
+        await self._visible_or_404(who, notification_id)
+        async with self.db.transaction() as conn:
+            await conn.execute(
+                "INSERT INTO receipts (tenant_id, user_id, notification_id, deleted_at) "
+                "VALUES ($1, $2, $3, $4) ON CONFLICT (tenant_id, user_id, notification_id) "
+                "DO UPDATE SET deleted_at = excluded.deleted_at",
+                who.tenant_id, who.user_id, notification_id, time.time())
+
+    async def prune_idempotency_keys(self, older_than: float) -> int:
+        async with self.db.transaction() as conn:
+            status = await conn.execute("DELETE FROM idempotency_keys WHERE created_at < $1",
+                                        older_than)
+        return affected(status)
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def _visible_or_404(self, who: Principal, notification_id: int) -> None:
+        row = await self.db.fetchrow(
+            f"SELECT 1 AS ok FROM notifications n {_JOIN} WHERE n.id = $3 AND n.tenant_id = $1 "
+            "AND (n.user_id = $2 OR n.user_id IS NULL) AND r.deleted_at IS NULL",
+            who.tenant_id, who.user_id, notification_id)
+        if row is None:
+            raise errors.not_found(f"notification {notification_id}")
+
+    async def _read_mark(self, who: Principal) -> tuple[int, float | None]:
+        row = await self.db.fetchrow(
+            "SELECT read_through, read_at FROM read_marks WHERE tenant_id = $1 AND user_id = $2",
+            who.tenant_id, who.user_id)
+        return (row["read_through"], row["read_at"]) if row else (0, None)
+
+    async def _page(self, who: Principal, order: str, limit: int, *,
+                    before: int | None = None, after: int | None = None,
+                    unread: bool = False) -> list[Notification]:
+        """Direct and tenant-wide notifications, each range walked in index order, then merged.
+
+        Two ranges joined by UNION ALL keep every query an index walk of at most `limit` rows;
+        an `OR` on user_id would collect and sort the whole inbox.
+        """
+        through, read_at = await self._read_mark(who)
+        params: list[Any] = [who.tenant_id, who.user_id, limit]
+        where = ""
+        if before is not None:
+            params.append(before)
+            where += f" AND n.id < ${len(params)}::bigint"
+        if after is not None:
+            params.append(after)
+            where += f" AND n.id > ${len(params)}::bigint"
+        if unread:
+            params.append(through)
+            where += f" AND n.id > ${len(params)}::bigint AND r.read_at IS NULL"
+        one = (f"(SELECT {_COLUMNS} FROM notifications n {_JOIN} "
+               f"WHERE n.tenant_id = $1 AND n.user_id {{}} AND r.deleted_at IS NULL"
+               f"{where} ORDER BY n.id {order} LIMIT $3)")
+        sql = (one.format("= $2") + " UNION ALL " + one.format("IS NULL") +
+               f" ORDER BY id {order} LIMIT $3")
+        rows = await self.db.fetch(sql, *params)
+        return [_row(row, through, read_at) for row in rows]
+
+    async def inbox(self, who: Principal, *, unread: bool = False, limit: int = 50,
+                    before: int | None = None) -> list[Notification]:
+        return await self._page(who, "DESC", limit, before=before, unread=unread)
+
+    async def after(self, who: Principal, after_id: int, limit: int = 500) -> list[Notification]:
+        """What a reconnecting client missed: ids above `after_id`, oldest first."""
+        return await self._page(who, "ASC", limit, after=after_id)
+
+    async def counts(self, who: Principal) -> dict[str, int]:
+        """Total and unread, from index range counts; receipts (few per user) are subtracted."""
+        through, _ = await self._read_mark(who)
+        row = await self.db.fetchrow(
+            "SELECT "
+            " (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id = $2)"
+            " + (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id IS NULL)"
+            " AS all_, "
+            " (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id = $2"
+            "  AND id > $3)"
+            " + (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id IS NULL"
+            "  AND id > $3) AS above, "
+            " (SELECT count(*) FROM receipts WHERE tenant_id = $1 AND user_id = $2"
+            "  AND deleted_at IS NOT NULL) AS deleted, "
+            " (SELECT count(*) FROM receipts WHERE tenant_id = $1 AND user_id = $2"
+            "  AND notification_id > $3"
+            "  AND (read_at IS NOT NULL OR deleted_at IS NOT NULL)) AS gone_above",
+            who.tenant_id, who.user_id, through)
+        assert row is not None
+        return {"total": row["all_"] - row["deleted"], "unread": row["above"] - row["gone_above"]}
+
+    async def by_type(self, who: Principal) -> dict[str, int]:
+        rows = await self.db.fetch(
+            "SELECT type, count(*) AS n FROM notifications WHERE tenant_id = $1 "
+            "AND (user_id = $2 OR user_id IS NULL) GROUP BY type",
+            who.tenant_id, who.user_id)
+        result = {row["type"]: row["n"] for row in rows}
+        for row in await self.db.fetch(
+                "SELECT n.type, count(*) AS n FROM receipts r JOIN notifications n "
+                "ON n.id = r.notification_id WHERE r.tenant_id = $1 AND r.user_id = $2 "
+                "AND r.deleted_at IS NOT NULL GROUP BY n.type", who.tenant_id, who.user_id):
+            result[row["type"]] -= row["n"]
+        return {t: n for t, n in sorted(result.items()) if n > 0}
+
+    async def recent(self, tenant_id: str, limit: int = 20) -> list[Notification]:
+        rows = await self.db.fetch(
+            f"SELECT {_BARE_COLUMNS} FROM notifications n "
+            "WHERE n.tenant_id = $1 ORDER BY n.id DESC LIMIT $2", tenant_id, limit)
+        return [_row(row) for row in rows]
+
+    async def notification(self, notification_id: int) -> Notification | None:
+        row = await self.db.fetchrow(f"SELECT {_BARE_COLUMNS} FROM notifications n "
+                                     "WHERE n.id = $1", notification_id)
+        return _row(row) if row else None
+
+    async def unplanned(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
+        rows = await self.db.fetch(
+            "SELECT id, tenant_id, user_id, type, priority, channels FROM notifications "
+            "WHERE id > $1 ORDER BY id LIMIT $2", after_id, limit)
+        return [{**row, "channels": json.loads(row["channels"]) if row["channels"] else None}
+                for row in rows]
+
+    async def tenant_range(self, tenant_id: str, after_id: int, through_id: int,
+                           limit: int = 500) -> list[tuple[Notification, int]]:
+        rows = await self.db.fetch(
+            f"SELECT {_BARE_COLUMNS}, (SELECT max(p.id) FROM notifications p "
+            "WHERE p.tenant_id = n.tenant_id AND p.id < n.id) AS prev_id FROM notifications n "
+            "WHERE n.tenant_id = $1 AND n.id > $2 AND n.id <= $3 ORDER BY n.id LIMIT $4",
+            tenant_id, after_id, through_id, limit)
+        return [(_row(row), row["prev_id"] or 0) for row in rows]
+
+    async def positions(self, tenant_ids: list[str]) -> dict[str, int]:
+        found = {t: 0 for t in tenant_ids}
+        if tenant_ids:
+            for row in await self.db.fetch(
+                    "SELECT tenant_id, last_id FROM tenant_positions "
+                    "WHERE tenant_id = ANY($1::text[])", list(tenant_ids)):
+                found[row["tenant_id"]] = row["last_id"]
+        return found
+
+    async def last_id(self) -> int:
+        row = await self.db.fetchrow("SELECT coalesce(max(id), 0) AS id FROM notifications")
+        return int(row["id"]) if row else 0
+
+    async def ping(self) -> bool:
+        return await self.db.ping()
+
+    async def close(self) -> None:
+        await self.db.close()
+
+
+def affected(status: str) -> int:
+    """The row count of a command's status string ("UPDATE 3", "INSERT 0 1", "DELETE 0")."""
+    try:
+        return int(status.rsplit(" ", 1)[-1])
+    except ValueError:
+        return 0
+
+
+def _row(row: Row, through: int = 0, marked_at: float | None = None) -> Notification:
+    read_at = row["read_at"]
+    if read_at is None and row["id"] <= through:
+        read_at = marked_at
+    return shape(row["id"], row["tenant_id"], row["user_id"], row["type"], row["title"],
+                 row["message"], json.loads(row["data"]), row["priority"],
+                 iso(row["created_at"]), read_at)
