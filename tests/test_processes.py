@@ -13,6 +13,8 @@ import pytest
 
 from .clients import Api, ServerProcess, SSEClient, WSClient, eventually, token
 
+pytest_plugins = ["tests.peers.fixtures"]
+
 SERVICE = token(user="backend", role="service")
 ADMIN = token(user="root", role="admin")
 ALICE, BOB, CAROL = token(user="alice"), token(user="bob"), token(user="carol")
@@ -207,6 +209,7 @@ async def test_a_killed_process_drops_out_and_its_clients_resume_elsewhere_with_
         assert [n["id"] for n in await ws.notifications(1)] == seen
         a.proc.kill()  # SIGKILL: no goodbye to Redis
         await a.wait()
+        await ws.closed()  # its socket died with it (no close code: no closing handshake)
         missed = [(await Api(b.port).send(SERVICE, user_id="alice", title=f"m{i}"))
                   ["notification"]["id"] for i in range(3)]
         resumed = await WSClient.open(b.port, ALICE, since=seen[-1])
@@ -290,3 +293,23 @@ async def test_postgres_away_answers_503_stores_nothing_then_recovers(shared, po
         assert kept in await inbox_ids(a.port, ALICE)
     finally:
         await stop(a)
+
+
+@pytest.mark.gen_test(timeout=120)
+async def test_200_webhook_deliveries_with_two_processes_sending_arrive_once_each(
+        shared, webhook_receiver):
+    a, b = await started(shared, 2, "--outbound-allow", "127.0.0.1")
+    try:
+        made = await Api(a.port).json("PUT", "/api/webhook", {"url": webhook_receiver.url},
+                                      ADMIN, expect=201)
+        webhook_receiver.secret = made["secret"]
+        apis = [Api(a.port), Api(b.port)]
+        created = await asyncio.gather(*(
+            apis[i % 2].send(SERVICE, user_id=f"u{i % 10}", title=f"#{i}") for i in range(200)))
+        ids = sorted(r["notification"]["id"] for r in created)
+        hooks = await webhook_receiver.inbox.arrived(200, timeout=60)
+        assert sorted(h.notification["id"] for h in hooks) == ids  # each once, none twice
+        await asyncio.sleep(1.0)  # a second sender would have sent its copy by now
+        assert len(webhook_receiver.inbox.items) == 200
+    finally:
+        await stop(a, b)
