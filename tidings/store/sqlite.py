@@ -73,17 +73,19 @@ class Database:
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[aiosqlite.Connection]:
-        """One transaction on the writer connection; commits on success, rolls back on error."""
+        """One transaction on the writer connection; commits on success, rolls back on error.
+
+        A writer cancelled mid-way (a stop) must not leave its transaction open for the next:
+        the rollback is queued behind whatever the cancelled writer had sent, and shielded."""
         async with self._write_lock:
             with _guard():
-                await self.writer.execute("BEGIN IMMEDIATE")
                 try:
+                    await self.writer.execute("BEGIN IMMEDIATE")
                     yield self.writer
+                    await self.writer.execute("COMMIT")
                 except BaseException:
-                    if self.writer.in_transaction:
-                        await self.writer.execute("ROLLBACK")
+                    await asyncio.shield(self.writer.rollback())  # a no-op after a COMMIT
                     raise
-                await self.writer.execute("COMMIT")
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         with _guard():
