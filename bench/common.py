@@ -112,22 +112,25 @@ def free_port() -> int:
 class Server:
     """A tidings or floor server process on core 0, its log in `workdir`."""
 
-    def __init__(self, side: str, workdir: Path) -> None:
-        self.side = side
+    def __init__(self, program: str, workdir: Path, extra: list[str] | None = None,
+                 db: str | None = None, label: str | None = None) -> None:
+        self.program = program           # floor or tidings
+        self.side = label or program     # its column in the table
         self.workdir = workdir
+        self.extra = extra or []  # more tidings flags (a comparison of two tidings setups)
         self.port = free_port()
-        self.log_path = workdir / f"{side}-{self.port}.log"
+        self.database = db or str(workdir / f"bench-{self.port}.db")
+        self.log_path = workdir / f"{self.side}-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.exit_code: int | None = None
 
     @property
     def command(self) -> list[str]:
         common = ["--host", "127.0.0.1", "--port", str(self.port), "--jwt-secret", SECRET]
-        if self.side == "floor":
+        if self.program == "floor":
             return [PYTHON, str(ROOT / "bench/floor.py"), *common]
-        db = self.workdir / f"bench-{self.port}.db"
-        return [PYTHON, str(ROOT / "server.py"), *common, "--db", str(db),
-                "--heartbeat", "30", "--max-connections-per-user", "0"]
+        return [PYTHON, str(ROOT / "server.py"), *common, "--db", self.database,
+                "--heartbeat", "30", "--max-connections-per-user", "0", *self.extra]
 
     def start(self, timeout: float = 30.0) -> None:
         with open(self.log_path, "wb") as out:
@@ -342,8 +345,12 @@ def better(new: dict[str, Any], old: dict[str, Any] | None, best: tuple[str, boo
     return bool(new[key] > old[key]) if higher else bool(new[key] < old[key])
 
 
+MakeServer = Callable[[str, str, Path], Server]  # (side, case, workdir) -> a server to start
+
+
 async def run_cases(name: str, cases: list[str], measure: Measure, args: argparse.Namespace,
-                    best: tuple[str, bool]) -> dict[str, Any]:
+                    best: tuple[str, bool], make_server: MakeServer | None = None,
+                    ) -> dict[str, Any]:
     """Run every case against a fresh floor and tidings server; return all numbers."""
     if can_pin():
         os.sched_setaffinity(0, {CLIENT_CORE})
@@ -364,7 +371,7 @@ async def run_cases(name: str, cases: list[str], measure: Measure, args: argpars
     plan = [(r, case, side) for r in range(args.rounds) for case in args.case or cases
             for side in sides]
     for round_, case, side in plan:
-        server = Server(side, workdir)
+        server = make_server(side, case, workdir) if make_server else Server(side, workdir)
         log(f"{name}/{case}: starting {side} on 127.0.0.1:{server.port}"
             + (f" (round {round_ + 1}/{args.rounds})" if args.rounds > 1 else ""))
         busy = wait_for_quiet(args.max_wait)
@@ -464,13 +471,14 @@ def percentile(values: list[float], p: float) -> float | None:
 def main(name: str, description: str, cases: list[str], measure: Measure,
          metrics: list[Metric], best: tuple[str, bool],
          options: Callable[[argparse.ArgumentParser], None] | None = None,
-         argv: list[str] | None = None) -> dict[str, Any]:
+         argv: list[str] | None = None, make_server: MakeServer | None = None,
+         ) -> dict[str, Any]:
     """A benchmark script's whole `main`: flags, the runs, the table, the JSON."""
     p = parser(description, cases)
     if options is not None:
         options(p)
     args = p.parse_args(argv)
-    run = asyncio.run(run_cases(name, cases, measure, args, best))
+    run = asyncio.run(run_cases(name, cases, measure, args, best, make_server))
     report(run, metrics)
     write_json(run, args.json)
     return run

@@ -149,12 +149,20 @@ async def latency(server: Server, tally: Tally, n: int, args: argparse.Namespace
             "latency_missing": count * n - len(lat)}
 
 
-async def measure(server: Server, case: str, args: argparse.Namespace) -> dict[str, Any]:
+async def measure(server: Server, case: str, args: argparse.Namespace,
+                  spread: list[Server] | None = None) -> dict[str, Any]:
+    """With `spread`, the clients are shared evenly by `server` and those servers (processes
+    of one deployment); the broadcasts are posted to `server`."""
     n = args.clients
     tally = Tally(case)
-    log(f"  opening {n} {case} clients")
-    clients = await open_clients(client_factory(case, server.port, tally), n, server.port,
-                                 progress=lambda k: k % 250 == 0 and log(f"  {k} connected"))
+    servers = [server, *(spread or [])]
+    log(f"  opening {n} {case} clients on {len(servers)} process(es)")
+    clients = []
+    for i, target in enumerate(servers):
+        share = n // len(servers) + (1 if i < n % len(servers) else 0)
+        clients += await open_clients(client_factory(case, target.port, tally), share,
+                                      target.port,
+                                      progress=lambda k: k % 250 == 0 and log(f"  {k} connected"))
     service = token("bench-service", role="service")
     tally.expect(n)  # warm-up: one broadcast to everyone
     await publish([HttpConn(server.port)], service, 1, False, [])
