@@ -138,8 +138,7 @@ class AdminSocket(OperatorMixin, tornado.websocket.WebSocketHandler):
             # Closed after the upgrade, with a code the page can read: it goes to the login.
             self.close(4401, "log in to the dashboard first")
             return
-        self.services.dashboard.subscribe(self.push)
-        self.push(await self.services.dashboard.snapshot())
+        self.push(await self.services.dashboard.join(self.push))
 
     def push(self, snapshot: str) -> None:
         try:

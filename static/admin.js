@@ -119,12 +119,36 @@
     new ResizeObserver(() => chart.setSize({width: chartBox.clientWidth, height: 240})).observe(chartBox);
   }
 
+  // What the page shows, kept whole: the socket sends it once, then only what changed.
+  const state = {tenants: new Map(), global: null, history: []};
+  const HISTORY_POINTS = 360;
+
   function apply(msg) {
-    if (!msg || msg.type !== "overview") return;
-    applyTenants(msg.tenants || []);
-    applyGlobal(msg.global, (msg.tenants || []).length);
-    if (msg.history) drawChart(msg.history);
-    window.tidingsOverview = msg; // the latest snapshot, for the console and the tests
+    if (!msg) return;
+    if (msg.type === "overview") {
+      state.tenants = new Map((msg.tenants || []).map((t) => [t.tenant_id, t]));
+      state.history = msg.history || [];
+    } else if (msg.type === "changes") {
+      for (const t of msg.tenants || []) state.tenants.set(t.tenant_id, t);
+      for (const id of msg.removed || []) {
+        state.tenants.delete(id);
+        // a tenant page keeps its cards: nothing connected, nothing sent in the last minute
+        for (const scope of document.querySelectorAll(`[data-tenant="${CSS.escape(id)}"]`)) {
+          for (const f of FIELDS) put(scope.querySelector(`[data-field="${f}"]`), 0);
+        }
+      }
+      state.history = state.history.concat(msg.history || []).slice(-HISTORY_POINTS);
+    } else {
+      return;
+    }
+    state.global = msg.global;
+    const tenants = Array.from(state.tenants.values())
+      .sort((a, b) => (a.tenant_id < b.tenant_id ? -1 : 1));
+    applyTenants(tenants);
+    applyGlobal(state.global, tenants.length);
+    if (msg.type === "overview" || (msg.history || []).length) drawChart(state.history);
+    // the whole current picture, for the console and the tests
+    window.tidingsOverview = {type: "overview", tenants, global: state.global, history: state.history};
   }
 
   /** "3 min ago" for every <time data-relative>. */

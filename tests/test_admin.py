@@ -1,6 +1,10 @@
 """The dashboard's socket and pages, at the protocol level (the browser tests drive them too)."""
 
+import asyncio
+import json
+
 import pytest
+from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from handlers import admin
@@ -100,3 +104,37 @@ async def test_a_page_that_fails_logs_its_uri_without_the_token(server, api, mon
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "uncaught exception in GET /demo?token=[redacted]" in logged
     assert secret not in logged
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_with_2000_tenants_a_push_about_one_tenant_stays_small(start_server):
+    server = await start_server(admin_password="pw")
+    api = Api(server.port)
+    await asyncio.gather(*(api.send(token(tenant=f"t{i:04}", user="svc", role="service"),
+                                    user_id="u", title="hello") for i in range(2000)))
+    cookie = await _login(api, "pw")
+    conn = await websocket_connect(HTTPRequest(f"ws://127.0.0.1:{server.port}/admin/ws",
+                                               headers={"Cookie": cookie}))
+    first = json.loads(await conn.read_message())
+    assert first["type"] == "overview" and len(first["tenants"]) == 2000
+    await api.send(token(tenant="t0042", user="svc", role="service"), user_id="u", title="again")
+    while True:  # pushes about the warm-up may come first; the one naming t0042 is the test
+        raw = await asyncio.wait_for(conn.read_message(), 5)
+        push = json.loads(raw)
+        assert push["type"] == "changes"
+        assert len(raw.encode()) < 8 * 1024, len(raw)
+        if any(t["tenant_id"] == "t0042" for t in push["tenants"]):
+            break
+    [row] = [t for t in push["tenants"] if t["tenant_id"] == "t0042"]
+    assert row["sent_last_minute"] == 2 and push["tenant_count"] == 2000
+    conn.close()
+
+
+async def _login(api: Api, password: str) -> str:
+    page = await api.call("GET", "/admin/login")
+    xsrf = page.headers["Set-Cookie"].split("_xsrf=")[1].split(";")[0]
+    headers = {"Cookie": f"_xsrf={xsrf}", "Content-Type": "application/x-www-form-urlencoded"}
+    right = await api.http.fetch(api.base + "/admin/login", method="POST", headers=headers,
+                                 body=f"password={password}&_xsrf={xsrf}",
+                                 follow_redirects=False, raise_error=False)
+    return right.headers["Set-Cookie"].split(";")[0]

@@ -1,5 +1,9 @@
 """What the admin dashboard shows: per-tenant live numbers, an hour of history, and pushes to
-the dashboard's sockets when something changes (coalesced to a few a second, never polled)."""
+the dashboard's sockets when something changes (coalesced to a few a second, never polled).
+
+A socket gets the whole `overview` when it opens, then only `changes`: the rows of tenants
+whose numbers changed since the last push, the tenants gone, the totals and new history
+points. So a push about one busy tenant stays small however many tenants there are."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import contextlib
 import json
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from .activity import Activity
@@ -60,6 +64,11 @@ class Dashboard:
         self._subscribers: set[Subscriber] = set()
         self.logins = LoginThrottle()
         self._push_scheduled = False
+        self._dirty: set[str] = set()      # tenants changed since the last push
+        self._all_dirty = True             # look at every tenant at the next push
+        self._pushed: dict[str, dict[str, Any]] = {}  # the rows the sockets have
+        self._history_pushed = 0          # samples the sockets have
+        self._samples = 0                 # samples taken
         self._last_sent_total = activity.created_total
         self._task: asyncio.Task[None] | None = None
         self._pushing: set[asyncio.Task[None]] = set()
@@ -91,11 +100,7 @@ class Dashboard:
         seen = sorted({*connected, *self.activity.tenants()})
         rows = [self._row(t, connected.get(t) or {"websocket": 0, "sse": 0, "users_online": 0})
                 for t in seen]
-        return {"tenants": rows,
-                "global": {"websocket": sum(r["websocket"] for r in rows),
-                           "sse": sum(r["sse"] for r in rows),
-                           "total": sum(r["websocket"] + r["sse"] for r in rows)},
-                "history": list(self.history)}
+        return {"tenants": rows, "global": _totals(rows), "history": list(self.history)}
 
     def users(self, tenant_id: str) -> list[dict[str, Any]]:
         """Users online here with their connections, for the tenant page."""
@@ -119,20 +124,31 @@ class Dashboard:
         return notifications
 
     # --- live pushes -------------------------------------------------------------------
-    def subscribe(self, subscriber: Subscriber) -> None:
+    async def join(self, subscriber: Subscriber) -> str:
+        """Adds a socket; returns the `overview` it starts from: what every socket has, so
+        that the next `changes` apply to it as to them."""
+        if not self._subscribers:  # nobody kept the picture up to date: make it afresh
+            self._all_dirty = True
+            await self.changes()
         self._subscribers.add(subscriber)
+        rows = sorted(self._pushed.values(), key=lambda r: str(r["tenant_id"]))
+        seen = min(self._samples, len(self.history))
+        return json.dumps({"type": "overview", "tenants": rows, "global": _totals(rows),
+                           "history": list(self.history)[len(self.history) - seen:]},
+                          separators=(",", ":"))
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
 
-    def _changed(self, _tenant_id: str = "") -> None:
+    def _changed(self, tenant_id: str = "") -> None:
+        """A tenant's numbers changed ("": maybe every tenant's, as time passes)."""
+        if tenant_id:
+            self._dirty.add(tenant_id)
+        else:
+            self._all_dirty = True
         if self._subscribers and not self._push_scheduled:
             self._push_scheduled = True
             asyncio.get_running_loop().call_later(PUSH_INTERVAL, self._push)
-
-    async def snapshot(self) -> str:
-        """The `overview` message of the dashboard's socket, as JSON."""
-        return json.dumps({"type": "overview", **await self.overview()}, separators=(",", ":"))
 
     def _push(self) -> None:
         self._push_scheduled = False
@@ -141,9 +157,43 @@ class Dashboard:
         task.add_done_callback(self._pushing.discard)
 
     async def _push_now(self) -> None:
-        snapshot = await self.snapshot()
+        changes = await self.changes()
+        if changes is None:
+            return
+        encoded = json.dumps(changes, separators=(",", ":"))  # once for every socket
         for subscriber in list(self._subscribers):
-            subscriber(snapshot)
+            subscriber(encoded)
+
+    async def changes(self) -> dict[str, Any] | None:
+        """What changed since the last push, as a `changes` message; None when nothing did."""
+        dirty, self._dirty = self._dirty, set()
+        if self._all_dirty:
+            self._all_dirty = False
+            found = await self.presence.tenants()
+            names = {*found, *self.activity.tenants(), *self._pushed}
+        else:
+            names = dirty
+            found = dict(zip(names, await self.presence.targets([(t, None) for t in names]),
+                             strict=True))
+        active = set(self.activity.tenants())
+        changed, removed = [], []
+        for tenant_id in sorted(names):
+            stats = found.get(tenant_id) or {"websocket": 0, "sse": 0, "users_online": 0}
+            row = self._row(tenant_id, stats)
+            if stats["websocket"] + stats["sse"] == 0 and tenant_id not in active:
+                if self._pushed.pop(tenant_id, None) is not None:
+                    removed.append(tenant_id)
+            elif self._pushed.get(tenant_id) != row:
+                self._pushed[tenant_id] = row
+                changed.append(row)
+        new = min(self._samples - self._history_pushed, len(self.history))
+        history = list(self.history)[-new:] if new > 0 else []
+        self._history_pushed = self._samples
+        if not changed and not removed and not history:
+            return None
+        return {"type": "changes", "tenants": changed, "removed": removed,
+                "tenant_count": len(self._pushed), "global": _totals(self._pushed.values()),
+                "history": history}
 
     async def _sample_loop(self) -> None:
         while True:
@@ -151,6 +201,13 @@ class Dashboard:
             self.history.append({"t": int(time.time()), "connections":
                                  (await self.presence.overall())["total"],
                                  "sent": sent - self._last_sent_total})
+            self._samples += 1
             self._last_sent_total = sent
             self._changed()
             await asyncio.sleep(SAMPLE_EVERY)
+
+
+def _totals(rows: Iterable[dict[str, Any]]) -> dict[str, int]:
+    rows = list(rows)
+    ws, sse = sum(r["websocket"] for r in rows), sum(r["sse"] for r in rows)
+    return {"websocket": ws, "sse": sse, "total": ws + sse}
