@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import sqlite3
 import time
 from typing import Any
@@ -532,3 +533,31 @@ async def test_credentials_never_reach_a_log_line_or_an_error(postgres, opened, 
     assert secret not in str(caught.value)
     assert "migrating" in caplog.text
     assert secret not in caplog.text
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_call_stuck_behind_a_lock_gives_up_within_ten_seconds(backend, kind, database):
+    if kind != "postgres":
+        pytest.skip("SQLite's busy timeout is the same bound: see the outage test")
+    holder = await asyncpg.connect(database)
+    try:
+        await holder.execute("BEGIN; LOCK TABLE notifications IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await backend.store.create_batch([request(new(title="stuck"))])
+        assert time.monotonic() - started < 10
+    finally:
+        await holder.execute("ROLLBACK")
+        await holder.close()
+    assert await create(backend, new(title="free"))  # the pool's connection still serves
+    assert [n["title"] for n in await backend.store.inbox(ALICE)] == ["free"]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_server_that_never_answers_fails_the_start_within_ten_seconds(opened):
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, says nothing
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            await open_backend(f"postgresql://tidings@127.0.0.1:{port}/nowhere")
+        assert time.monotonic() - started < 10

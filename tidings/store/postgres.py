@@ -46,6 +46,7 @@ CONNECT_TIMEOUT = 3.0   # seconds to open one connection
 ACQUIRE_TIMEOUT = 3.0   # seconds to get a connection from the pool (opening one included)
 COMMAND_TIMEOUT = 5.0   # seconds for one statement
 DEADLINE = 8.0          # seconds for a whole transaction, so a call answers within 10 s
+MIGRATION_TIMEOUT = 3600.0  # seconds for one migration statement (indexes on big tables)
 
 # Advisory lock keys (any fixed bigints, the same in every process of a deployment).
 MIGRATION_LOCK = 0x7469_6469_6E67_7301  # "tidings" + 1: migrations at start
@@ -158,25 +159,35 @@ class PgDatabase:
         an advisory lock: processes starting together take turns, and each sees the others'
         work. A database newer than this code refuses to start."""
         while True:
-            async with self.transaction() as conn:
-                await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-                await conn.execute(
-                    "CREATE TABLE IF NOT EXISTS schema_version (only_row INTEGER PRIMARY KEY "
-                    "CHECK (only_row = 1), version INTEGER NOT NULL)")
-                version = await conn.fetchval("SELECT version FROM schema_version") or 0
-                if version > len(MIGRATIONS):
-                    raise RuntimeError(
-                        f"the database is at schema version {version}, newer than this "
-                        f"tidings ({len(MIGRATIONS)}); upgrade tidings")
-                if version == len(MIGRATIONS):
-                    return
-                number = version + 1
-                log.info("migrating the PostgreSQL database %s to schema version %d",
-                         self.where, number)
-                await conn.execute(MIGRATIONS[number - 1])
-                await conn.execute(
-                    "INSERT INTO schema_version (only_row, version) VALUES (1, $1) "
-                    "ON CONFLICT (only_row) DO UPDATE SET version = excluded.version", number)
+            # Not under DEADLINE: a migration may rebuild an index on a large table.
+            with _guard():
+                async with self.pool.acquire(timeout=ACQUIRE_TIMEOUT) as conn, \
+                        conn.transaction():
+                    if not await self._migrate_one(conn):
+                        return
+
+    async def _migrate_one(self, conn: asyncpg.Connection) -> bool:
+        """Runs the next migration; False when there was none to run."""
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK,
+                           timeout=MIGRATION_TIMEOUT)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (only_row INTEGER PRIMARY KEY "
+            "CHECK (only_row = 1), version INTEGER NOT NULL)")
+        version = await conn.fetchval("SELECT version FROM schema_version") or 0
+        if version > len(MIGRATIONS):
+            raise RuntimeError(
+                f"the database is at schema version {version}, newer than this "
+                f"tidings ({len(MIGRATIONS)}); upgrade tidings")
+        if version == len(MIGRATIONS):
+            return False
+        number = version + 1
+        log.info("migrating the PostgreSQL database %s to schema version %d",
+                 self.where, number)
+        await conn.execute(MIGRATIONS[number - 1], timeout=MIGRATION_TIMEOUT)
+        await conn.execute(
+            "INSERT INTO schema_version (only_row, version) VALUES (1, $1) "
+            "ON CONFLICT (only_row) DO UPDATE SET version = excluded.version", number)
+        return True
 
 
 async def open_postgres(url: str) -> Backend:

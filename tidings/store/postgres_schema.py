@@ -29,6 +29,9 @@ MIGRATIONS: list[str] = [
     -- An inbox page, a replay "after id N" and the counts walk one (tenant, user) range in id
     -- order; `user_id IS NULL` (the tenant-wide range) is a range of this index too.
     CREATE INDEX notifications_inbox ON notifications (tenant_id, user_id, id);
+    -- The tenant-wide range in id order: `user_id IS NULL` is no equality to PostgreSQL's
+    -- planner, so the index above cannot give that range sorted by id; this one can.
+    CREATE INDEX notifications_broadcast ON notifications (tenant_id, id) WHERE user_id IS NULL;
     CREATE INDEX notifications_by_type ON notifications (tenant_id, user_id, type);
 
     -- Read and delete state per user, also for broadcasts (which are stored once).
