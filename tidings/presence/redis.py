@@ -189,9 +189,10 @@ class RedisPresence:
         at, procs = self._alive
         now = time.monotonic()
         if now - at > ALIVE_CACHE:
-            found: list[bytes] = await self._redis.zrangebyscore(
-                self._k("procs"), time.time() - self.ttl, "+inf")
-            procs = [p.decode() for p in found if p.decode() != self.proc]
+            found = await self._redis.zrangebyscore(self._k("procs"), time.time() - self.ttl,
+                                                    "+inf")
+            names = [p.decode() if isinstance(p, bytes) else str(p) for p in found]
+            procs = [p for p in names if p != self.proc]
             self._alive = (now, procs)
         return procs
 
