@@ -293,9 +293,17 @@ PATHS: dict[str, Any] = {
                    who="anyone", public=True),
     },
     "/healthz": {
-        "get": _op("Health: 200 when the store answers",
+        "get": _op("Health: 200 when the store (and Redis, when configured) answers and every "
+                   "background task runs",
                    {"200": _ok("Healthy", {"type": "object", "properties": {
-                       "status": {"const": "ok"}}})}, who="anyone", public=True),
+                       "status": {"const": "ok"}}}),
+                    "503": _ok("Something does not answer or has stopped", {
+                        "type": "object", "properties": {
+                            "status": {"const": "unavailable"},
+                            "problems": {"type": "object", "description": "store, broker, "
+                                         "presence or background: what is wrong",
+                                         "additionalProperties": {"type": "string"}}}})},
+                   who="anyone", public=True),
     },
     "/metrics": {
         "get": _op("Prometheus metrics", {"200": _ok("Text format", {"type": "string"},
