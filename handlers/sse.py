@@ -19,12 +19,15 @@ class SSEConnection(Connection):
 
     def __init__(self, handler: NotificationStream, who: Principal, max_pending: int,
                  **kwargs: Any) -> None:
-        super().__init__(who.tenant_id, who.user_id, **kwargs)
+        super().__init__(who.tenant_id, who.user_id, max_pending=max_pending, **kwargs)
         self.handler = handler
         self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         stream = handler.request.connection.stream  # type: ignore[attr-defined]
         stream.set_nodelay(True)  # small events must not wait for the client's delayed ACK
         stream.max_write_buffer_size = max_pending
+
+    def encoded(self, message: Message) -> bytes:
+        return message.sse
 
     def _write(self, message: Message) -> asyncio.Future[Any]:
         # Tornado consumes a failed flush's error itself: no callback needed per message.
@@ -32,6 +35,8 @@ class SSEConnection(Connection):
         return self.handler.flush()
 
     def _close(self, reason: str) -> None:
+        if reason == "too slow":  # its buffer may never drain: no goodbye, the socket goes
+            self.handler.request.connection.stream.close()  # type: ignore[attr-defined]
         if not self.ended.done():
             self.ended.set_result(reason)
 

@@ -31,10 +31,13 @@ class WebSocketConnection(Connection):
 
     def __init__(self, handler: NotificationSocket, who: Principal, max_pending: int,
                  **kwargs: Any) -> None:
-        super().__init__(who.tenant_id, who.user_id, **kwargs)
+        super().__init__(who.tenant_id, who.user_id, max_pending=max_pending, **kwargs)
         self.handler = handler
         assert handler.ws_connection is not None
         handler.ws_connection.stream.max_write_buffer_size = max_pending
+
+    def encoded(self, message: Message) -> bytes:
+        return message.ws
 
     def _write(self, message: Message) -> asyncio.Future[Any]:
         future = self.handler.write_message(message.ws)
@@ -42,6 +45,11 @@ class WebSocketConnection(Connection):
         return future
 
     def _close(self, reason: str) -> None:
+        ws = self.handler.ws_connection
+        if ws is not None and not ws.is_closing():
+            # The close frame must fit even when the buffer is full; Tornado then aborts the
+            # socket if the peer does not answer it within 5 s.
+            ws.stream.max_write_buffer_size = None
         self.handler.close(_CLOSE_CODES.get(reason, 1011), reason)
 
 

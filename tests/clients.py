@@ -217,12 +217,12 @@ async def eventually(check: Any, timeout: float = WAIT, step: float = 0.02) -> N
         await asyncio.sleep(step)
 
 
-async def raw_websocket(port: int, tok: str, tenant: str = "acme") -> IOStream:
+async def raw_websocket(port: int, tok: str, tenant: str = "acme", **extra: Any) -> IOStream:
     """A WebSocket upgrade done by hand, after which the peer never reads nor answers pings:
     the dead or slow client that a real library would not let us imitate."""
     stream = await TCPClient().connect("127.0.0.1", port, timeout=WAIT)
     key = base64.b64encode(os.urandom(16)).decode()
-    query = urlencode({"token": tok, "tenant_id": tenant})
+    query = urlencode({"token": tok, "tenant_id": tenant, **extra})
     stream.write(f"GET /ws/notifications?{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                  f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
                  f"Sec-WebSocket-Version: 13\r\n\r\n".encode())

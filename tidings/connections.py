@@ -79,8 +79,8 @@ class Connection:
 
     transport = ""
 
-    def __init__(self, tenant_id: str, user_id: str, *, remote_ip: str = "",
-                 user_agent: str = "") -> None:
+    def __init__(self, tenant_id: str, user_id: str, *, max_pending: int = 1 << 20,
+                 remote_ip: str = "", user_agent: str = "") -> None:
         self.id = f"{self.transport[:2]}-{next(_ids)}-{int(time.time() * 1000) % 100000:05d}"
         self.tenant_id = tenant_id
         self.user_id = user_id
@@ -89,21 +89,29 @@ class Connection:
         self.opened_at = time.time()
         self.last_id = 0              # largest notification id sent: nothing at or below again
         self.closed = False
+        self.max_pending = max_pending
         self._held: list[Message] | None = None
+        self._held_bytes = 0
+        self._unflushed = 0           # bytes a replay queued since it last waited
         self._last_write: asyncio.Future[Any] | None = None
 
     # --- for transports ----------------------------------------------------------------
+    def encoded(self, message: Message) -> bytes:
+        """The message as this transport sends it (encoded once per message)."""
+        raise NotImplementedError
+
     def _write(self, message: Message) -> asyncio.Future[Any]:
         """Queues the message on the socket; raises StreamBufferFullError past the bound."""
         raise NotImplementedError
 
     def _close(self, reason: str) -> None:
+        """Ends the connection; for "too slow" without waiting for the full buffer to drain."""
         raise NotImplementedError
 
     # --- for the broadcaster -----------------------------------------------------------
     def hold(self) -> None:
         """Queue live messages until `release()`: a replay is about to be sent."""
-        self._held = []
+        self._held, self._held_bytes = [], 0
 
     def release(self) -> None:
         held, self._held = self._held or [], None
@@ -114,8 +122,21 @@ class Connection:
         """Queues a message; False when it was not sent (closed, duplicate, held, too slow)."""
         if self._held is not None and not self.closed:
             self._held.append(message)
+            self._held_bytes += len(self.encoded(message))
+            if self._held_bytes > self.max_pending:  # live traffic outruns a slow replay
+                self._too_slow("held live messages")
             return False
         return self.send_replay(message)
+
+    async def replay(self, message: Message) -> None:
+        """Sends one message of a replay at the client's pace: past half the output bound,
+        it waits for the socket to take what was queued, so a slow reader of a big backlog
+        is never dropped for reading slowly."""
+        if self.send_replay(message):
+            self._unflushed += len(self.encoded(message))
+            if self._unflushed > self.max_pending // 2:
+                await self.drain()
+                self._unflushed = 0
 
     def send_replay(self, message: Message) -> bool:
         """Like `send`, but past the replay gate."""
@@ -128,14 +149,17 @@ class Connection:
         try:
             self._last_write = self._write(message)
         except StreamBufferFullError:
-            log.warning("dropping slow %s connection %s of tenant=%s user=%s: its output "
-                        "buffer is full", self.transport, self.id, self.tenant_id, self.user_id)
-            self.close("too slow")
+            self._too_slow("output buffer")
             return False
         except StreamClosedError:
             self.close("write failed")
             return False
         return True
+
+    def _too_slow(self, what: str) -> None:
+        log.warning("dropping slow %s connection %s of tenant=%s user=%s: its %s is full",
+                    self.transport, self.id, self.tenant_id, self.user_id, what)
+        self.close("too slow")
 
     async def drain(self) -> None:
         """Waits until what was queued so far has left for the socket."""
@@ -143,6 +167,12 @@ class Connection:
             await asyncio.wait([self._last_write])
 
     def close(self, reason: str) -> None:
+        """Ends the connection. Never raises: a failing close must not reach a fan-out that
+        is delivering to other connections."""
         if not self.closed:
             self.closed = True
-            self._close(reason)
+            self._held = None
+            try:
+                self._close(reason)
+            except Exception:
+                log.exception("closing %s connection %s failed", self.transport, self.id)

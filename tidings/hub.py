@@ -101,8 +101,7 @@ class Hub:
             while cursor is not None and not conn.closed:
                 page = await self.store.after(who, cursor, REPLAY_PAGE)
                 for notification in page:
-                    conn.send_replay(Message.notification(notification))
-                await conn.drain()  # at the client's pace: the next page waits for this one
+                    await conn.replay(Message.notification(notification))  # at its pace
                 cursor = page[-1]["id"] if len(page) == REPLAY_PAGE else None
         finally:
             conn.release()
