@@ -86,8 +86,9 @@ class PushSubscriptionsHandler(BaseHandler):
             sub = PushSubscription.from_json(self.json_body())
         except ValueError as e:
             raise _invalid(e) from None
-        await self.services.directory.add_subscription(who.tenant_id, who.user_id,
-                                                        sub.endpoint, sub.p256dh, sub.auth)
+        if not await self.services.directory.add_subscription(
+                who.tenant_id, who.user_id, sub.endpoint, sub.p256dh, sub.auth):
+            raise errors.conflict("endpoint", "this push endpoint belongs to another user")
         self.write_json({"endpoint": sub.endpoint}, 201)
 
     async def delete(self) -> None:

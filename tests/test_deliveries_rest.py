@@ -144,6 +144,8 @@ async def test_push_subscriptions_add_and_remove(server, api, push_service):
     assert await api.json("POST", "/api/push/subscriptions", body, ALICE, expect=201) == \
         {"endpoint": body["endpoint"]}
     endpoint = f"/api/push/subscriptions?endpoint={body['endpoint']}"
+    taken = await refused(api, "POST", "/api/push/subscriptions", body, BOB, 409)
+    assert taken["field"] == "endpoint"  # bob cannot take alice's endpoint over
     await refused(api, "DELETE", endpoint, None, BOB, 404)  # not bob's
     assert (await api.call("DELETE", "/api/push/subscriptions", {"endpoint": body["endpoint"]},
                            ALICE)).code == 204

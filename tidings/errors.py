@@ -55,3 +55,7 @@ def channel_off(message: str) -> TidingsError:
 
 def store_unavailable() -> TidingsError:
     return TidingsError("store_unavailable", 503, "the store does not answer; try again shortly")
+
+
+def conflict(field: str, message: str) -> TidingsError:
+    return TidingsError("conflict", 409, f"{field}: {message}", field=field)

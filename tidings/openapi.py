@@ -256,7 +256,8 @@ PATHS: dict[str, Any] = {
                    who="anyone", public=True),
     },
     "/api/push/subscriptions": {
-        "post": _op("Register the browser's PushSubscription for the caller",
+        "post": _op("Register the browser's PushSubscription for the caller (409 when the "
+                    "endpoint belongs to another user of the tenant)",
                     {"201": _ok("Registered", {"type": "object", "properties": {
                         "endpoint": {"type": "string"}}})},
                     body=_ref("PushSubscription"), who="the user", params=[_TENANT]),

@@ -263,9 +263,10 @@ async def test_directory_keeps_addresses_preferences_subscriptions_webhooks_temp
     assert await d.preferences("t1", "alice") == {"digest": "hourly"}
     assert await d.preferences("t1", "") == {"channels": {"email": "always"}}
 
-    await d.add_subscription("t1", "bob", "https://push/1", "k1", "a1")
-    await d.add_subscription("t1", "bob", "https://push/2", "k2", "a2")
-    await d.add_subscription("t1", "bob", "https://push/1", "k1b", "a1b")  # renewed
+    assert await d.add_subscription("t1", "bob", "https://push/1", "k1", "a1")
+    assert await d.add_subscription("t1", "bob", "https://push/2", "k2", "a2")
+    assert await d.add_subscription("t1", "bob", "https://push/1", "k1b", "a1b")  # renewed
+    assert not await d.add_subscription("t1", "mallory", "https://push/1", "km", "am")
     assert sorted(await d.subscriptions("t1", "bob"), key=lambda s: s["endpoint"]) == [
         {"endpoint": "https://push/1", "p256dh": "k1b", "auth": "a1b"},
         {"endpoint": "https://push/2", "p256dh": "k2", "auth": "a2"}]

@@ -63,13 +63,15 @@ class SQLiteDirectory:
 
     # --- push subscriptions, webhooks, templates ---------------------------------------
     async def add_subscription(self, tenant_id: str, user_id: str, endpoint: str, p256dh: str,
-                               auth: str) -> None:
+                               auth: str) -> bool:
         async with self.db.write() as conn:
-            await conn.execute(
+            cursor = await conn.execute(
                 "INSERT INTO push_subscriptions (tenant_id, endpoint, user_id, p256dh, auth, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, endpoint) DO UPDATE SET "
-                "user_id = excluded.user_id, p256dh = excluded.p256dh, auth = excluded.auth",
+                "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, endpoint) "
+                "DO UPDATE SET p256dh = excluded.p256dh, auth = excluded.auth "
+                "WHERE push_subscriptions.user_id = excluded.user_id",
                 (tenant_id, endpoint, user_id, p256dh, auth, time.time()))
+            return cursor.rowcount == 1
 
     async def remove_subscription(self, tenant_id: str, endpoint: str,
                                   user_id: str | None = None) -> bool:
