@@ -31,6 +31,7 @@ LOGGED_USERS = 10  # names in a log line of a batch create
 IDEMPOTENCY_TTL = 24 * 3600  # a retry after a day is a new request
 HOUSEKEEPING_EVERY = 3600
 BROKER_WARN_EVERY = 30.0  # seconds between warnings that the broker is away
+STORE_FAILING_FOR = 10.0  # seconds /healthz reports a failed create
 
 Waiting = tuple[CreateRequest, "asyncio.Future[Published]"]
 
@@ -57,6 +58,7 @@ class Publisher:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self._warned_at = 0.0
+        self._store_failed_at: float | None = None  # the last batch could not be stored
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._write_loop(), name="tidings-writer"),
@@ -73,6 +75,13 @@ class Publisher:
 
     def running(self) -> bool:
         return all(not t.done() for t in self._tasks)
+
+    def store_failing(self) -> bool:
+        """Did creates fail for want of the store lately (and none succeed since)? A store
+        that reads can still refuse writes: locked elsewhere, or its disk full. After
+        `STORE_FAILING_FOR` seconds without another try, /healthz lets traffic back to see."""
+        failed = self._store_failed_at
+        return failed is not None and time.monotonic() - failed < STORE_FAILING_FOR
 
     # --- create ------------------------------------------------------------------------
     async def create(self, items: list[NewNotification],
@@ -99,6 +108,7 @@ class Publisher:
             results = await self.store.create_batch([request for request, _ in batch])
         except StoreUnavailable as e:
             log.warning("storing %d notification request(s) failed: %s", len(batch), e)
+            self._store_failed_at = time.monotonic()
             return _fail(batch, errors.store_unavailable())
         except Exception as e:
             if len(batch) > 1:  # find the request at fault: the others still succeed
@@ -107,6 +117,7 @@ class Publisher:
                 return
             log.exception("storing a notification request failed")
             return _fail(batch, e)
+        self._store_failed_at = None
         try:
             await self._push_and_answer(batch, results)
         except Exception as e:  # committed: answer what is known, never store it twice

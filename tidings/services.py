@@ -78,6 +78,8 @@ class Services:
         problems: dict[str, str] = {}
         if not await self.store.ping():
             problems["store"] = "does not answer"
+        elif self.publisher.store_failing():
+            problems["store"] = "creates are failing"
         if not self.broker.healthy():
             problems["broker"] = "does not answer"
         if not self.presence.healthy():

@@ -55,6 +55,12 @@ class LoopThread:
             for server in self._http_servers:
                 server.stop()
                 await server.close_all_connections()
+            # Sessions a client left open (an SMTP QUIT cut short by a stopping server) end
+            # here, not as "Task was destroyed but it is pending" when the loop closes.
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
             await self.loop.shutdown_asyncgens()
 
         self.run(stop())

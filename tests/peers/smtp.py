@@ -79,12 +79,18 @@ def _authenticate(server: SMTP, session: Session, envelope: Envelope, mechanism:
 
 
 class _Server(SMTP):
-    def __init__(self, disconnects: Inbox, **kwargs: Any) -> None:
+    def __init__(self, disconnects: Inbox, live: set[SMTP], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._disconnects = disconnects
+        self._live = live
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._live.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
+        self._live.discard(self)
         self._disconnects.add(exc)
 
 
@@ -100,6 +106,7 @@ class SmtpPeer:
             self._tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self._tls_context.load_cert_chain(self.cert_file, key_file)
         self._thread = LoopThread("smtp-peer")
+        self._live: set[SMTP] = set()  # open client sessions, closed with the peer
         self._server: asyncio.Server | None = None
         self.port = 0
         self.up()
@@ -112,10 +119,12 @@ class SmtpPeer:
 
     def _protocol(self) -> SMTP:
         if self.tls:
-            return _Server(self.disconnects, handler=_Handler(self.inbox), hostname="peer.test",
+            return _Server(self.disconnects, self._live, handler=_Handler(self.inbox),
+                           hostname="peer.test",
                            tls_context=self._tls_context, require_starttls=True,
                            authenticator=_authenticate, auth_required=True)
-        return _Server(self.disconnects, handler=_Handler(self.inbox), hostname="peer.test")
+        return _Server(self.disconnects, self._live, handler=_Handler(self.inbox),
+                       hostname="peer.test")
 
     def up(self) -> None:
         """Listens (again, on the same port after :meth:`down`)."""
@@ -136,4 +145,11 @@ class SmtpPeer:
 
     def close(self) -> None:
         self.down()
+
+        async def hang_up() -> None:
+            for session in list(self._live):
+                if session.transport is not None:
+                    session.transport.close()
+            await asyncio.sleep(0)  # let connection_lost run
+        self._thread.run(hang_up())
         self._thread.close()

@@ -22,6 +22,8 @@ from .sqlite_schema import MIGRATIONS
 
 log = logging.getLogger("tidings.db")
 
+BUSY_TIMEOUT_MS = 4000  # a write waits this long for a lock held by another process ...
+LOCK_WAIT = 5.0         # ... and this long for this process's writer before: under 10 s
 Params = tuple[Any, ...] | dict[str, Any]
 Row = dict[str, Any]
 
@@ -77,7 +79,11 @@ class Database:
 
         A writer cancelled mid-way (a stop) must not leave its transaction open for the next:
         the rollback is queued behind whatever the cancelled writer had sent, and shielded."""
-        async with self._write_lock:
+        try:  # behind a writer stuck on a lock held elsewhere, give up in time: 503, not a hang
+            await asyncio.wait_for(self._write_lock.acquire(), LOCK_WAIT)
+        except TimeoutError:
+            raise StoreUnavailable("the SQLite database is busy: another write is stuck") from None
+        try:
             with _guard():
                 try:
                     await self.writer.execute("BEGIN IMMEDIATE")
@@ -86,6 +92,8 @@ class Database:
                 except BaseException:
                     await asyncio.shield(self.writer.rollback())  # a no-op after a COMMIT
                     raise
+        finally:
+            self._write_lock.release()
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         with _guard():
@@ -116,7 +124,7 @@ async def _configure(conn: aiosqlite.Connection, synchronous: str) -> None:
     conn.row_factory = sqlite3.Row
     await conn.execute("PRAGMA journal_mode=WAL")
     await conn.execute(f"PRAGMA synchronous={synchronous}")
-    await conn.execute("PRAGMA busy_timeout=5000")
+    await conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
     await conn.execute("PRAGMA foreign_keys=ON")
 
 
