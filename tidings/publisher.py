@@ -205,6 +205,8 @@ class Publisher:
                     log.info("forgot %d idempotency keys older than a day", pruned)
             except StoreUnavailable as e:
                 log.warning("housekeeping could not reach the store: %s", e)
+            except Exception:  # never dies of an error: next time may go better
+                log.exception("housekeeping failed")
             await asyncio.sleep(HOUSEKEEPING_EVERY)
 
 
