@@ -47,7 +47,7 @@ class NotificationsHandler(BaseHandler):
 class NotificationHandler(BaseHandler):
     async def delete(self, notification_id: str) -> None:
         who = self.authenticate()
-        await self.services.store.delete(who, int(notification_id))
+        await self.services.store.delete(who, validation.whole_id(notification_id, "id"))
         await self.services.broadcaster.send_stats(who)
         self.no_content()
 
@@ -55,8 +55,9 @@ class NotificationHandler(BaseHandler):
 class ReadHandler(BaseHandler):
     async def post(self, notification_id: str) -> None:
         who = self.authenticate()
-        stats = await self.services.broadcaster.mark_read(who, int(notification_id))
-        self.write_json({"id": int(notification_id), "stats": stats})
+        nid = validation.whole_id(notification_id, "id")
+        stats = await self.services.broadcaster.mark_read(who, nid)
+        self.write_json({"id": nid, "stats": stats})
 
 
 class ReadAllHandler(BaseHandler):

@@ -57,11 +57,35 @@ class ServicesMixin:
         """The caller, from its token; the tenant named (header or query) must be the token's."""
         request = self.request  # type: ignore[attr-defined]
         principal = self.services.verifier.verify(token_from(request))
-        named = request.headers.get("X-Tenant-ID") or self.get_query_argument(  # type: ignore
-            "tenant_id", None)
-        if named is not None and named != principal.tenant_id:
-            raise errors.tenant_mismatch()
+        # Each tenant named must be the token's: a header and a query that disagree are a 403
+        # even when one of them matches.
+        for named in (request.headers.get("X-Tenant-ID"),
+                      self.get_query_argument("tenant_id", None)):  # type: ignore[attr-defined]
+            if named is not None and named != principal.tenant_id:
+                raise errors.tenant_mismatch()
         return principal
+
+    def check_input(self) -> None:
+        """Before any handler runs: every query parameter and path part is storable text."""
+        request = self.request  # type: ignore[attr-defined]
+        for name, values in request.query_arguments.items():
+            for raw in values:
+                try:
+                    value = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise errors.invalid(name, "must be UTF-8") from None
+                validation.text(value, name)
+        for part in self.path_args:  # type: ignore[attr-defined]
+            validation.text(part, "path")
+        for header in ("X-Tenant-ID", "Idempotency-Key"):
+            validation.query_text(request.headers.get(header), header)
+
+    def check_cursors(self) -> None:
+        """The resume cursors a stream accepts, each named when it is wrong."""
+        request = self.request  # type: ignore[attr-defined]
+        for name in ("since", "last_event_id"):
+            validation.cursor(self.get_query_argument(name, None), name)  # type: ignore
+        validation.cursor(request.headers.get("Last-Event-ID"), "Last-Event-ID")
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """For every handler: the URI redacted (Tornado's own would log `?token=`)."""
@@ -73,6 +97,9 @@ class ServicesMixin:
 
 
 class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
+    def prepare(self) -> None:
+        self.check_input()
+
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")

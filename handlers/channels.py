@@ -169,11 +169,12 @@ class DeliveriesHandler(BaseHandler):
     async def get(self, notification_id: str) -> None:
         who = self.authenticate()
         store = self.services.deliveries
-        found = await store.notification(int(notification_id))
+        nid = validation.whole_id(notification_id, "id")
+        found = await store.notification(nid)
         if found is None or found["tenant_id"] != who.tenant_id:
             raise errors.not_found(f"notification {notification_id}")
         mine = None if who.acts_for_tenant else who.user_id
         if mine is not None and found["user_id"] not in (None, mine):
             raise errors.not_found(f"notification {notification_id}")
         self.write_json({"deliveries": await store.for_notification(
-            int(notification_id), who.tenant_id, mine)})
+            nid, who.tenant_id, mine)})
