@@ -108,7 +108,7 @@ async def test_ids_and_cursors_beyond_64_bits(server, api):
 @pytest.mark.gen_test(timeout=30)
 async def test_bad_frames_leave_the_websocket_open(server, api):
     ws = await WSClient.open(server.port, token())
-    for frame in ('{"type": "mark_read", "id": %s}' % BIG, "[" * 100_00 + "]" * 100_00,
+    for frame in ('{"type": "mark_read", "id": ' + BIG + '}', "[" * 10_000 + "]" * 10_000,
                   '{"type": "mark_read", "id": 1, "x": "\\ud800"}', "nope"):
         ws.send(frame)
         answer = await ws.next_of("error")
