@@ -18,6 +18,7 @@ import tornado.httpserver
 import tornado.netutil
 
 from handlers import make_app
+from handlers.bodylimit import BodyLimit
 from tidings import config
 from tidings.auth import mint
 from tidings.channels import ConfigError
@@ -70,7 +71,9 @@ class Server:
             for sock in sockets:
                 sock.close()
             raise
-        http = tornado.httpserver.HTTPServer(make_app(services), xheaders=False)
+        limit = settings.max_body_kib
+        http = tornado.httpserver.HTTPServer(BodyLimit(make_app(services), limit),
+                                             xheaders=False, max_body_size=limit * 1024)
         http.add_sockets(sockets)
         return cls(services, http, sockets[0].getsockname()[1])
 

@@ -8,6 +8,7 @@ from typing import Any
 import jinja2
 import tornado.web
 
+from tidings.limits import RateLimiter
 from tidings.services import Services
 
 from . import admin, api, channels, sse, ws
@@ -64,6 +65,7 @@ def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
                                     autoescape=True),
         "xsrf_cookies": True,
         "cookie_secret": str(settings.cookie_secret or ""),
+        "tenant_rate": RateLimiter(settings.tenant_rate),
         **overrides,
     }
     return tornado.web.Application(routes(services), **app_settings)

@@ -7,6 +7,7 @@ import time
 
 from tidings import errors, validation
 from tidings.connections import SSE, WEBSOCKET
+from tidings.limits import RateLimiter
 from tidings.openapi import document
 
 from .base import BaseHandler
@@ -24,6 +25,9 @@ class NotificationsHandler(BaseHandler):
             raise errors.invalid("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} "
                                                     "characters")
         items, as_list = validation.notifications(self.json_body(), who.tenant_id)
+        wait = self.settings["tenant_rate"].take(who.tenant_id)
+        if wait:
+            raise errors.rate_limited(RateLimiter.retry_after(wait))
         published = await self.services.broadcaster.create(items, key)
         if published.replayed:
             self.set_header("Idempotent-Replayed", "true")

@@ -122,6 +122,8 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
         error = kwargs.get("exc_info", (None, None, None))[1]
         if isinstance(error, TidingsError):
             self.set_status(error.status)
+            for name, value in error.headers.items():
+                self.set_header(name, value)
             body = error.to_dict()
         else:
             if isinstance(error, tornado.web.HTTPError) and error.log_message:

@@ -60,6 +60,8 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
             self.since = self.resume_cursor()
         except TidingsError as e:
             self.set_status(e.status)
+            for name, value in e.headers.items():
+                self.set_header(name, value)
             self.set_header("Content-Type", "application/json; charset=utf-8")
             self.finish(dumps(e.to_dict()))
             return

@@ -70,6 +70,10 @@ SETTINGS: tuple[Setting, ...] = (
             "transports; 0 means unlimited.", int),
     Setting("max_pending_kib", 1024, "Output a connection may have queued before it is dropped "
             "as too slow (it reconnects with its resume cursor).", int),
+    Setting("max_body_kib", 1024, "Largest request body accepted; a larger one is refused with "
+            "413 before it is read.", int),
+    Setting("tenant_rate", 0.0, "Creates per second allowed per tenant (bursts of twice that); "
+            "past it 429 with Retry-After. 0 means unlimited.", float),
     Setting("allowed_origins", (), "Comma-separated origins (https://app.example.com) whose "
             "pages may open WebSockets; the server's own host is always allowed; * allows any.",
             _origins),
@@ -108,6 +112,8 @@ class Settings:
     heartbeat: float = 30.0
     max_connections_per_user: int = 0
     max_pending_kib: int = 1024
+    max_body_kib: int = 1024
+    tenant_rate: float = 0.0
     allowed_origins: tuple[str, ...] = ()
     synchronous: str = "NORMAL"
     admin_password: Secret | None = None
