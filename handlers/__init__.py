@@ -9,6 +9,7 @@ import jinja2
 import tornado.web
 
 from tidings.limits import RateLimiter
+from tidings.outbound import OutboundPolicy
 from tidings.services import Services
 
 from . import admin, api, channels, sse, ws
@@ -66,6 +67,7 @@ def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
         "xsrf_cookies": True,
         "cookie_secret": str(settings.cookie_secret or ""),
         "tenant_rate": RateLimiter(settings.tenant_rate),
+        "outbound": OutboundPolicy.from_settings(settings),
         **overrides,
     }
     return tornado.web.Application(routes(services), **app_settings)

@@ -84,6 +84,7 @@ class PushSubscriptionsHandler(BaseHandler):
         who = self.authenticate()
         try:
             sub = PushSubscription.from_json(self.json_body())
+            self.settings["outbound"].check_url(sub.endpoint, "endpoint")
         except ValueError as e:
             raise _invalid(e) from None
         await self.services.deliveries.add_subscription(who.tenant_id, who.user_id,
@@ -117,7 +118,7 @@ class WebhookHandler(BaseHandler):
         _admin(who)
         url = self.json_body().get("url")
         try:
-            url = check_url(url if isinstance(url, str) else "")
+            url = check_url(url if isinstance(url, str) else "", self.settings["outbound"])
         except ValueError as e:
             raise _invalid(e) from None
         store = self.services.deliveries

@@ -74,6 +74,9 @@ SETTINGS: tuple[Setting, ...] = (
             "413 before it is read.", int),
     Setting("tenant_rate", 0.0, "Creates per second allowed per tenant (bursts of twice that); "
             "past it 429 with Retry-After. 0 means unlimited.", float),
+    Setting("outbound_allow", (), "Comma-separated hosts, host:port pairs or CIDRs that webhooks "
+            "and push may reach although they are loopback, private or reserved (an internal "
+            "receiver); every other outbound request goes to public addresses only.", _origins),
     Setting("allowed_origins", (), "Comma-separated origins (https://app.example.com) whose "
             "pages may open WebSockets; the server's own host is always allowed; * allows any.",
             _origins),
@@ -114,6 +117,7 @@ class Settings:
     max_pending_kib: int = 1024
     max_body_kib: int = 1024
     tenant_rate: float = 0.0
+    outbound_allow: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     synchronous: str = "NORMAL"
     admin_password: Secret | None = None
