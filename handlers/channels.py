@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tidings import errors, preferences, validation
 from tidings.channels import MessageTemplate, PushSubscription, TemplateError, new_secret
-from tidings.channels import validate as validate_template
+from tidings.channels.templates import check as check_template
 from tidings.channels.webhook import check_url
 from tidings.models import Principal
 
@@ -152,7 +152,7 @@ class TemplateHandler(BaseHandler):
         body = self.json_body()
         parts = {k: body.get(k) or "" for k in ("subject", "text", "html")}
         try:
-            validate_template(channel, MessageTemplate(**parts))
+            await check_template(channel, MessageTemplate(**parts))  # off the event loop
         except TemplateError as e:
             raise errors.invalid(e.field, str(e)) from None
         await self.services.deliveries.put_template(who.tenant_id, type_, channel, parts)
