@@ -63,6 +63,7 @@ class Server:
     @classmethod
     async def start(cls, settings: Settings, sockets: list | None = None) -> Server:
         # The port first: a taken port fails before anything is opened that must be closed.
+        quiet_libraries()
         if sockets is None:
             sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
         try:
@@ -111,10 +112,24 @@ class Server:
         self.stopped.set()
 
 
+# Libraries whose DEBUG lines carry SQL parameters, request bodies or headers (webhook
+# secrets, tokens): never below WARNING, whatever --log-level says.
+QUIET_LOGGERS = ("aiosqlite", "asyncio", "botocore", "boto3", "s3transfer", "urllib3",
+                 "asyncpg", "redis", "aiohttp", "aiosmtplib", "mail.log", "hpack", "httpx",
+                 "httpcore")
+
+
+def quiet_libraries() -> None:
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+
+
 def setup_logging(level: str) -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO),
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S")
+    quiet_libraries()
 
 
 async def serve(settings: Settings) -> None:

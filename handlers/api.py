@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import time
 
@@ -101,8 +102,14 @@ class MetricsHandler(BaseHandler):
     def get(self) -> None:
         password = self.services.settings.admin_password
         bearer = self.request.headers.get("Authorization", "")
-        local = ipaddress.ip_address(self.request.remote_ip or "0.0.0.0").is_loopback
-        if not local and not (password and bearer == f"Bearer {password}"):
+        # Loopback only when no proxy stands between: a forwarded request is judged by the
+        # address it was forwarded for (and only a trusted proxy's word is taken for that).
+        forwarded = "X-Forwarded-For" in self.request.headers
+        client = ipaddress.ip_address(self.client_ip() or "0.0.0.0")
+        local = client.is_loopback and (not forwarded or self._from_proxy())
+        given = bearer.encode()
+        expected = f"Bearer {password}".encode()
+        if not local and not (password and hmac.compare_digest(given, expected)):
             raise errors.forbidden("metrics are served on loopback or with the admin password")
         registry, broadcaster = self.services.registry, self.services.broadcaster
         lines = [

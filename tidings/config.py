@@ -77,6 +77,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("outbound_allow", (), "Comma-separated hosts, host:port pairs or CIDRs that webhooks "
             "and push may reach although they are loopback, private or reserved (an internal "
             "receiver); every other outbound request goes to public addresses only.", _origins),
+    Setting("trusted_proxies", (), "Comma-separated CIDRs of reverse proxies whose "
+            "X-Forwarded-For and X-Forwarded-Proto are believed (client address, https); "
+            "from any other peer they are ignored.", _origins),
     Setting("allowed_origins", (), "Comma-separated origins (https://app.example.com) whose "
             "pages may open WebSockets; the server's own host is always allowed; * allows any.",
             _origins),
@@ -118,6 +121,7 @@ class Settings:
     max_body_kib: int = 1024
     tenant_rate: float = 0.0
     outbound_allow: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     synchronous: str = "NORMAL"
     admin_password: Secret | None = None
