@@ -19,6 +19,7 @@ import tornado.httpserver
 import tornado.netutil
 
 from handlers import make_app
+from handlers.bodylimit import BodyLimit
 from tidings import config, logs
 from tidings.auth import mint
 from tidings.channels import ConfigError
@@ -65,6 +66,7 @@ class Server:
     @classmethod
     async def start(cls, settings: Settings, sockets: list | None = None) -> Server:
         # The port first: a taken port fails before anything is opened that must be closed.
+        quiet_libraries()
         if sockets is None:
             sockets = tornado.netutil.bind_sockets(settings.port, settings.host)
         try:
@@ -73,7 +75,9 @@ class Server:
             for sock in sockets:
                 sock.close()
             raise
-        http = tornado.httpserver.HTTPServer(make_app(services), xheaders=False)
+        limit = settings.max_body_kib
+        http = tornado.httpserver.HTTPServer(BodyLimit(make_app(services), limit),
+                                             xheaders=False, max_body_size=limit * 1024)
         http.add_sockets(sockets)
         return cls(services, http, sockets[0].getsockname()[1])
 
@@ -116,8 +120,22 @@ def describe_db(db: str) -> str:
     return f"PostgreSQL {redacted(db)}" if is_postgres(db) else f"database {db}"
 
 
+# Libraries whose DEBUG lines carry SQL parameters, request bodies or headers (webhook
+# secrets, tokens): never below WARNING, whatever --log-level says.
+QUIET_LOGGERS = ("aiosqlite", "asyncio", "botocore", "boto3", "s3transfer", "urllib3",
+                 "asyncpg", "redis", "aiohttp", "aiosmtplib", "mail.log", "hpack", "httpx",
+                 "httpcore")
+
+
+def quiet_libraries() -> None:
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+
+
 def setup_logging(level: str, fmt: str = "text") -> None:
     logs.setup(level, fmt)
+    quiet_libraries()
 
 
 async def serve(settings: Settings) -> None:

@@ -9,10 +9,12 @@ from typing import Any
 import jinja2
 import tornado.web
 
+from tidings.limits import LoginGuard, RateLimiter
+from tidings.outbound import OutboundPolicy
 from tidings.services import Services
 
 from . import admin, api, channels, sse, ws
-from .base import NotFoundHandler, log_request
+from .base import NotFoundHandler, log_request, proxy_networks
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,6 +80,10 @@ def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
                                     autoescape=True),
         "xsrf_cookies": True,
         "cookie_secret": str(settings.cookie_secret or ""),
+        "tenant_rate": RateLimiter(settings.tenant_rate),
+        "outbound": OutboundPolicy.from_settings(settings),
+        "trusted_proxies": proxy_networks(settings.trusted_proxies),
+        "login_guard": LoginGuard(),
         **overrides,
     }
     return tornado.web.Application(routes(services), **app_settings)

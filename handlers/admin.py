@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode, urlsplit
 
 import tornado.web
 import tornado.websocket
 
 from tidings import validation
 from tidings.errors import TidingsError
+from tidings.limits import RateLimiter
 
-from .base import ServicesMixin
+from .base import ServicesMixin, without_secrets
 
 log = logging.getLogger("tidings.admin")
 
@@ -32,8 +35,50 @@ class OperatorMixin(ServicesMixin):
         return value.decode() if value else None
 
 
+def operator_only(method: Callable[..., Any]) -> Callable[..., Any]:
+    """Like ``tornado.web.authenticated``, but the login's ``next`` never carries a secret
+    query parameter (a ``?token=`` would be logged and kept in the browser's history)."""
+
+    @functools.wraps(method)
+    def wrapper(self: PageHandler, *args: Any, **kwargs: Any) -> Any:
+        if not self.current_user:
+            if self.request.method in ("GET", "HEAD"):
+                target = without_secrets(self.request.uri or "/admin")
+                self.redirect("/admin/login?" + urlencode({"next": target}))
+                return None
+            raise tornado.web.HTTPError(403)
+        return method(self, *args, **kwargs)
+    return wrapper
+
+
+def local_path(target: str | None, default: str = "/admin") -> str:
+    """``target`` when a browser would read it as a path on this server, else ``default``:
+    no scheme, no host, no ``//`` or ``/\\`` (browsers read a backslash as a slash), and no
+    control characters (browsers drop tabs and newlines, so ``/\t/host`` is ``//host``)."""
+    if not target or not target.startswith("/"):
+        return default
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in target) or "\\" in target:
+        return default
+    if target.startswith("//") or urlsplit(target).scheme or urlsplit(target).netloc:
+        return default
+    return without_secrets(target)
+
+
+# No inline script anywhere: scripts come from /static; the JSON data blocks are not run.
+CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+       "img-src 'self' data:; connect-src 'self' {ws}; object-src 'none'; base-uri 'none'; "
+       "form-action 'self'; frame-ancestors 'none'")
+
+
 class PageHandler(OperatorMixin, tornado.web.RequestHandler):
     """Renders Jinja2 templates."""
+
+    def set_default_headers(self) -> None:
+        host = self.request.host or ""
+        self.set_header("Content-Security-Policy", CSP.format(ws=f"ws://{host} wss://{host}"))
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("X-Frame-Options", "DENY")
 
     def get_login_url(self) -> str:
         return "/admin/login"
@@ -55,16 +100,31 @@ class LoginHandler(PageHandler):
     async def post(self) -> None:
         password = self.services.settings.admin_password
         logins = self.services.dashboard.logins
-        ip = self.request.remote_ip or ""
-        delay = logins.delay(ip)
-        if delay:
-            await asyncio.sleep(delay)  # the throttle itself: repeated failures are slowed
-        given = self.get_body_argument("password", "")
-        if password and hmac.compare_digest(given.encode(), str(password).encode()):
+        ip = self.client_ip()
+        # Decided before any await: parallel attempts are counted as they start.
+        guard = self.settings["login_guard"]
+        refused = guard.begin(ip)
+        if refused:
+            log.warning("dashboard login from %s refused: too many failures", ip)
+            retry = RateLimiter.retry_after(refused)
+            self.set_status(429)
+            self.set_header("Retry-After", str(retry))
+            self.render_page("login.html", error=f"Too many attempts: try again in {retry} s.",
+                             next=self._next(), login_disabled=not password)
+            return
+        ok = False
+        try:
+            delay = logins.delay(ip)
+            if delay:
+                await asyncio.sleep(delay)  # repeated failures are slowed as well
+            given = self.get_body_argument("password", "")
+            ok = bool(password) and hmac.compare_digest(given.encode(), str(password).encode())
+        finally:
+            guard.end(ip, ok)
+        if ok:
             logins.succeeded(ip)
             self.set_signed_cookie(COOKIE, "admin", expires_days=COOKIE_DAYS, httponly=True,
-                                   samesite="Strict",
-                                   secure=self.request.protocol == "https")
+                                   samesite="Strict", secure=self.is_https())
             log.info("dashboard login from %s", ip)
             self.redirect(self._next())
             return
@@ -75,9 +135,7 @@ class LoginHandler(PageHandler):
                          next=self._next(), login_disabled=not password)
 
     def _next(self) -> str:
-        target = self.get_argument("next", "/admin")
-        # Only local paths: never an open redirect.
-        return target if target.startswith("/") and not target.startswith("//") else "/admin"
+        return local_path(self.get_argument("next", "/admin"))
 
 
 class LogoutHandler(PageHandler):
@@ -87,7 +145,7 @@ class LogoutHandler(PageHandler):
 
 
 class OverviewHandler(PageHandler):
-    @tornado.web.authenticated
+    @operator_only
     async def get(self) -> None:
         self.render_page("admin_overview.html", overview=await self.services.dashboard.overview(),
                          base_url=f"{self.request.protocol}://{self.request.host}")
@@ -96,11 +154,11 @@ class OverviewHandler(PageHandler):
 class TenantHandler(PageHandler):
     """A tenant's page, and its form: a test notification to one user or the whole tenant."""
 
-    @tornado.web.authenticated
+    @operator_only
     async def get(self, tenant_id: str) -> None:
         await self.show(tenant_id, sent=self.get_query_argument("sent", None))
 
-    @tornado.web.authenticated
+    @operator_only
     async def post(self, tenant_id: str) -> None:
         form = {k: self.get_body_argument(k, "") for k in
                 ("target", "user_id", "title", "message", "type", "priority")}

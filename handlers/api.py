@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import time
 
 from tidings import errors, validation
 from tidings.connections import SSE, WEBSOCKET
+from tidings.limits import RateLimiter
 from tidings.openapi import document
 
 from .base import BaseHandler
@@ -24,6 +26,9 @@ class NotificationsHandler(BaseHandler):
             raise errors.invalid("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} "
                                                     "characters")
         items, as_list = validation.notifications(self.json_body(), who.tenant_id)
+        wait = self.settings["tenant_rate"].take(who.tenant_id)
+        if wait:
+            raise errors.rate_limited(RateLimiter.retry_after(wait))
         published = await self.services.publisher.create(items, key)
         if published.replayed:
             self.set_header("Idempotent-Replayed", "true")
@@ -47,7 +52,7 @@ class NotificationsHandler(BaseHandler):
 class NotificationHandler(BaseHandler):
     async def delete(self, notification_id: str) -> None:
         who = self.authenticate()
-        await self.services.store.delete(who, int(notification_id))
+        await self.services.store.delete(who, validation.whole_id(notification_id, "id"))
         await self.services.publisher.send_stats(who)
         self.no_content()
 
@@ -55,8 +60,9 @@ class NotificationHandler(BaseHandler):
 class ReadHandler(BaseHandler):
     async def post(self, notification_id: str) -> None:
         who = self.authenticate()
-        stats = await self.services.publisher.mark_read(who, int(notification_id))
-        self.write_json({"id": int(notification_id), "stats": stats})
+        nid = validation.whole_id(notification_id, "id")
+        stats = await self.services.publisher.mark_read(who, nid)
+        self.write_json({"id": nid, "stats": stats})
 
 
 class ReadAllHandler(BaseHandler):
@@ -101,8 +107,14 @@ class MetricsHandler(BaseHandler):
     async def get(self) -> None:
         password = self.services.settings.admin_password
         bearer = self.request.headers.get("Authorization", "")
-        local = ipaddress.ip_address(self.request.remote_ip or "0.0.0.0").is_loopback
-        if not local and not (password and bearer == f"Bearer {password}"):
+        # Loopback only when no proxy stands between: a forwarded request is judged by the
+        # address it was forwarded for (and only a trusted proxy's word is taken for that).
+        forwarded = "X-Forwarded-For" in self.request.headers
+        client = ipaddress.ip_address(self.client_ip() or "0.0.0.0")
+        local = client.is_loopback and (not forwarded or self._from_proxy())
+        given = bearer.encode()
+        expected = f"Bearer {password}".encode()
+        if not local and not (password and hmac.compare_digest(given, expected)):
             raise errors.forbidden("metrics are served on loopback or with the admin password")
         activity = self.services.activity
         lines = [

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
-import re
 from typing import Any
+from urllib.parse import unquote_plus
 
 import tornado.web
 
@@ -18,15 +19,44 @@ from tidings.store import StoreUnavailable
 access_log = logging.getLogger("tornado.access")
 app_log = logging.getLogger("tidings.http")
 
-_SECRET_PARAMS = re.compile(r"((?:^|[?&])(?:token|access_token)=)[^&]*", re.IGNORECASE)
+SECRET_PARAMS = frozenset({"token", "access_token", "ticket"})
 
 _HTTP_CODES = {400: "bad_request", 401: "invalid_token", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "too_large", 429: "too_many_requests"}
 
 
+def _secret_name(name: str) -> bool:
+    """Judged on the name decoded as often as it decodes (``%2574oken`` too): a log never
+    holds what some later decoding would read as a token."""
+    for _ in range(4):
+        decoded = unquote_plus(name)
+        if decoded == name:
+            break
+        name = decoded
+    return name.strip().lower() in SECRET_PARAMS
+
+
 def redact(uri: str) -> str:
-    """The URI with token query parameters replaced, for logs."""
-    return _SECRET_PARAMS.sub(r"\1[redacted]", uri)
+    """The URI with secret query parameters replaced, for logs. A parameter is judged by its
+    name as Tornado reads it (percent-decoded: ``?%74oken=`` is ``token``), so no spelling
+    the server accepts is logged whole."""
+    path, sep, query = uri.partition("?")
+    if not sep:
+        return uri
+    pairs = []
+    for pair in query.split("&"):
+        name, eq, _value = pair.partition("=")
+        if _secret_name(name):
+            pair = f"{name}{eq}[redacted]"
+        pairs.append(pair)
+    return f"{path}?{'&'.join(pairs)}"
+
+
+def without_secrets(uri: str) -> str:
+    """The URI without its secret query parameters at all (for a redirect's `next`)."""
+    path, sep, query = uri.partition("?")
+    kept = [p for p in query.split("&") if p and not _secret_name(p.partition("=")[0])]
+    return path + (f"?{'&'.join(kept)}" if kept else "")
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
@@ -46,6 +76,23 @@ def token_from(request: Any) -> str | None:
     return values[-1].decode("utf-8", "replace") if values else None
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def proxy_networks(cidrs: tuple[str, ...]) -> list[Network]:
+    try:
+        return [ipaddress.ip_network(c, strict=False) for c in cidrs]
+    except ValueError as e:
+        raise ValueError(f"--trusted-proxies: {e}") from None
+
+
+def _ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(value.strip().strip("[]"))
+    except ValueError:
+        return None
+
+
 class ServicesMixin:
     """Stores the services given in the URL table; the only state a handler has."""
 
@@ -58,11 +105,65 @@ class ServicesMixin:
         """The caller, from its token; the tenant named (header or query) must be the token's."""
         request = self.request  # type: ignore[attr-defined]
         principal = self.services.verifier.verify(token_from(request))
-        named = request.headers.get("X-Tenant-ID") or self.get_query_argument(  # type: ignore
-            "tenant_id", None)
-        if named is not None and named != principal.tenant_id:
-            raise errors.tenant_mismatch()
+        # Each tenant named must be the token's: a header and a query that disagree are a 403
+        # even when one of them matches.
+        for named in (request.headers.get("X-Tenant-ID"),
+                      self.get_query_argument("tenant_id", None)):  # type: ignore[attr-defined]
+            if named is not None and named != principal.tenant_id:
+                raise errors.tenant_mismatch()
         return principal
+
+    def _from_proxy(self) -> bool:
+        """Whether the peer is a trusted proxy (its X-Forwarded-* headers are believed)."""
+        peer = _ip(self.request.remote_ip or "")  # type: ignore[attr-defined]
+        networks = self.settings.get("trusted_proxies") or []  # type: ignore[attr-defined]
+        return peer is not None and any(peer in net for net in networks)
+
+    def client_ip(self) -> str:
+        """The client's address: the peer, or, behind a trusted proxy, the nearest address in
+        X-Forwarded-For that is not itself a trusted proxy."""
+        request = self.request  # type: ignore[attr-defined]
+        peer = request.remote_ip or ""
+        if not self._from_proxy():
+            return str(peer)
+        networks = self.settings.get("trusted_proxies") or []  # type: ignore[attr-defined]
+        hops = [h.strip() for h in request.headers.get("X-Forwarded-For", "").split(",")]
+        for hop in reversed([h for h in hops if h]):
+            ip = _ip(hop)
+            if ip is None:
+                break
+            if not any(ip in net for net in networks):
+                return str(ip)
+        return str(peer)
+
+    def is_https(self) -> bool:
+        request = self.request  # type: ignore[attr-defined]
+        if request.protocol == "https":
+            return True
+        proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        return self._from_proxy() and proto == "https"
+
+    def check_input(self) -> None:
+        """Before any handler runs: every query parameter and path part is storable text."""
+        request = self.request  # type: ignore[attr-defined]
+        for name, values in request.query_arguments.items():
+            for raw in values:
+                try:
+                    value = raw.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise errors.invalid(name, "must be UTF-8") from None
+                validation.text(value, name)
+        for part in self.path_args:  # type: ignore[attr-defined]
+            validation.text(part, "path")
+        for header in ("X-Tenant-ID", "Idempotency-Key"):
+            validation.query_text(request.headers.get(header), header)
+
+    def check_cursors(self) -> None:
+        """The resume cursors a stream accepts, each named when it is wrong."""
+        request = self.request  # type: ignore[attr-defined]
+        for name in ("since", "last_event_id"):
+            validation.cursor(self.get_query_argument(name, None), name)  # type: ignore
+        validation.cursor(request.headers.get("Last-Event-ID"), "Last-Event-ID")
 
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         """For every handler: the URI redacted (Tornado's own would log `?token=`)."""
@@ -77,6 +178,9 @@ class ServicesMixin:
 
 
 class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
+    def prepare(self) -> None:
+        self.check_input()
+
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
@@ -101,6 +205,8 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
             error = errors.store_unavailable()
         if isinstance(error, TidingsError):
             self.set_status(error.status)
+            for name, value in error.headers.items():
+                self.set_header(name, value)
             body = error.to_dict()
         else:
             if isinstance(error, tornado.web.HTTPError) and error.log_message:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tidings import errors, preferences, validation
 from tidings.channels import MessageTemplate, PushSubscription, TemplateError, new_secret
-from tidings.channels import validate as validate_template
+from tidings.channels.templates import check as check_template
 from tidings.channels.webhook import check_url
 from tidings.models import Principal
 
@@ -84,6 +84,7 @@ class PushSubscriptionsHandler(BaseHandler):
         who = self.authenticate()
         try:
             sub = PushSubscription.from_json(self.json_body())
+            self.settings["outbound"].check_url(sub.endpoint, "endpoint")
         except ValueError as e:
             raise _invalid(e) from None
         if not await self.services.directory.add_subscription(
@@ -118,7 +119,7 @@ class WebhookHandler(BaseHandler):
         _admin(who)
         url = self.json_body().get("url")
         try:
-            url = check_url(url if isinstance(url, str) else "")
+            url = check_url(url if isinstance(url, str) else "", self.settings["outbound"])
         except ValueError as e:
             raise _invalid(e) from None
         store = self.services.directory
@@ -152,7 +153,7 @@ class TemplateHandler(BaseHandler):
         body = self.json_body()
         parts = {k: body.get(k) or "" for k in ("subject", "text", "html")}
         try:
-            validate_template(channel, MessageTemplate(**parts))
+            await check_template(channel, MessageTemplate(**parts))  # off the event loop
         except TemplateError as e:
             raise errors.invalid(e.field, str(e)) from None
         await self.services.directory.put_template(who.tenant_id, type_, channel, parts)
@@ -169,12 +170,12 @@ class TemplateHandler(BaseHandler):
 class DeliveriesHandler(BaseHandler):
     async def get(self, notification_id: str) -> None:
         who = self.authenticate()
-        found = await self.services.store.notification(int(notification_id))
+        nid = validation.whole_id(notification_id, "id")
+        found = await self.services.store.notification(nid)
         if found is None or found["tenant_id"] != who.tenant_id:
             raise errors.not_found(f"notification {notification_id}")
         mine = None if who.acts_for_tenant else who.user_id
         if mine is not None and found["user_id"] not in (None, mine):
             raise errors.not_found(f"notification {notification_id}")
-        deliveries = await self.services.queue.for_notifications(
-            [int(notification_id)], who.tenant_id, mine)
-        self.write_json({"deliveries": deliveries[int(notification_id)]})
+        deliveries = await self.services.queue.for_notifications([nid], who.tenant_id, mine)
+        self.write_json({"deliveries": deliveries[nid]})

@@ -45,6 +45,7 @@ class NotificationStream(SubscribeMixin, BaseHandler):
     conn: SSEConnection | None = None
 
     async def get(self) -> None:
+        self.check_cursors()
         who = await self.admit()
         since = self.resume_cursor()
         self.set_header("Content-Type", "text/event-stream")

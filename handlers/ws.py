@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 import tornado.websocket
 
+from tidings import validation
 from tidings.connections import WEBSOCKET, Connection, Message, dumps
 from tidings.errors import TidingsError
 from tidings.models import Principal
@@ -61,10 +62,14 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
     async def get(self, *args: Any, **kwargs: Any) -> None:
         # Refusals are plain HTTP with a JSON body, before the upgrade.
         try:
+            self.check_input()
+            self.check_cursors()
             self.who = await self.admit()
             self.since = self.resume_cursor()
         except TidingsError as e:
             self.set_status(e.status)
+            for name, value in e.headers.items():
+                self.set_header(name, value)
             self.set_header("Content-Type", "application/json; charset=utf-8")
             self.finish(dumps(e.to_dict()))
             return
@@ -89,15 +94,17 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
 
     async def on_message(self, raw: str | bytes) -> None:
         try:
-            frame = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
-            return self._error("invalid_json", "the frame is not valid JSON")
+            frame = validation.loads(raw, "frame")
+        except TidingsError as e:
+            code = "invalid_json" if e.message.endswith("not valid JSON") else e.code
+            return self._error(code, e.message)
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "ping":
             self.write_message(_PONG)
         elif kind == "mark_read":
             notification_id = frame.get("id")
-            if not isinstance(notification_id, int) or isinstance(notification_id, bool):
+            if not isinstance(notification_id, int) or isinstance(notification_id, bool) \
+                    or not 0 <= notification_id <= validation.MAX_ID:
                 return self._error("invalid_request", "id: must be a notification id")
             try:
                 await self.services.publisher.mark_read(self.who, notification_id)

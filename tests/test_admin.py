@@ -13,6 +13,12 @@ from tidings.dashboard import LoginThrottle
 from .clients import WAIT, Api, eventually, token
 
 
+@pytest.fixture
+def settings(settings):
+    """A webhook on loopback gives the tenant page deliveries to show: allowed here."""
+    return settings.replace(outbound_allow=("127.0.0.1",))
+
+
 @pytest.mark.gen_test
 async def test_admin_socket_without_login_closes_with_4401(start_server):
     server = await start_server(admin_password="pw")

@@ -35,7 +35,7 @@ SUBJECT = "mailto:ops@example.com"
 
 
 def push_channel(tmp_path: Path) -> WebPush:
-    channels = build_channels(Settings(vapid_subject=SUBJECT,
+    channels = build_channels(Settings(vapid_subject=SUBJECT, outbound_allow=("127.0.0.1",),
                                        vapid_key=str(tmp_path / "vapid.pem")))
     push = channels["push"]
     assert isinstance(push, WebPush)

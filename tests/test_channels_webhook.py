@@ -23,6 +23,7 @@ from tidings.channels import (
     verify_signature,
 )
 from tidings.channels.webhook import Webhook, new_secret, standard_headers
+from tidings.outbound import OutboundPolicy
 
 pytest_plugins = ["tests.peers.fixtures"]
 
@@ -31,10 +32,11 @@ NOTIFICATION = {"id": 42, "tenant_id": "acme", "user_id": "alice", "type": "info
                 "priority": "normal", "created_at": "2026-11-24T04:00:00.123Z",
                 "read_at": None}
 SECRET = "whsec_test"
+LOOPBACK = OutboundPolicy(["127.0.0.1"])  # the receivers here listen on loopback
 
 
 def send(target: WebhookTarget) -> str:
-    return run(Webhook().send(Recipient("alice", webhook=target),
+    return run(Webhook(policy=LOOPBACK).send(Recipient("alice", webhook=target),
                               render(NOTIFICATION, "webhook")))
 
 

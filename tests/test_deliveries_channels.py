@@ -16,6 +16,12 @@ from .deliveries import ADMIN, ALICE, SENDER, by_channel, notify, profile, settl
 
 pytest_plugins = ["tests.peers.fixtures"]
 
+
+@pytest.fixture
+def settings(settings):
+    """The webhook and push receivers here listen on loopback: allowed for these servers."""
+    return settings.replace(outbound_allow=("127.0.0.1",))
+
 SUBJECT = "mailto:ops@example.com"
 
 

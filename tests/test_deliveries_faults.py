@@ -33,6 +33,12 @@ from .peers.loop import Inbox, LoopThread
 pytest_plugins = ["tests.peers.fixtures"]
 
 
+@pytest.fixture
+def settings(settings):
+    """The webhook and push receivers here listen on loopback: allowed for these servers."""
+    return settings.replace(outbound_allow=("127.0.0.1",))
+
+
 def retried(times: int):  # type: ignore[no-untyped-def]
     """A check: the (only) delivery has been tried and queued again at least `times` times."""
     return lambda ds: len(ds) == 1 and \

@@ -16,6 +16,12 @@ from .deliveries import ADMIN, ALICE, BOB, SENDER, SERVICE, notify, profile, set
 
 pytest_plugins = ["tests.peers.fixtures"]
 
+
+@pytest.fixture
+def settings(settings):
+    """The webhook and push receivers here listen on loopback: allowed for these servers."""
+    return settings.replace(outbound_allow=("127.0.0.1",))
+
 ALICE_PROFILE = {"email": "alice@example.com", "phone": "+14155550123",
                  "timezone": "Europe/Berlin", "locale": "de-DE"}
 

@@ -98,7 +98,7 @@ BAD_BODIES = [
     ({"user_id": "bob", "title": "t", "priority": "whenever"}, "priority"),
     ({"user_id": "bob", "title": "t", "data": [1, 2]}, "data"),
     ({"user_id": "bob", "title": "t", "data": "text"}, "data"),
-    ({"user_id": "bob", "title": "t", "data": {"big": "x" * 40_000}}, "data"),
+    ({"user_id": "bob", "title": "t", "data": {"big": "x" * 70_000}}, "data"),
     ({"user_id": "bob", "title": "t", "channels": ["pigeon"]}, "channels"),
     ({"user_id": "", "title": "t"}, "user_id"),
     ({"user_id": 7, "title": "t"}, "user_id"),

@@ -11,7 +11,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from . import errors
+from . import errors, validation
 from .config import Settings
 from .models import ROLES, Principal
 
@@ -93,6 +93,8 @@ def _principal(claims: dict[str, Any]) -> Principal:
         raise errors.invalid_token("the token's 'sub' claim must be a non-empty string")
     if role not in ROLES:
         raise errors.invalid_token(f"the token's role must be one of {', '.join(ROLES)}")
+    validation.claim(tenant_id, "tenant_id")
+    validation.claim(user_id, "sub")
     return Principal(tenant_id=tenant_id, user_id=user_id, role=role)
 
 

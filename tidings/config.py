@@ -80,6 +80,16 @@ SETTINGS: tuple[Setting, ...] = (
             "transports; 0 means unlimited.", int),
     Setting("max_pending_kib", 1024, "Output a connection may have queued before it is dropped "
             "as too slow (it reconnects with its resume cursor).", int),
+    Setting("max_body_kib", 1024, "Largest request body accepted; a larger one is refused with "
+            "413 before it is read.", int),
+    Setting("tenant_rate", 0.0, "Creates per second allowed per tenant (bursts of twice that); "
+            "past it 429 with Retry-After. 0 means unlimited.", float),
+    Setting("outbound_allow", (), "Comma-separated hosts, host:port pairs or CIDRs that webhooks "
+            "and push may reach although they are loopback, private or reserved (an internal "
+            "receiver); every other outbound request goes to public addresses only.", _origins),
+    Setting("trusted_proxies", (), "Comma-separated CIDRs of reverse proxies whose "
+            "X-Forwarded-For and X-Forwarded-Proto are believed (client address, https); "
+            "from any other peer they are ignored.", _origins),
     Setting("allowed_origins", (), "Comma-separated origins (https://app.example.com) whose "
             "pages may open WebSockets; the server's own host is always allowed; * allows any.",
             _origins),
@@ -122,6 +132,10 @@ class Settings:
     heartbeat: float = 30.0
     max_connections_per_user: int = 0
     max_pending_kib: int = 1024
+    max_body_kib: int = 1024
+    tenant_rate: float = 0.0
+    outbound_allow: tuple[str, ...] = ()
+    trusted_proxies: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
     synchronous: str = "NORMAL"
     admin_password: Secret | None = None

@@ -108,7 +108,7 @@ class Connection:
         """Ends the connection; for "too slow" without waiting for the full buffer to drain."""
         raise NotImplementedError
 
-    # --- for the broadcaster -----------------------------------------------------------
+    # --- for the hub -------------------------------------------------------------------
     def hold(self) -> None:
         """Queue live messages until `release()`: a replay is about to be sent."""
         self._held, self._held_bytes = [], 0

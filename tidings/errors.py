@@ -6,12 +6,14 @@ from __future__ import annotations
 class TidingsError(Exception):
     """An error a client can act on: a stable code, an HTTP status and a message."""
 
-    def __init__(self, code: str, status: int, message: str, field: str | None = None) -> None:
+    def __init__(self, code: str, status: int, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.status = status
         self.message = message
         self.field = field
+        self.headers = headers or {}  # e.g. Retry-After on a 429
 
     def to_dict(self) -> dict[str, object]:
         body: dict[str, object] = {"code": self.code, "message": self.message}
@@ -43,6 +45,15 @@ def not_found(what: str) -> TidingsError:
 def too_many_connections(limit: int) -> TidingsError:
     return TidingsError("too_many_connections", 429,
                         f"this user already has {limit} open connections")
+
+
+def rate_limited(retry_after: int) -> TidingsError:
+    return TidingsError("rate_limited", 429, "this tenant sends faster than its rate limit; "
+                        f"retry after {retry_after} s", headers={"Retry-After": str(retry_after)})
+
+
+def too_large(limit_kib: int) -> TidingsError:
+    return TidingsError("too_large", 413, f"the body is larger than {limit_kib} KiB")
 
 
 def unavailable(message: str) -> TidingsError:

@@ -13,22 +13,89 @@ from .models import PRIORITIES, TYPES, NewNotification
 
 MAX_TITLE = 500
 MAX_MESSAGE = 10_000
-MAX_DATA_BYTES = 32 * 1024
+MAX_DATA_BYTES = 64 * 1024
+MAX_DATA_DEPTH = 32  # `data` itself is level 1
+MAX_BODY_DEPTH = 40  # any JSON a client sends: bounds the walk below
+MAX_ID = 2**63 - 1  # ids and cursors are SQLite INTEGERs
 MAX_USER_IDS = 1000
 MAX_ID_LENGTH = 200
 CHANNELS = ("in_app", "email", "sms", "push", "webhook")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def loads(raw: str | bytes, field: str = "body") -> Any:
+    """Any JSON a client sends (a body, a WebSocket frame): parsed, nested at most
+    MAX_BODY_DEPTH levels, every string in it (keys too) storable text; else 400 naming
+    ``field`` or the path inside it that is wrong."""
+    try:
+        value = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise errors.invalid(field, "is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):
+        raise errors.invalid(field, "is not valid JSON") from None
+    check_json(value, field if field != "body" else "", MAX_BODY_DEPTH, name=field)
+    return value
+
+
 def json_body(raw: bytes) -> dict[str, Any]:
     if not raw:
         raise errors.invalid("body", "a JSON object is required")
-    try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise errors.invalid("body", "is not valid JSON") from None
+    body = loads(raw)
     if not isinstance(body, dict):
         raise errors.invalid("body", "must be a JSON object")
     return body
+
+
+def text(value: str, field: str) -> str:
+    """``value`` unless it holds a lone surrogate or NUL, which cannot be stored or sent."""
+    if "\x00" in value:
+        raise errors.invalid(field, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise errors.invalid(field, "must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+def check_json(value: Any, path: str, max_depth: int, name: str = "") -> None:
+    """Walks ``value`` without recursion: at most ``max_depth`` nested objects/arrays (the
+    value itself is level 1), every string and key valid text. Errors name the path."""
+    stack: list[tuple[Any, str, int]] = [(value, path, 1)]
+    while stack:
+        item, where, depth = stack.pop()
+        if isinstance(item, str):
+            text(item, where or name or "body")
+        elif isinstance(item, dict | list):
+            if depth > max_depth:
+                raise errors.invalid(where or name or "body",
+                                     f"may nest at most {max_depth} levels")
+            pairs = item.items() if isinstance(item, dict) else enumerate(item)
+            for key, child in pairs:
+                if isinstance(key, str):
+                    text(key, where or "key")  # the bad key itself is not echoed
+                    sub = f"{where}.{key}" if where else key
+                else:
+                    sub = f"{where}[{key}]"
+                stack.append((child, sub, depth + 1))
+
+
+def query_text(raw: str | None, field: str) -> str | None:
+    """A query parameter or header that is stored or compared: valid text."""
+    return None if raw is None else text(raw, field)
+
+
+def whole_id(raw: str, field: str) -> int:
+    """A path id: a whole number that fits an SQLite INTEGER."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise errors.invalid(field, "must be a whole number") from None
+    if not 0 <= value <= MAX_ID:
+        raise errors.invalid(field, f"must be between 0 and {MAX_ID}")
+    return value
 
 
 def _text(body: dict[str, Any], field: str, limit: int, *, required: bool = False) -> str:
@@ -43,7 +110,7 @@ def _text(body: dict[str, Any], field: str, limit: int, *, required: bool = Fals
         raise errors.invalid(field, "must not be empty")
     if len(value) > limit:
         raise errors.invalid(field, f"must be at most {limit} characters")
-    return value
+    return text(value, field)
 
 
 def _choice(body: dict[str, Any], field: str, allowed: tuple[str, ...], default: str) -> str:
@@ -57,7 +124,7 @@ def user_id(value: Any, field: str = "user_id") -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
         raise errors.invalid(field, f"must be a non-empty string of at most {MAX_ID_LENGTH} "
                                     "characters")
-    return value
+    return text(value, field)
 
 
 def notifications(body: dict[str, Any], tenant_id: str,
@@ -87,7 +154,8 @@ def notifications(body: dict[str, Any], tenant_id: str,
         data = {}
     if not isinstance(data, dict):
         raise errors.invalid("data", "must be a JSON object")
-    if len(json.dumps(data)) > MAX_DATA_BYTES:
+    check_json(data, "data", MAX_DATA_DEPTH)
+    if len(json.dumps(data, ensure_ascii=False).encode()) > MAX_DATA_BYTES:
         raise errors.invalid("data", f"must be at most {MAX_DATA_BYTES} bytes as JSON")
 
     channels = body.get("channels")
@@ -134,9 +202,17 @@ def cursor(raw: str | None, field: str) -> int | None:
         value = int(raw)
     except ValueError:
         raise errors.invalid(field, "must be a notification id (a whole number)") from None
-    if value < 0:
-        raise errors.invalid(field, "must not be negative")
+    if not 0 <= value <= MAX_ID:
+        raise errors.invalid(field, f"must be between 0 and {MAX_ID}")
     return value
+
+
+def claim(value: str, name: str) -> str:
+    """A token claim used as an id: storable text, else 401 (the token is at fault)."""
+    try:
+        return text(value, name)
+    except errors.TidingsError:
+        raise errors.invalid_token(f"the token's {name!r} claim is not valid text") from None
 
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..outbound import OutboundPolicy
 from .base import Channel, ConfigError
 from .mail import SesEmail, SmtpEmail, check_sender
 from .sms import SnsSms
@@ -43,13 +44,15 @@ def build_channels(settings: Any) -> dict[str, Channel]:
     ``vapid_key`` and ``vapid_subject``. Webhooks need no setting (each tenant names its
     URL), so they are always on. Raises ConfigError naming the setting that cannot work."""
     endpoint_url = _check_endpoint(settings.aws_endpoint_url)
-    channels: dict[str, Channel] = {"webhook": Webhook()}
+    policy = OutboundPolicy.from_settings(settings)
+    channels: dict[str, Channel] = {"webhook": Webhook(policy=policy)}
     if settings.email_url:
         channels["email"] = _email(settings, endpoint_url)
     if settings.sms_url:
         channels["sms"] = _sms(settings, endpoint_url)
     if settings.vapid_subject:
-        channels["push"] = WebPush.from_settings(settings.vapid_key, settings.vapid_subject)
+        channels["push"] = WebPush.from_settings(settings.vapid_key, settings.vapid_subject,
+                                                 policy)
     return channels
 
 

@@ -23,11 +23,14 @@ import hashlib
 import hmac
 import json
 import secrets
+import socket
 import time
-from urllib.parse import urlsplit
+from typing import Any
 
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.netutil import Resolver
 
+from ..outbound import FAILED, REFUSED, OutboundPolicy, refused
 from .base import DeliveryError, Recipient, Rendered
 
 HEADER = "Tidings-Signature"
@@ -44,12 +47,22 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
-def check_url(url: str) -> str:
-    """Raises ValueError unless ``url`` is an absolute http(s) URL."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValueError("url: must be an absolute http(s) URL")
-    return url
+def check_url(url: str, policy: OutboundPolicy | None = None) -> str:
+    """Raises ValueError("url: ...") unless ``url`` is an absolute http(s) URL that the
+    outbound policy does not refuse outright."""
+    return (policy or OutboundPolicy()).check_url(url, "url")
+
+
+class GuardedResolver(Resolver):
+    """Tornado's resolver, asking the outbound policy about every address it returns: the
+    HTTP client connects only to addresses checked here."""
+
+    def initialize(self, policy: OutboundPolicy) -> None:  # type: ignore[override]
+        self.policy = policy
+
+    async def resolve(self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC,
+                      ) -> list[tuple[int, Any]]:
+        return await self.policy.resolve(host, port, family)
 
 
 def _digest(secret: str, timestamp: int, body: bytes) -> str:
@@ -124,13 +137,26 @@ class Webhook:
 
     name = "webhook"
 
-    def __init__(self, connect_timeout: float = 5.0, request_timeout: float = 15.0) -> None:
+    def __init__(self, connect_timeout: float = 5.0, request_timeout: float = 15.0,
+                 policy: OutboundPolicy | None = None) -> None:
         self._connect_timeout, self._request_timeout = connect_timeout, request_timeout
+        self.policy = policy or OutboundPolicy()
+        self._client: AsyncHTTPClient | None = None
+
+    def _http(self) -> AsyncHTTPClient:
+        if self._client is None:  # made on first use, on the running loop
+            self._client = AsyncHTTPClient(force_instance=True,
+                                           resolver=GuardedResolver(policy=self.policy))
+        return self._client
 
     async def send(self, recipient: Recipient, message: Rendered) -> str:
         target = recipient.webhook
         if target is None:
             raise DeliveryError("no webhook configured", permanent=True)
+        try:
+            self.policy.check_url(target.url, "url")
+        except ValueError:
+            raise DeliveryError(REFUSED, permanent=True) from None
         body = body_of(message)
         now = int(time.time())
         request = HTTPRequest(
@@ -142,9 +168,12 @@ class Webhook:
             streaming_callback=lambda chunk: None,  # the reply's body is not needed: don't keep it
         )
         try:
-            response = await AsyncHTTPClient().fetch(request, raise_error=False)
+            response = await self._http().fetch(request, raise_error=False)
         except (HTTPClientError, OSError) as e:  # timeouts (599), refused, unresolvable
-            raise DeliveryError(f"webhook unreachable: {e}", permanent=False) from e
+            if refused(e):
+                raise DeliveryError(REFUSED, permanent=True) from None
+            # No errno nor address: a last_error must not map the network behind the URL.
+            raise DeliveryError(FAILED, permanent=False) from None
         if 200 <= response.code < 300:
             return f"HTTP {response.code}"
         permanent = response.code < 500 and response.code not in (408, 429)
@@ -152,4 +181,6 @@ class Webhook:
                             permanent=permanent)
 
     async def aclose(self) -> None:
-        pass
+        if self._client is not None:
+            self._client.close()
+            self._client = None

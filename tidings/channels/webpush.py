@@ -9,16 +9,19 @@ import base64
 import json
 import logging
 import os
+import socket
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import aiohttp.abc
 import py_vapid
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from pywebpush import WebPushException, webpush_async
 
+from ..outbound import FAILED, REFUSED, OutboundPolicy, refused
 from .base import ConfigError, DeliveryError, Recipient, Rendered, SubscriptionGone
 
 log = logging.getLogger("tidings.channels")
@@ -88,23 +91,54 @@ def payload(message: Rendered) -> str:
     return text
 
 
+class GuardedResolver(aiohttp.abc.AbstractResolver):
+    """aiohttp's resolver, asking the outbound policy about every address: aiohttp connects
+    only to what this returns. (aiohttp skips resolvers for literal IPs: ``send`` checks those
+    itself, with the same policy.)"""
+
+    def __init__(self, policy: OutboundPolicy) -> None:
+        self.policy = policy
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[Any]:
+        return [{"hostname": host, "host": addr[0], "port": addr[1], "family": fam,
+                 "proto": 0, "flags": socket.AI_NUMERICHOST}
+                for fam, addr in await self.policy.resolve(host, port, family)]
+
+    async def close(self) -> None:
+        pass
+
+
+class _NoRedirects:
+    """What pywebpush needs of a session (``post``), never following a redirect: a push
+    service that answers 3xx is not sent on to wherever it points."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    def post(self, url: str, **kwargs: Any) -> Any:
+        return self.session.post(url, allow_redirects=False, **kwargs)
+
+
 class WebPush:
     name = "push"
 
     def __init__(self, key: ec.EllipticCurvePrivateKey, subject: str,
-                 timeout: float = 15.0) -> None:
+                 timeout: float = 15.0, policy: OutboundPolicy | None = None) -> None:
         self._vapid = py_vapid.Vapid02(private_key=key)
         self.subject = subject
         self.public_key = public_key_b64(key)
         self._timeout = timeout
+        self.policy = policy or OutboundPolicy()
         self._session: aiohttp.ClientSession | None = None
 
     @classmethod
-    def from_settings(cls, key_path: str, subject: str) -> WebPush:
+    def from_settings(cls, key_path: str, subject: str,
+                      policy: OutboundPolicy | None = None) -> WebPush:
         problem = "must be a contact like mailto:ops@example.com or https://example.com"
         if urlsplit(subject).scheme not in ("mailto", "https"):
             raise ConfigError("--vapid-subject", problem)
-        push = cls(load_or_create_key(key_path), subject)
+        push = cls(load_or_create_key(key_path), subject, policy=policy)
         try:  # py-vapid checks the subject's form when signing (no path after https://host)
             push._vapid.sign({"sub": subject, "aud": "https://push.example",
                               "exp": int(time.time()) + 60})
@@ -117,8 +151,13 @@ class WebPush:
         sub = recipient.push
         if sub is None:
             raise DeliveryError("no push subscription", permanent=True)
+        try:
+            self.policy.check_url(sub.endpoint, "endpoint")
+        except ValueError:
+            raise DeliveryError(REFUSED, permanent=True) from None
         if self._session is None:
-            self._session = aiohttp.ClientSession()
+            connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.policy))
+            self._session = aiohttp.ClientSession(connector=connector)
         priority = str(message.notification.get("priority", "normal"))
         try:
             response = await webpush_async(
@@ -127,7 +166,7 @@ class WebPush:
                 vapid_claims={"sub": self.subject},  # aud and exp are filled in per push
                 ttl=TTL, timeout=self._timeout,
                 headers={"Urgency": URGENCY.get(priority, "normal")},
-                aiohttp_session=self._session,
+                aiohttp_session=_NoRedirects(self._session),  # type: ignore[arg-type]
             )
         except WebPushException as e:
             status = e.status_code
@@ -135,14 +174,16 @@ class WebPush:
                 raise DeliveryError(f"unusable push subscription: {e.message}", True) from e
             if status in (404, 410):
                 raise SubscriptionGone(sub.endpoint, status) from e
-            permanent = 400 <= status < 500 and status not in (408, 429)
+            permanent = 300 <= status < 500 and status not in (408, 429)  # 3xx: not followed
             reason = e.response.reason if e.response is not None else ""
             raise DeliveryError(f"push service answered {status} {reason}".strip(),
                                 permanent=permanent) from e
         except ValueError as e:  # from the encryption: the browser's key is not a P-256 point
             raise DeliveryError(f"unusable push subscription: {e}", permanent=True) from e
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise DeliveryError(f"push service unreachable: {e!r}", permanent=False) from e
+        except (aiohttp.ClientError, TimeoutError, OSError) as e:
+            if refused(e):
+                raise DeliveryError(REFUSED, permanent=True) from None
+            raise DeliveryError(FAILED, permanent=False) from None  # no errno, no address
         assert not isinstance(response, str)  # a str only comes back with curl=True
         return response.headers.get("Location") or f"HTTP {response.status}"
 

@@ -1,0 +1,64 @@
+"""Templates render in an immutable sandbox within a budget: a heavy template is refused at PUT
+with 400 naming the part, the server answers meanwhile, and a send never stalls on one."""
+
+import asyncio
+import json
+import time
+
+import pytest
+
+from tidings.channels import MessageTemplate, TemplateError, render, validate
+
+from .clients import Api, token
+
+ADMIN = token(user="root", role="admin")
+HEAVY = [
+    "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+    "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
+    "{{ 'x'.ljust(10**9) }}",
+    "{{ 'x' | center(1000000000) }}",
+    "{{ '{:>999999999}'.format(1) }}",
+    "{{ '%999999999s' % 'x' }}",
+    "{{ 'x' * 10**9 }}",
+    "{{ range(10**9) | list }}",
+    "{{ ('x' * 200000) | replace('x', 'yy') }}",
+    "{{ ('x' * 200000) ~ ('x' * 200000) }}",
+    "{% for i in range(300000) %}x{% endfor %}",
+]
+MUTATE = ["{{ data.update({'owned': 1}) }}", "{{ notification.clear() }}",
+          "{% set x = data.setdefault('k', 1) %}"]
+
+
+@pytest.mark.parametrize("source", HEAVY + MUTATE)
+def test_heavy_or_mutating_templates_are_refused_quickly(source):
+    started = time.monotonic()
+    with pytest.raises(TemplateError) as caught:
+        validate("email", MessageTemplate(text=source))
+    assert caught.value.field == "text"
+    assert time.monotonic() - started < 2.5, source
+
+
+def test_a_send_over_budget_fails_that_delivery_only():
+    n = {"id": 1, "title": "t", "message": "", "data": {}, "type": "info"}
+    with pytest.raises(TemplateError) as caught:
+        render(n, "sms", MessageTemplate(text=HEAVY[0]))
+    assert "budget" in str(caught.value)
+    assert render(n, "sms").text == "t"
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_server_answers_while_a_heavy_template_is_checked(server, api):
+    async def put(source):
+        return await api.call("PUT", "/api/templates/info/email", {"text": source}, ADMIN)
+
+    for source in (HEAVY[0], HEAVY[1], HEAVY[2], MUTATE[0]):
+        checking = asyncio.ensure_future(put(source))
+        await asyncio.sleep(0.1)  # the check is under way in its own process
+        started = time.monotonic()
+        health = await Api(server.port).call("GET", "/healthz")
+        assert health.code == 200 and time.monotonic() - started < 1.0
+        response = await checking
+        assert response.code == 400, response.body
+        assert json.loads(response.body)["error"]["field"] == "text"
+    ok = await put("Hello {{ user.email }}: {{ title }} {% for i in range(3) %}.{% endfor %}")
+    assert ok.code == 200, ok.body
