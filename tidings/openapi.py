@@ -53,6 +53,18 @@ _TEMPLATE = [{"name": "type", "in": "path", "required": True, "schema": {"type":
               "schema": {"type": "string", "enum": ["email", "sms", "push", "webhook"]}}]
 _TENANT_DEFAULT = {"name": "tenant_default", "in": "query", "required": False,
                    "schema": {"type": "boolean"}, "description": "The tenant's defaults (admin)."}
+# One Server-Sent Event as a client parses it: `data` is JSON text (the `connected` event's is
+# {connection_id, user_id, tenant_id, last_id}; a notification's is a Notification).
+_SSE_EVENT = {
+    "type": "object", "required": ["data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["connected", "notification", "stats_update",
+                                             "heartbeat", "error"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
 _CHANNEL_VALUE = {"oneOf": [{"type": "boolean"}, {"const": "offline"}]}
 _COUNTS = {"type": "object", "properties": {"total": {"type": "integer"},
                                             "unread": {"type": "integer"}}}
@@ -217,7 +229,7 @@ PATHS: dict[str, Any] = {
     },
     "/api/notifications/stream": {
         "get": _op("Server-Sent Events: connected, notification (with id), stats_update, "
-                   "heartbeat", {"200": _ok("An event stream", {"type": "string"},
+                   "heartbeat", {"200": _ok("An event stream", _SSE_EVENT,
                                             "text/event-stream")},
                    who="the user",
                    params=[_TENANT, {"name": "Last-Event-ID", "in": "header", "required": False,
