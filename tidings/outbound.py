@@ -149,7 +149,7 @@ class OutboundPolicy:
                                            type=socket.SOCK_STREAM)
         except OSError:
             raise OSError(FAILED) from None
-        result = []
+        result: list[tuple[int, Any]] = []
         for fam, _type, _proto, _canon, sockaddr in infos:
             ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
             if not self.allows(host, port, ip):
