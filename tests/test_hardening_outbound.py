@@ -121,3 +121,27 @@ def test_policy_reads_every_spelling_and_the_allow_list():
     assert dev.check_url("http://[::ffff:127.0.0.1]:9/", "url")
     with pytest.raises(ValueError):
         dev.check_url("http://10.0.0.1/", "url")
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_push_endpoint_on_loopback_gets_nothing_without_the_allow(push_service,
+                                                                        start_server):
+    push = {"vapid_subject": "mailto:ops@example.com"}
+    allowed = await start_server(outbound_allow=("127.0.0.1",), **push)
+    api = Api(allowed.port)
+    key = (await api.json("GET", "/api/push/vapid-public-key"))["key"]
+    browser = push_service.subscribe(key)
+    alice = token(user="alice")
+    await api.json("POST", "/api/push/subscriptions", browser.subscription.to_json(), alice,
+                   expect=201)
+    first = await notify(api, ADMIN, channels=["push"])
+    await push_service.inbox.arrived(1, timeout=5)
+    assert (await _settled(api, first, ADMIN))["status"] == "sent"
+    await allowed.stop()
+
+    strict = await start_server(**push)
+    api = Api(strict.port)
+    second = await notify(api, ADMIN, channels=["push"])
+    d = await _settled(api, second, ADMIN)
+    assert (d["status"], d["last_error"]) == ("failed", "destination not allowed")
+    assert len(push_service.inbox) == 1

@@ -45,8 +45,9 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 _ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
 _TENANT = {"name": "X-Tenant-ID", "in": "header", "required": False,
-           "schema": {"type": "string"}, "description": "Must equal the token's tenant_id "
-           "(or give the tenant_id query parameter)."}
+           "schema": {"type": "string"}, "description": "Must equal the token's tenant_id, "
+           "as must the tenant_id query parameter when both are given (else 403 "
+           "tenant_mismatch)."}
 _USER = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _TEMPLATE = [{"name": "type", "in": "path", "required": True, "schema": {"type": "string"}},
              {"name": "channel", "in": "path", "required": True,
