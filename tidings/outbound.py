@@ -128,8 +128,6 @@ class OutboundPolicy:
             raise ValueError(f"{field}: is not a valid URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{field}: must be an absolute http(s) URL")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError(f"{field}: must not carry a user or password")
         host = parts.hostname
         port = port or (443 if parts.scheme == "https" else 80)
         ip = _literal(host)

@@ -317,7 +317,10 @@ async def check(channel: str, template: MessageTemplate) -> None:
     and killed when it overruns; raises TemplateError naming the part at fault."""
     if channel not in DEFAULTS:
         raise TemplateError("channel", f"unknown channel {channel!r}")
-    ctx = multiprocessing.get_context("fork")
+    # forkserver: children forked from a small single-threaded process, never from this one
+    # (forking a process with threads can deadlock the child, and newer Pythons warn of it).
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_check_in_child, args=(channel, template, send), daemon=True)
     child.start()
