@@ -19,7 +19,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 MAX_URL = 2048
 REFUSED = "destination not allowed"  # the whole last_error of a refused send
@@ -36,7 +36,13 @@ class DestinationRefused(OSError):
 
 
 def _literal(host: str) -> Address | None:
-    """``host`` as an address when it is one, in any spelling the OS resolver accepts."""
+    """``host`` as an address when it is one, in any spelling the OS resolver accepts
+    (after the percent-decoding and IDNA mapping clients apply: ``127。0。0。1``, ``①②⑦.0.0.1``)."""
+    host = unquote(host)
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
