@@ -6,11 +6,22 @@ import asyncio
 import json
 
 import pytest
+import tornado.web
 
+from tidings.channels import (
+    DeliveryError,
+    PushSubscription,
+    Recipient,
+    build_channels,
+    close_channels,
+    render,
+)
+from tidings.config import Settings
 from tidings.outbound import OutboundPolicy
 
 from .clients import Api, token
 from .deliveries import ADMIN, notify, until
+from .peers.loop import LoopThread, run
 
 pytest_plugins = ["tests.peers.fixtures"]
 
@@ -147,3 +158,41 @@ async def test_a_push_endpoint_on_loopback_gets_nothing_without_the_allow(push_s
     d = await _settled(api, second, ADMIN)
     assert (d["status"], d["last_error"]) == ("failed", "destination not allowed")
     assert len(push_service.inbox) == 1
+
+
+class _Redirect(tornado.web.RequestHandler):
+    """A push service that sends the push on elsewhere: tidings must not follow."""
+
+    def initialize(self, target: str) -> None:
+        self.target = target
+
+    def post(self) -> None:
+        self.redirect(self.target, status=307)
+
+
+def test_push_follows_no_redirect(push_service, tmp_path):
+    channels = build_channels(Settings(vapid_subject="mailto:ops@example.com",
+                                       outbound_allow=("127.0.0.1",),
+                                       vapid_key=str(tmp_path / "vapid.pem")))
+    push = channels["push"]
+    browser = push_service.subscribe(push.public_key)  # type: ignore[attr-defined]
+    peer = LoopThread("redirector")
+    try:
+        port = peer.serve(tornado.web.Application(
+            [(r"/push", _Redirect, {"target": browser.subscription.endpoint})]))
+        sub = PushSubscription(f"http://127.0.0.1:{port}/push", browser.subscription.p256dh,
+                               browser.subscription.auth)
+
+        async def go():
+            try:
+                return await push.send(Recipient("alice", push=sub),
+                                       render({"id": 1, "title": "t", "message": ""}, "push"))
+            finally:
+                await close_channels(channels)
+
+        with pytest.raises(DeliveryError) as caught:
+            run(go())
+        assert caught.value.permanent and "307" in str(caught.value)
+        assert len(push_service.inbox) == 0
+    finally:
+        peer.close()
