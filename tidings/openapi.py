@@ -43,7 +43,8 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
             "description": description}
 
 
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_CURSOR = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}  # an SQLite INTEGER id
+_ID = {"name": "id", "in": "path", "required": True, "schema": _CURSOR}
 _TENANT = {"name": "X-Tenant-ID", "in": "header", "required": False,
            "schema": {"type": "string"}, "description": "Must equal the token's tenant_id, "
            "as must the tenant_id query parameter when both are given (else 403 "
@@ -196,7 +197,7 @@ PATHS: dict[str, Any] = {
             params=[_TENANT, _query("unread", {"type": "boolean"}, "Only unread ones."),
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 200,
                                      "default": 50}, "Page size."),
-                    _query("before", {"type": "integer"}, "Only ids below this (next page).")]),
+                    _query("before", _CURSOR, "Only ids below this (next page).")]),
     },
     "/api/notifications/{id}": {
         "delete": _op("Remove a notification from the caller's inbox",
@@ -234,9 +235,9 @@ PATHS: dict[str, Any] = {
                                             "text/event-stream")},
                    who="the user",
                    params=[_TENANT, {"name": "Last-Event-ID", "in": "header", "required": False,
-                                     "schema": {"type": "integer"}},
-                           _query("last_event_id", {"type": "integer"}, "Replay after this id."),
-                           _query("since", {"type": "integer"}, "Same as last_event_id."),
+                                     "schema": _CURSOR},
+                           _query("last_event_id", _CURSOR, "Replay after this id."),
+                           _query("since", _CURSOR, "Same as last_event_id."),
                            _query("token", {"type": "string"}, "The token, for EventSource.")]),
     },
     "/api/notifications/{id}/deliveries": {
