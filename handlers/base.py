@@ -195,6 +195,12 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
         self.set_status(status)
         self.finish(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
 
+    def allowed_methods(self) -> list[str]:
+        """The methods this handler implements, for the Allow header of a 405."""
+        base = tornado.web.RequestHandler
+        return [m for m in self.SUPPORTED_METHODS if m not in ("HEAD", "OPTIONS")
+                and getattr(type(self), m.lower()) is not getattr(base, m.lower())]
+
     def no_content(self) -> None:
         self.set_status(204)
         self.finish()
@@ -215,6 +221,8 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
                 message = self._reason
             code = _HTTP_CODES.get(status_code, "internal_error" if status_code >= 500 else
                                    "error")
+            if status_code == 405:
+                self.set_header("Allow", ", ".join(self.allowed_methods()))
             body = {"error": {"code": code, "message": message}}
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.finish(json.dumps(body, separators=(",", ":")))

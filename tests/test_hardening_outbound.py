@@ -6,18 +6,31 @@ import asyncio
 import json
 
 import pytest
+import tornado.web
 
+from tidings.channels import (
+    DeliveryError,
+    PushSubscription,
+    Recipient,
+    build_channels,
+    close_channels,
+    render,
+)
+from tidings.config import Settings
 from tidings.outbound import OutboundPolicy
 
 from .clients import Api, token
 from .deliveries import ADMIN, notify, until
+from .peers.loop import LoopThread, run
 
 pytest_plugins = ["tests.peers.fixtures"]
 
 SPELLINGS = ("127.0.0.1", "2130706433", "0x7f.1", "0x7f000001", "127.1", "0177.0.0.1",
              "[::ffff:127.0.0.1]", "[::ffff:7f00:1]", "[::1]", "0.0.0.0", "[::]", "localhost",
              "169.254.169.254", "10.0.0.1", "172.16.0.1", "192.168.1.1", "100.64.0.1",
-             "224.0.0.1", "240.0.0.1", "[fe80::1]", "[fc00::1]", "[2002:7f00:1::]")
+             "224.0.0.1", "240.0.0.1", "[fe80::1]", "[fc00::1]", "[2002:7f00:1::]",
+             "127\u30020\u30020\u30021", "\u2460\u2461\u2466.0.0.1", "%31%32%37.0.0.1",
+             "[::ffff:169.254.169.254]", "017700000001")
 
 
 async def _settled(api, nid, tok):
@@ -121,3 +134,65 @@ def test_policy_reads_every_spelling_and_the_allow_list():
     assert dev.check_url("http://[::ffff:127.0.0.1]:9/", "url")
     with pytest.raises(ValueError):
         dev.check_url("http://10.0.0.1/", "url")
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_push_endpoint_on_loopback_gets_nothing_without_the_allow(push_service,
+                                                                        start_server):
+    push = {"vapid_subject": "mailto:ops@example.com"}
+    allowed = await start_server(outbound_allow=("127.0.0.1",), **push)
+    api = Api(allowed.port)
+    key = (await api.json("GET", "/api/push/vapid-public-key"))["key"]
+    browser = push_service.subscribe(key)
+    alice = token(user="alice")
+    await api.json("POST", "/api/push/subscriptions", browser.subscription.to_json(), alice,
+                   expect=201)
+    first = await notify(api, ADMIN, channels=["push"])
+    await push_service.inbox.arrived(1, timeout=5)
+    assert (await _settled(api, first, ADMIN))["status"] == "sent"
+    await allowed.stop()
+
+    strict = await start_server(**push)
+    api = Api(strict.port)
+    second = await notify(api, ADMIN, channels=["push"])
+    d = await _settled(api, second, ADMIN)
+    assert (d["status"], d["last_error"]) == ("failed", "destination not allowed")
+    assert len(push_service.inbox) == 1
+
+
+class _Redirect(tornado.web.RequestHandler):
+    """A push service that sends the push on elsewhere: tidings must not follow."""
+
+    def initialize(self, target: str) -> None:
+        self.target = target
+
+    def post(self) -> None:
+        self.redirect(self.target, status=307)
+
+
+def test_push_follows_no_redirect(push_service, tmp_path):
+    channels = build_channels(Settings(vapid_subject="mailto:ops@example.com",
+                                       outbound_allow=("127.0.0.1",),
+                                       vapid_key=str(tmp_path / "vapid.pem")))
+    push = channels["push"]
+    browser = push_service.subscribe(push.public_key)  # type: ignore[attr-defined]
+    peer = LoopThread("redirector")
+    try:
+        port = peer.serve(tornado.web.Application(
+            [(r"/push", _Redirect, {"target": browser.subscription.endpoint})]))
+        sub = PushSubscription(f"http://127.0.0.1:{port}/push", browser.subscription.p256dh,
+                               browser.subscription.auth)
+
+        async def go():
+            try:
+                return await push.send(Recipient("alice", push=sub),
+                                       render({"id": 1, "title": "t", "message": ""}, "push"))
+            finally:
+                await close_channels(channels)
+
+        with pytest.raises(DeliveryError) as caught:
+            run(go())
+        assert caught.value.permanent and "307" in str(caught.value)
+        assert len(push_service.inbox) == 0
+    finally:
+        peer.close()

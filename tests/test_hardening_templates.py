@@ -39,11 +39,17 @@ def test_heavy_or_mutating_templates_are_refused_quickly(source):
 
 
 def test_a_send_over_budget_fails_that_delivery_only():
-    n = {"id": 1, "title": "t", "message": "", "data": {}, "type": "info"}
-    with pytest.raises(TemplateError) as caught:
-        render(n, "sms", MessageTemplate(text=HEAVY[0]))
-    assert "budget" in str(caught.value)
+    n = {"id": 1, "title": "t", "message": "", "data": {"s": "x" * 60_000}, "type": "info"}
+    for source in (HEAVY[0], "{% for a in data.s %}{% for b in data.s %}{% endfor %}"
+                             "{% endfor %}"):
+        started = time.monotonic()
+        with pytest.raises(TemplateError) as caught:
+            render(n, "sms", MessageTemplate(text=source))
+        assert "budget" in str(caught.value)
+        assert time.monotonic() - started < 2.5
     assert render(n, "sms").text == "t"
+    assert render(n, "sms", MessageTemplate(text="{% for c in 'abc' %}{{ loop.index }}{{ c }}"
+                                                 "{% else %}none{% endfor %}")).text == "1a2b3c"
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -64,7 +64,7 @@ class LoginGuard:
         failures, running, last = self._state.pop(address, [0.0, 0.0, 0.0])
         now = self._clock()
         if failures + running >= self.free:
-            lock = min(2.0 ** max(failures - self.free, 0), self.max_lock)
+            lock: float = min(2.0 ** float(max(failures - self.free, 0)), self.max_lock)
             wait = last + lock - now
             if running or wait > 0:
                 self._keep(address, [failures, running, last])

@@ -43,16 +43,30 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
             "description": description}
 
 
-_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "integer"}}
+_CURSOR = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}  # an SQLite INTEGER id
+_ID = {"name": "id", "in": "path", "required": True, "schema": _CURSOR}
 _TENANT = {"name": "X-Tenant-ID", "in": "header", "required": False,
-           "schema": {"type": "string"}, "description": "Must equal the token's tenant_id "
-           "(or give the tenant_id query parameter)."}
+           "schema": {"type": "string"}, "description": "Must equal the token's tenant_id, "
+           "as must the tenant_id query parameter when both are given (else 403 "
+           "tenant_mismatch)."}
 _USER = {"name": "user_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _TEMPLATE = [{"name": "type", "in": "path", "required": True, "schema": {"type": "string"}},
              {"name": "channel", "in": "path", "required": True,
               "schema": {"type": "string", "enum": ["email", "sms", "push", "webhook"]}}]
 _TENANT_DEFAULT = {"name": "tenant_default", "in": "query", "required": False,
                    "schema": {"type": "boolean"}, "description": "The tenant's defaults (admin)."}
+# One Server-Sent Event as a client parses it: `data` is JSON text (the `connected` event's is
+# {connection_id, user_id, tenant_id, last_id}; a notification's is a Notification).
+_SSE_EVENT = {
+    "type": "object", "required": ["data"],
+    "properties": {
+        "event": {"type": "string", "enum": ["connected", "notification", "stats_update",
+                                             "heartbeat", "error"]},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
 _CHANNEL_VALUE = {"oneOf": [{"type": "boolean"}, {"const": "offline"}]}
 _COUNTS = {"type": "object", "properties": {"total": {"type": "integer"},
                                             "unread": {"type": "integer"}}}
@@ -183,7 +197,7 @@ PATHS: dict[str, Any] = {
             params=[_TENANT, _query("unread", {"type": "boolean"}, "Only unread ones."),
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 200,
                                      "default": 50}, "Page size."),
-                    _query("before", {"type": "integer"}, "Only ids below this (next page).")]),
+                    _query("before", _CURSOR, "Only ids below this (next page).")]),
     },
     "/api/notifications/{id}": {
         "delete": _op("Remove a notification from the caller's inbox",
@@ -217,13 +231,13 @@ PATHS: dict[str, Any] = {
     },
     "/api/notifications/stream": {
         "get": _op("Server-Sent Events: connected, notification (with id), stats_update, "
-                   "heartbeat", {"200": _ok("An event stream", {"type": "string"},
+                   "heartbeat", {"200": _ok("An event stream", _SSE_EVENT,
                                             "text/event-stream")},
                    who="the user",
                    params=[_TENANT, {"name": "Last-Event-ID", "in": "header", "required": False,
-                                     "schema": {"type": "integer"}},
-                           _query("last_event_id", {"type": "integer"}, "Replay after this id."),
-                           _query("since", {"type": "integer"}, "Same as last_event_id."),
+                                     "schema": _CURSOR},
+                           _query("last_event_id", _CURSOR, "Replay after this id."),
+                           _query("since", _CURSOR, "Same as last_event_id."),
                            _query("token", {"type": "string"}, "The token, for EventSource.")]),
     },
     "/api/notifications/{id}/deliveries": {

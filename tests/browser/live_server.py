@@ -80,6 +80,7 @@ class LiveServer:
     def block_websockets(self) -> None:
         assert self.server is not None
         app = self.server.http.request_callback
+        app = getattr(app, "app", app)  # inside the body-limit delegate
         assert isinstance(app, tornado.web.Application)
         # A host rule is tried before the default one; other paths fall through to it.
         app.add_handlers(r"127\.0\.0\.1", [(r"/ws/notifications", RefuseWebSocket)])

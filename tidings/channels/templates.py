@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jinja2
+from jinja2 import nodes
 from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -165,6 +166,15 @@ def _guarded(fn: Callable[..., Any]) -> Callable[..., Any]:
     return call
 
 
+def _budgeted(value: Any) -> Iterator[Any]:
+    """What every ``{% for %}`` iterates: the loop's own items, with the time budget checked
+    as it goes (nested loops over long strings have no call or output to check on)."""
+    for i, item in enumerate(value):
+        if not i & 255:
+            _tick()
+        yield item
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
     """The immutable sandbox (no attribute escapes, no changing lists or dicts) with a budget:
     time and size are checked on every call, attribute, operator, filter, range and output
@@ -177,6 +187,16 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         super().__init__(**options)
         self.globals["range"] = _Range
         self.filters = {name: _guarded(fn) for name, fn in self.filters.items()}
+        self.filters["_budgeted"] = _budgeted
+
+    def _parse(self, source: str, name: str | None, filename: str | None) -> nodes.Template:
+        """Every ``{% for x in items %}`` becomes ``for x in items|_budgeted``: a filter, not
+        a name, so a template cannot shadow it."""
+        tree = super()._parse(source, name, filename)
+        for loop in tree.find_all(nodes.For):
+            loop.iter = nodes.Filter(loop.iter, "_budgeted", [], [], None, None,
+                                     lineno=loop.iter.lineno)
+        return tree
 
     def call_binop(self, context: jinja2.runtime.Context, operator: str, left: Any,
                    right: Any) -> Any:
@@ -297,7 +317,10 @@ async def check(channel: str, template: MessageTemplate) -> None:
     and killed when it overruns; raises TemplateError naming the part at fault."""
     if channel not in DEFAULTS:
         raise TemplateError("channel", f"unknown channel {channel!r}")
-    ctx = multiprocessing.get_context("fork")
+    # forkserver: children forked from a small single-threaded process, never from this one
+    # (forking a process with threads can deadlock the child, and newer Pythons warn of it).
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_check_in_child, args=(channel, template, send), daemon=True)
     child.start()

@@ -57,7 +57,7 @@ class GuardedResolver(Resolver):
     """Tornado's resolver, asking the outbound policy about every address it returns: the
     HTTP client connects only to addresses checked here."""
 
-    def initialize(self, policy: OutboundPolicy) -> None:  # type: ignore[override]
+    def initialize(self, policy: OutboundPolicy) -> None:
         self.policy = policy
 
     async def resolve(self, host: str, port: int, family: socket.AddressFamily = socket.AF_UNSPEC,

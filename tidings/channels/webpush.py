@@ -166,7 +166,7 @@ class WebPush:
                 vapid_claims={"sub": self.subject},  # aud and exp are filled in per push
                 ttl=TTL, timeout=self._timeout,
                 headers={"Urgency": URGENCY.get(priority, "normal")},
-                aiohttp_session=_NoRedirects(self._session),  # type: ignore[arg-type]
+                aiohttp_session=_NoRedirects(self._session),
             )
         except WebPushException as e:
             status = e.status_code
