@@ -232,7 +232,10 @@ class Orchestrator:
                     wait = min(IDLE_WAKE, next_at - self.clock())
             if wait > 0:
                 try:
-                    await asyncio.wait_for(self._send_wanted.wait(), max(wait, 0.01))
+                    # asyncio.timeout, not wait_for: on 3.11 a stop that lands as the timeout
+                    # fires is swallowed by wait_for, and the loop would wait a minute more.
+                    async with asyncio.timeout(max(wait, 0.01)):
+                        await self._send_wanted.wait()
                 except TimeoutError:
                     pass
 

@@ -80,7 +80,8 @@ class Database:
         A writer cancelled mid-way (a stop) must not leave its transaction open for the next:
         the rollback is queued behind whatever the cancelled writer had sent, and shielded."""
         try:  # behind a writer stuck on a lock held elsewhere, give up in time: 503, not a hang
-            await asyncio.wait_for(self._write_lock.acquire(), LOCK_WAIT)
+            async with asyncio.timeout(LOCK_WAIT):  # not wait_for: it can swallow a cancel
+                await self._write_lock.acquire()
         except TimeoutError:
             raise StoreUnavailable("the SQLite database is busy: another write is stuck") from None
         try:
