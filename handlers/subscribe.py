@@ -13,13 +13,16 @@ from .base import ServicesMixin
 
 class SubscribeMixin(ServicesMixin):
     async def admit(self) -> Principal:
-        """Authenticates and applies the per-user connection limit (counted on every
-        process), before any upgrade."""
+        """Authenticates and applies the connection limits per user and per tenant (counted
+        on every process), before any upgrade."""
         who = self.authenticate()
-        limit = self.services.settings.max_connections_per_user
-        if limit and (await self.services.presence.user(who.tenant_id,
-                                                        who.user_id))["total"] >= limit:
-            raise errors.too_many_connections(limit)
+        settings, presence = self.services.settings, self.services.presence
+        per_user, per_tenant = settings.max_connections_per_user, \
+            settings.max_connections_per_tenant
+        if per_user and (await presence.user(who.tenant_id, who.user_id))["total"] >= per_user:
+            raise errors.too_many_connections(per_user)
+        if per_tenant and (await presence.tenant(who.tenant_id))["total"] >= per_tenant:
+            raise errors.too_many_connections(per_tenant, "tenant")
         return who
 
     def resume_cursor(self) -> int | None:

@@ -4,6 +4,7 @@ with 400 naming the part, the server answers meanwhile, and a send never stalls 
 import asyncio
 import json
 import time
+import tracemalloc
 
 import pytest
 
@@ -32,10 +33,16 @@ MUTATE = ["{{ data.update({'owned': 1}) }}", "{{ notification.clear() }}",
 @pytest.mark.parametrize("source", HEAVY + MUTATE)
 def test_heavy_or_mutating_templates_are_refused_quickly(source):
     started = time.monotonic()
-    with pytest.raises(TemplateError) as caught:
-        validate("email", MessageTemplate(text=source))
+    tracemalloc.start()
+    try:
+        with pytest.raises(TemplateError) as caught:
+            validate("email", MessageTemplate(text=source))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
     assert caught.value.field == "text"
     assert time.monotonic() - started < 2.5, source
+    assert peak < 16 * 2**20, f"{source}: refused only after using {peak >> 20} MiB"
 
 
 def test_a_send_over_budget_fails_that_delivery_only():

@@ -131,6 +131,24 @@ async def test_connection_limit_is_429_before_the_upgrade_on_both_transports(sta
         c.close()
 
 
+@pytest.mark.gen_test
+async def test_tenant_connection_limit_is_429_with_retry_after_and_spares_other_tenants(
+        start_server):
+    server = await start_server(max_connections_per_tenant=2)
+    alice = await WSClient.open(server.port, ALICE)
+    bob = await SSEClient.open(server.port, token(user="bob"))
+    with pytest.raises(HTTPClientError) as e:
+        await websocket_connect(ws_url(server.port, token(user="carol")))
+    assert e.value.code == 429 and e.value.response.headers["Retry-After"].isdigit()
+    refused = await SSEClient.open(server.port, token(user="dave"))
+    assert refused.status == 429 and refused.headers["retry-after"].isdigit()
+    assert "tenant" in refused.error()["error"]["message"]
+    other = await WSClient.open(server.port, token(tenant="globex", user="gina"),
+                                tenant_id="globex")  # another tenant is not limited by acme
+    for c in (alice, bob, other):
+        c.close()
+
+
 async def _connect_with_origin(port, origin, host=None):
     headers = {"Origin": origin}
     if host:

@@ -76,6 +76,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("heartbeat", 30.0, "Seconds between heartbeats (WebSocket pings, SSE heartbeat "
             "events); a WebSocket peer that leaves a ping unanswered for one interval is "
             "dropped.", float),
+    Setting("max_connections_per_tenant", 0, "Open connections allowed per tenant across both "
+            "transports and every process; 0 means unlimited.", int),
     Setting("max_connections_per_user", 0, "Open connections allowed per user across both "
             "transports; 0 means unlimited.", int),
     Setting("max_pending_kib", 1024, "Output a connection may have queued before it is dropped "
@@ -130,6 +132,7 @@ class Settings:
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     heartbeat: float = 30.0
+    max_connections_per_tenant: int = 0
     max_connections_per_user: int = 0
     max_pending_kib: int = 1024
     max_body_kib: int = 1024

@@ -42,9 +42,13 @@ def not_found(what: str) -> TidingsError:
     return TidingsError("not_found", 404, f"{what} not found")
 
 
-def too_many_connections(limit: int) -> TidingsError:
+CONNECTION_RETRY_AFTER = 5  # seconds: a slot frees when another connection closes
+
+
+def too_many_connections(limit: int, who: str = "user") -> TidingsError:
     return TidingsError("too_many_connections", 429,
-                        f"this user already has {limit} open connections")
+                        f"this {who} already has {limit} open connections",
+                        headers={"Retry-After": str(CONNECTION_RETRY_AFTER)})
 
 
 def rate_limited(retry_after: int) -> TidingsError:

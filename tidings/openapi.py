@@ -67,6 +67,8 @@ _SSE_EVENT = {
         "retry": {"type": "integer", "minimum": 0},
     },
 }
+_TEXT_PATTERN = r"^[^\x00]*$"  # no NUL (nor lone surrogates, which JSON Schema cannot say)
+_ID_TEXT = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _TEXT_PATTERN}
 _CHANNEL_VALUE = {"oneOf": [{"type": "boolean"}, {"const": "offline"}]}
 _COUNTS = {"type": "object", "properties": {"total": {"type": "integer"},
                                             "unread": {"type": "integer"}}}
@@ -92,17 +94,28 @@ SCHEMAS: dict[str, Any] = {
     },
     "NewNotification": {
         "type": "object", "required": ["title"],
-        "description": "Exactly one of user_id, user_ids or broadcast.",
+        "description": "Exactly one of user_id, user_ids or broadcast. `data` holds at most 32 "
+                       "nested levels and 64 KiB as JSON; no text may hold NUL or a lone "
+                       "surrogate.",
+        "oneOf": [
+            {"required": ["user_id"], "not": {"anyOf": [{"required": ["user_ids"]},
+                                                        {"required": ["broadcast"]}]}},
+            {"required": ["user_ids"], "not": {"anyOf": [{"required": ["user_id"]},
+                                                         {"required": ["broadcast"]}]}},
+            {"required": ["broadcast"], "not": {"anyOf": [{"required": ["user_id"]},
+                                                          {"required": ["user_ids"]}]}},
+        ],
         "properties": {
-            "user_id": {"type": "string"},
-            "user_ids": {"type": "array", "items": {"type": "string"}, "maxItems": 1000},
-            "broadcast": {"type": "boolean", "const": True},
-            "title": {"type": "string", "maxLength": 500},
-            "message": {"type": "string", "maxLength": 10000},
+            "user_id": _ID_TEXT,
+            "user_ids": {"type": "array", "items": _ID_TEXT, "minItems": 1, "maxItems": 1000},
+            "broadcast": {"const": True},
+            "title": {"type": "string", "maxLength": 500, "pattern": r"^[^\x00]*[^\x00\s][^\x00]*$"},
+            "message": {"type": ["string", "null"], "maxLength": 10000,
+                        "pattern": _TEXT_PATTERN},
             "type": {"type": "string", "enum": list(TYPES), "default": "info"},
             "priority": {"type": "string", "enum": list(PRIORITIES), "default": "normal"},
-            "data": {"type": "object"},
-            "channels": {"type": "array", "items": {
+            "data": {"type": ["object", "null"], "maxProperties": 1000},
+            "channels": {"type": ["array", "null"], "items": {
                 "type": "string", "enum": ["in_app", "email", "sms", "push", "webhook"]}},
         },
     },

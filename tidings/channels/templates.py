@@ -213,6 +213,14 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         _sized(result)
         return result
 
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """`str.format` of a string that asks for a huge width ('{:>999999999}'.format(1))
+        is refused before it builds it: the width is in the string, not in an argument."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            _check_args((value.__self__,), {})
+        return wrapped
+
     def getattr(self, obj: Any, attribute: str) -> Any:
         _tick()
         return super().getattr(obj, attribute)

@@ -43,6 +43,7 @@ class RedisBroker:
         self._reconnected: Callable[[], None] = lambda: None
         self._outbox: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._healthy = False
+        self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
 
     def _channel(self, tenant_id: str) -> str:
@@ -115,8 +116,10 @@ class RedisBroker:
                 self._lost()
 
     async def _read_loop(self) -> None:
+        # Checks `_closing` as well as being cancelled: redis-py's get_message(timeout=) uses
+        # wait_for, which on Python 3.11 can swallow a cancel that lands as it times out.
         delay = 0.1
-        while True:
+        while not self._closing:
             if not self._healthy or self._pubsub is None:
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
                 delay = min(delay * 2, RECONNECT_MAX)
@@ -148,16 +151,19 @@ class RedisBroker:
 
     async def _reset(self) -> None:
         if self._pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self._pubsub.aclose()  # type: ignore[no-untyped-call]
-            self._pubsub = None
+            pubsub, self._pubsub = self._pubsub, None
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(2.0):  # a Redis that does not answer: not forever
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def close(self) -> None:
+        self._closing = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         await self._reset()
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.aclose()
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self._redis.aclose()
         self._healthy = False

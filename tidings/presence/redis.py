@@ -62,6 +62,7 @@ class RedisPresence:
         self._tasks: list[asyncio.Task[None]] = []
         self._flushes: set[asyncio.Task[None]] = set()
         self._closed = False
+        self._feed: Any = None  # the subscription to other processes' changes
 
     @property
     def _ttl_ms(self) -> int:
@@ -83,17 +84,20 @@ class RedisPresence:
         for task in [*self._tasks, *self._flushes]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._flushes, return_exceptions=True)
-        with contextlib.suppress(RedisError, OSError):
-            tenants = list(self.registry.tenants())
-            async with self._redis.pipeline(transaction=False) as pipe:
+        if self._feed is not None:
+            await _closed(self._feed)
+        tenants = list(self.registry.tenants())
+        with contextlib.suppress(RedisError, OSError, TimeoutError):  # say goodbye, briefly
+            async with asyncio.timeout(2.0), self._redis.pipeline(transaction=False) as pipe:
                 pipe.zrem(self._k("procs"), self.proc)
                 pipe.delete(self._k(f"pt:{self.proc}"),
                             *[self._user_key(self.proc, t) for t in tenants])
                 if tenants:
                     pipe.publish(self._k("presence"), json.dumps(tenants))
                 await pipe.execute()
-        with contextlib.suppress(RedisError, OSError):
-            await self._redis.aclose()
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(2.0):
+                await self._redis.aclose()
 
     # --- writes: this process's counts -------------------------------------------------
     def changed(self, tenant_id: str, user_id: str) -> None:
@@ -283,12 +287,14 @@ class RedisPresence:
             self._listeners.remove(listener)
 
     async def _listen_loop(self) -> None:
-        while True:
-            pubsub = self._redis.pubsub(ignore_subscribe_messages=True)
+        # Checks `_closed` as well as being cancelled: redis-py's get_message(timeout=) uses
+        # wait_for, which on Python 3.11 can swallow a cancel that lands as it times out.
+        while not self._closed:
+            self._feed = self._redis.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self._k("presence"))
-                while True:
-                    message = await pubsub.get_message(timeout=1.0)
+                await self._feed.subscribe(self._k("presence"))
+                while not self._closed:
+                    message = await self._feed.get_message(timeout=1.0)
                     if message is None or message.get("type") != "message":
                         continue
                     self._alive = (0.0, [])  # a process may have just come or gone
@@ -296,7 +302,12 @@ class RedisPresence:
                         for listener in list(self._listeners):
                             listener(tenant_id)
             except (RedisError, OSError, ValueError):
+                await _closed(self._feed)
                 await asyncio.sleep(1.0)
-            finally:
-                with contextlib.suppress(RedisError, OSError):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+async def _closed(pubsub: Any) -> None:
+    """Closes a subscription; a Redis that does not answer gets two seconds, not forever."""
+    with contextlib.suppress(RedisError, OSError, TimeoutError):
+        async with asyncio.timeout(2.0):
+            await pubsub.aclose()
