@@ -9,7 +9,7 @@ from typing import Any
 import jinja2
 import tornado.web
 
-from tidings.limits import LoginGuard, RateLimiter
+from tidings.limits import RateLimiter
 from tidings.outbound import OutboundPolicy
 from tidings.services import Services
 
@@ -83,7 +83,6 @@ def make_app(services: Services, **overrides: Any) -> tornado.web.Application:
         "tenant_rate": RateLimiter(settings.tenant_rate),
         "outbound": OutboundPolicy.from_settings(settings),
         "trusted_proxies": proxy_networks(settings.trusted_proxies),
-        "login_guard": LoginGuard(),
         **overrides,
     }
     return tornado.web.Application(routes(services), **app_settings)

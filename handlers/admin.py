@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import hmac
 import logging
@@ -99,10 +98,9 @@ class LoginHandler(PageHandler):
 
     async def post(self) -> None:
         password = self.services.settings.admin_password
-        logins = self.services.dashboard.logins
+        guard = self.services.dashboard.logins
         ip = self.client_ip()
         # Decided before any await: parallel attempts are counted as they start.
-        guard = self.settings["login_guard"]
         refused = guard.begin(ip)
         if refused:
             log.warning("dashboard login from %s refused: too many failures", ip)
@@ -112,23 +110,15 @@ class LoginHandler(PageHandler):
             self.render_page("login.html", error=f"Too many attempts: try again in {retry} s.",
                              next=self._next(), login_disabled=not password)
             return
-        ok = False
-        try:
-            delay = logins.delay(ip)
-            if delay:
-                await asyncio.sleep(delay)  # repeated failures are slowed as well
-            given = self.get_body_argument("password", "")
-            ok = bool(password) and hmac.compare_digest(given.encode(), str(password).encode())
-        finally:
-            guard.end(ip, ok)
+        given = self.get_body_argument("password", "")
+        ok = bool(password) and hmac.compare_digest(given.encode(), str(password).encode())
+        failures = guard.end(ip, ok)
         if ok:
-            logins.succeeded(ip)
             self.set_signed_cookie(COOKIE, "admin", expires_days=COOKIE_DAYS, httponly=True,
                                    samesite="Strict", secure=self.is_https())
             log.info("dashboard login from %s", ip)
             self.redirect(self._next())
             return
-        failures = logins.failed(ip)
         log.warning("failed dashboard login from %s (%d in a row)", ip, failures)
         self.set_status(401 if password else 403)
         self.render_page("login.html", error="Wrong password." if password else None,

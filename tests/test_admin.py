@@ -8,7 +8,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from handlers import admin
-from tidings.dashboard import LoginThrottle
+from tidings.limits import LoginGuard
 
 from .clients import WAIT, Api, eventually, token
 
@@ -36,25 +36,37 @@ async def test_admin_pages_redirect_to_login(server, api):
     assert response.effective_url.endswith("/admin/login?next=%2Fadmin")
 
 
-def test_login_throttle_doubles_the_wait_per_failure_and_forgets_on_success():
-    logins = LoginThrottle()
-    assert logins.delay("10.0.0.1") == 0
-    assert [logins.failed("10.0.0.1") for _ in range(3)] == [1, 2, 3]
-    assert logins.delay("10.0.0.1") == 1.0  # 0.25, 0.5, 1.0
-    assert logins.delay("10.0.0.2") == 0  # per address
-    for _ in range(10):
-        logins.failed("10.0.0.1")
-    assert logins.delay("10.0.0.1") == LoginThrottle.MAX_DELAY
-    logins.succeeded("10.0.0.1")
-    assert logins.delay("10.0.0.1") == 0
+def test_login_guard_refuses_past_three_failures_for_a_doubling_time_and_forgets_on_success():
+    now = [1000.0]
+    guard = LoginGuard(clock=lambda: now[0])
+    for expected in (1, 2, 3):
+        assert guard.begin("10.0.0.1") == 0
+        assert guard.end("10.0.0.1", succeeded=False) == expected
+    assert guard.begin("10.0.0.1") == 1.0  # locked for 1 s after the third
+    assert guard.begin("10.0.0.2") == 0  # per address
+    guard.end("10.0.0.2", succeeded=True)
+    now[0] += 1.0
+    assert guard.begin("10.0.0.1") == 0
+    assert guard.end("10.0.0.1", succeeded=False) == 4
+    assert guard.begin("10.0.0.1") == 2.0  # then 2 s, and so on
+    now[0] += 2.0
+    assert guard.begin("10.0.0.1") == 0
+    assert guard.end("10.0.0.1", succeeded=True) == 0
+    assert guard.begin("10.0.0.1") == 0  # a success forgets
 
 
-def test_login_throttle_keeps_a_bounded_table(monkeypatch):
-    monkeypatch.setattr(LoginThrottle, "MAX_ADDRESSES", 3)
-    logins = LoginThrottle()
+def test_login_guard_counts_attempts_under_way():
+    guard = LoginGuard()
+    assert [guard.begin("a") for _ in range(4)] == [0, 0, 0, 1.0]  # three may run at once
+
+
+def test_login_guard_keeps_a_bounded_table():
+    guard = LoginGuard(max_keys=3)
     for ip in ("a", "b", "c", "d"):
-        logins.failed(ip)
-    assert logins.delay("a") == 0 and logins.delay("d") > 0  # the oldest went first
+        for _ in range(3):
+            guard.begin(ip)
+            guard.end(ip, succeeded=False)
+    assert guard.begin("a") == 0 and guard.begin("d") > 0  # the oldest went first
 
 
 @pytest.mark.gen_test
@@ -68,13 +80,12 @@ async def test_wrong_password_is_refused_and_counted_right_one_resets(start_serv
     wrong = await api.call("POST", "/admin/login", raw=f"password=nope&_xsrf={xsrf}".encode(),
                            headers=headers)
     assert wrong.code == 401 and b"Wrong password." in wrong.body
-    assert server.services.dashboard.logins.delay("127.0.0.1") > 0
 
     right = await api.http.fetch(api.base + "/admin/login", method="POST", headers=headers,
                                  body=f"password=pw&_xsrf={xsrf}", follow_redirects=False,
                                  raise_error=False)
     assert right.code == 302 and "tidings_admin=" in right.headers["Set-Cookie"]
-    assert server.services.dashboard.logins.delay("127.0.0.1") == 0
+    assert server.services.dashboard.logins.begin("127.0.0.1") == 0  # forgotten
 
 
 @pytest.mark.gen_test

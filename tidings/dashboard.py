@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import json
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from .activity import Activity
+from .limits import LoginGuard
 from .models import iso
 from .presence import Presence
 from .registry import Registry
@@ -28,30 +29,6 @@ HISTORY_POINTS = 360      # ... for the last hour
 Subscriber = Callable[[str], None]  # gets the overview as JSON, encoded once for all
 
 
-class LoginThrottle:
-    """Failed dashboard logins per client address: each doubles the wait before the next
-    answer (0.25 s, 0.5 s, ... up to 5 s). The table is bounded, oldest address first out."""
-
-    FIRST_DELAY, MAX_DELAY, MAX_ADDRESSES = 0.25, 5.0, 10_000
-
-    def __init__(self) -> None:
-        self._failures: OrderedDict[str, int] = OrderedDict()
-
-    def delay(self, address: str) -> float:
-        failures = self._failures.get(address, 0)
-        return min(self.FIRST_DELAY * 2 ** (failures - 1), self.MAX_DELAY) if failures else 0.0
-
-    def failed(self, address: str) -> int:
-        failures = self._failures.pop(address, 0) + 1
-        self._failures[address] = failures
-        if len(self._failures) > self.MAX_ADDRESSES:
-            self._failures.popitem(last=False)
-        return failures
-
-    def succeeded(self, address: str) -> None:
-        self._failures.pop(address, None)
-
-
 class Dashboard:
     def __init__(self, activity: Activity, presence: Presence, registry: Registry, store: Store,
                  queue: DeliveryQueue) -> None:
@@ -62,7 +39,7 @@ class Dashboard:
         self.queue = queue
         self.history: deque[dict[str, int]] = deque(maxlen=HISTORY_POINTS)
         self._subscribers: set[Subscriber] = set()
-        self.logins = LoginThrottle()
+        self.logins = LoginGuard()
         self._push_scheduled = False
         self._dirty: set[str] = set()      # tenants changed since the last push
         self._all_dirty = True             # look at every tenant at the next push

@@ -72,11 +72,13 @@ class LoginGuard:
         self._keep(address, [failures, running + 1, last])
         return 0.0
 
-    def end(self, address: str, succeeded: bool) -> None:
+    def end(self, address: str, succeeded: bool) -> int:
+        """Records the attempt's outcome; returns the failures in a row (0 after a success)."""
         failures, running, last = self._state.pop(address, [0.0, 1.0, 0.0])
         if succeeded:
-            return
+            return 0
         self._keep(address, [failures + 1, max(running - 1, 0), self._clock()])
+        return int(failures + 1)
 
     def _keep(self, address: str, state: list[float]) -> None:
         self._state[address] = state
