@@ -26,7 +26,7 @@ class NotificationsHandler(BaseHandler):
             raise errors.invalid("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} "
                                                     "characters")
         items, as_list = validation.notifications(self.json_body(), who.tenant_id)
-        wait = self.settings["tenant_rate"].take(who.tenant_id)
+        wait = self.settings["tenant_rate"].take(who.tenant_id, len(items))  # per notification
         if wait:
             raise errors.rate_limited(RateLimiter.retry_after(wait))
         published = await self.services.publisher.create(items, key)

@@ -25,13 +25,13 @@ async def deliveries(api: Api, notification_id: int, tok: str = ADMIN) -> Delive
 
 
 async def until(api: Api, notification_id: int, check: Callable[[Deliveries], bool],
-                timeout: float = WAIT) -> Deliveries:
+                timeout: float = WAIT, tok: str = ADMIN) -> Deliveries:
     """Polls the deliveries of a notification until `check` holds: the worker has no event
     a client could await, so this is a bounded loop of short waits."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while True:
-        found = await deliveries(api, notification_id)
+        found = await deliveries(api, notification_id, tok)
         if check(found):
             return found
         assert loop.time() < deadline, f"deliveries did not get there in {timeout}s: {found}"

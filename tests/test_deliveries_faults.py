@@ -15,7 +15,7 @@ import tornado.web
 
 from tidings.config import Secret
 
-from .clients import SECRET, Api
+from .clients import SECRET, Api, token
 from .conftest import ROOT
 from .deliveries import (
     ADMIN,
@@ -137,6 +137,28 @@ async def test_a_hanging_webhook_does_not_hold_up_other_deliveries(smtp_peer, st
         assert (await settled(api, mail))[0]["status"] == "sent"
         [pending] = await deliveries(api, hook)
         assert pending["status"] == "sending"
+
+
+@pytest.mark.gen_test(timeout=15)
+async def test_one_tenants_hanging_webhook_does_not_hold_up_another_tenants_mail(
+        smtp_peer, start_server):
+    server = await start_server(email_url=Secret(smtp_peer.url), email_from=SENDER)
+    api = Api(server.port)
+    await profile(api, email="alice@example.com")
+    evil = token(tenant="evil", user="root", role="admin")
+    with socket.socket() as silent:  # accepts connections (the kernel does), never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/hook"
+        await api.json("PUT", "/api/webhook", {"url": url}, evil, expect=201)
+        flood = await api.send(evil, user_ids=[f"u{i}" for i in range(20)], title="flood",
+                               channels=["webhook"])  # 20 sends, more than every slot
+        first = flood["notifications"][0]["id"]
+        await until(api, first, lambda ds: bool(ds) and ds[0]["status"] == "sending", tok=evil)
+        mail = await notify(api, title="meanwhile", channels=["email"])
+        [got] = await smtp_peer.inbox.arrived(1, timeout=3)  # not after the webhooks' 15 s
+        assert got.message["Subject"] == "meanwhile"
+        assert (await settled(api, mail))[0]["status"] == "sent"
 
 
 class _SlowHook(tornado.web.RequestHandler):

@@ -85,6 +85,8 @@ class TokenVerifier:
 
 
 def _principal(claims: dict[str, Any]) -> Principal:
+    if isinstance(claims.get("exp"), str | bool):  # PyJWT takes "9999999999"; RFC 7519 not
+        raise errors.invalid_token("the token's 'exp' claim must be a number")
     tenant_id, user_id = claims.get("tenant_id"), claims.get("sub")
     role = claims.get("role", "user")
     if not isinstance(tenant_id, str) or not tenant_id:

@@ -25,17 +25,19 @@ class RateLimiter:
         self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, at
 
     def take(self, key: str, cost: float = 1.0) -> float:
-        """0 when ``key`` may go on (a token is spent), else the seconds until it may."""
+        """0 when ``key`` may go on (``cost`` tokens are spent), else the seconds until it
+        may. A cost larger than what is left (a big batch) may overdraw the bucket while at
+        least one token is there: the key then waits until the debt is paid."""
         if self.rate <= 0:
             return 0.0
         now = self._clock()
         tokens, at = self._buckets.pop(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - at) * self.rate)
         wait = 0.0
-        if tokens >= cost:
+        if tokens >= min(cost, 1.0):
             tokens -= cost
         else:
-            wait = (cost - tokens) / self.rate
+            wait = (1.0 - tokens) / self.rate
         self._buckets[key] = (tokens, now)
         while len(self._buckets) > self._max_keys:
             self._buckets.popitem(last=False)

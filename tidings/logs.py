@@ -26,6 +26,7 @@ _CONNECTION = re.compile(r"\b(websocket|sse) connection (\S+) (opened|closed)")
 _DROPPED = re.compile(r"\bslow (websocket|sse) connection (\S+)")
 _CREATED = re.compile(r"\bnotifications? (\d+)(?:-(\d+))? created")
 _DELIVERY = re.compile(r"^(\w+) delivery (\d+) ")
+_BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _ACCESS = re.compile(r"^(\d{3}) ([A-Z]+) (\S+) \(([^)]*)\) ([\d.]+)ms$")
 
 
@@ -62,6 +63,15 @@ def fields(message: str, logger: str = "") -> dict[str, Any]:
 
 
 class TextFormatter(logging.Formatter):
+    """One record, one line: line breaks inside the message (from a client's text) are
+    escaped, so nobody can forge a log line; a traceback below it stays as it is."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802
+        message = record.message
+        if _BREAKS.search(message):
+            record.message = _BREAKS.sub(lambda m: repr(m[0])[1:-1], message)
+        return super().formatMessage(record)
+
     def __init__(self) -> None:
         super().__init__(TEXT_FORMAT, DATE_FORMAT)
 

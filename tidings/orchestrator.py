@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ MAX_ATTEMPTS = 10                       # 2 s, 4 s ... 5 min apart: about 13 min
 BACKOFF_BASE = 2.0                      # seconds before the 2nd attempt; doubles each time
 BACKOFF_CAP = 300.0
 CONCURRENT_SENDS = 8
+SENDS_PER_TENANT = 2                    # one tenant's slow receiver cannot hold up the rest
 IDLE_WAKE = 60.0                        # look again at least this often
 LOOP_BACKOFF = (1.0, 30.0)              # a loop that failed waits, doubling, then goes on
 STOP_GRACE = 3.0                        # seconds a stop waits for sends under way
@@ -221,8 +223,12 @@ class Orchestrator:
             wait = IDLE_WAKE  # when busy, a finishing send wakes the loop
             free = CONCURRENT_SENDS - len(self._in_flight)
             if free > 0:
-                # Claim no more than can start now: a claimed row is `sending` at once.
-                due = await self.queue.claim_due(self.clock(), limit=free)
+                # One at a time (a claimed row is `sending` at once), skipping the tenants that
+                # have SENDS_PER_TENANT under way: a tenant's slow receiver holds up only its
+                # own deliveries.
+                busy = Counter(group[0].tenant_id for group in self._in_flight.values())
+                full = [t for t, n in busy.items() if n >= SENDS_PER_TENANT]
+                due = await self.queue.claim_due(self.clock(), limit=1, skip_tenants=full)
                 if due:
                     for group in _groups(due):
                         self._start_send(group)

@@ -12,8 +12,9 @@ READ_TIMEOUT = 2.0
 
 
 def prefix(url: str) -> str:
-    path = urlsplit(url).path.strip("/")
-    return f"tidings:{path or '0'}:"
+    """tidings:N: for database N, however the URL names it (redis://h/N or ?db=N), as
+    redis-py reads it."""
+    return f"tidings:{client(url).connection_pool.connection_kwargs.get('db', 0)}:"
 
 
 def client(url: str) -> aioredis.Redis:

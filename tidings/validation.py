@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,9 @@ MAX_DATA_DEPTH = 32  # `data` itself is level 1
 MAX_BODY_DEPTH = 40  # any JSON a client sends: bounds the walk below
 MAX_ID = 2**63 - 1  # ids and cursors are SQLite INTEGERs
 MAX_USER_IDS = 1000
+MAX_BATCH_DATA_BYTES = 1 << 20  # `data` is stored once per recipient: one request's bound
+_DIGITS = re.compile(r"[0-9]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 MAX_ID_LENGTH = 200
 CHANNELS = ("in_app", "email", "sms", "push", "webhook")
 
@@ -26,12 +30,21 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite(raw: str) -> float:
+    """A JSON number; one too large for a float (1e999) would be sent on as Infinity,
+    which is not JSON either."""
+    value = float(raw)
+    if not math.isfinite(value):
+        raise ValueError(f"{raw} is out of range")
+    return value
+
+
 def loads(raw: str | bytes, field: str = "body") -> Any:
     """Any JSON a client sends (a body, a WebSocket frame): parsed, nested at most
     MAX_BODY_DEPTH levels, every string in it (keys too) storable text; else 400 naming
     ``field`` or the path inside it that is wrong."""
     try:
-        value = json.loads(raw, parse_constant=_no_constant)
+        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
         raise errors.invalid(field, "is nested too deeply") from None
     except (ValueError, UnicodeDecodeError):
@@ -87,12 +100,17 @@ def query_text(raw: str | None, field: str) -> str | None:
     return None if raw is None else text(raw, field)
 
 
+def _whole(raw: str, field: str, what: str = "a whole number") -> int:
+    """ASCII digits only: Python's int() also takes "+5", "1_0", " 5 " and other scripts'
+    digits, which a client should not find accepted here and refused elsewhere."""
+    if not _DIGITS.fullmatch(raw):
+        raise errors.invalid(field, f"must be {what}")
+    return int(raw)
+
+
 def whole_id(raw: str, field: str) -> int:
     """A path id: a whole number that fits an SQLite INTEGER."""
-    try:
-        value = int(raw)
-    except ValueError:
-        raise errors.invalid(field, "must be a whole number") from None
+    value = _whole(raw, field)
     if not 0 <= value <= MAX_ID:
         raise errors.invalid(field, f"must be between 0 and {MAX_ID}")
     return value
@@ -124,6 +142,8 @@ def user_id(value: Any, field: str = "user_id") -> str:
     if not isinstance(value, str) or not value or len(value) > MAX_ID_LENGTH:
         raise errors.invalid(field, f"must be a non-empty string of at most {MAX_ID_LENGTH} "
                                     "characters")
+    if _CONTROL.search(value):
+        raise errors.invalid(field, "must not contain control characters")
     return text(value, field)
 
 
@@ -155,8 +175,12 @@ def notifications(body: dict[str, Any], tenant_id: str,
     if not isinstance(data, dict):
         raise errors.invalid("data", "must be a JSON object")
     check_json(data, "data", MAX_DATA_DEPTH)
-    if len(json.dumps(data, ensure_ascii=False).encode()) > MAX_DATA_BYTES:
+    size = len(json.dumps(data, ensure_ascii=False).encode())
+    if size > MAX_DATA_BYTES:
         raise errors.invalid("data", f"must be at most {MAX_DATA_BYTES} bytes as JSON")
+    if size * len(recipients) > MAX_BATCH_DATA_BYTES:  # it is stored once per recipient
+        raise errors.invalid("data", f"times the number of user_ids must be at most "
+                                     f"{MAX_BATCH_DATA_BYTES} bytes as JSON")
 
     channels = body.get("channels")
     if channels is not None:
@@ -177,10 +201,7 @@ def notifications(body: dict[str, Any], tenant_id: str,
 def limit(raw: str | None, default: int = 50, maximum: int = 200) -> int:
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise errors.invalid("limit", "must be a whole number") from None
+    value = _whole(raw, "limit")
     if not 1 <= value <= maximum:
         raise errors.invalid("limit", f"must be between 1 and {maximum}")
     return value
@@ -198,21 +219,21 @@ def flag(raw: str | None, field: str) -> bool:
 def cursor(raw: str | None, field: str) -> int | None:
     if raw is None or raw == "":
         return None
-    try:
-        value = int(raw)
-    except ValueError:
-        raise errors.invalid(field, "must be a notification id (a whole number)") from None
+    value = _whole(raw, field, "a notification id (a whole number)")
     if not 0 <= value <= MAX_ID:
         raise errors.invalid(field, f"must be between 0 and {MAX_ID}")
     return value
 
 
 def claim(value: str, name: str) -> str:
-    """A token claim used as an id: storable text, else 401 (the token is at fault)."""
+    """A token claim used as an id (tenant, user): an id as a body's user_id is, else 401
+    (the token is at fault)."""
     try:
-        return text(value, name)
+        return user_id(value, name)
     except errors.TidingsError:
-        raise errors.invalid_token(f"the token's {name!r} claim is not valid text") from None
+        raise errors.invalid_token(f"the token's {name!r} claim must be a string of 1 to "
+                                   f"{MAX_ID_LENGTH} characters, no control characters, "
+                                   "valid text") from None
 
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")

@@ -267,6 +267,7 @@ async def test_directory_keeps_addresses_preferences_subscriptions_webhooks_temp
     assert await d.add_subscription("t1", "bob", "https://push/2", "k2", "a2")
     assert await d.add_subscription("t1", "bob", "https://push/1", "k1b", "a1b")  # renewed
     assert not await d.add_subscription("t1", "mallory", "https://push/1", "km", "am")
+    assert not await d.add_subscription("t2", "bob", "https://push/1", "km", "am")  # tenant
     assert sorted(await d.subscriptions("t1", "bob"), key=lambda s: s["endpoint"]) == [
         {"endpoint": "https://push/1", "p256dh": "k1b", "auth": "a1b"},
         {"endpoint": "https://push/2", "p256dh": "k2", "auth": "a2"}]
@@ -373,6 +374,19 @@ async def test_a_lease_that_ran_out_is_claimed_again_and_release_gives_it_back(
     await backend.queue.finish([third], "sent", provider_id="p-1")
     await backend.queue.release([third])  # only a `sending` one goes back
     assert await backend.queue.claim_due(time.time() + 10_000) == []
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_claims_skip_the_tenants_named(backend):
+    made = await create(backend, new(), new())
+    rows = [planned(made[0]), Planned(made[1], "t2", "gina", "email", "queued",
+                                      target="gina@example.com")]
+    assert await backend.queue.add_planned(rows, 0, made[1])
+    [d] = await backend.queue.claim_due(time.time(), skip_tenants=["t1"])
+    assert d.tenant_id == "t2"
+    assert await backend.queue.claim_due(time.time(), skip_tenants=["t1", "t2"]) == []
+    [e] = await backend.queue.claim_due(time.time())
+    assert e.tenant_id == "t1"
 
 
 @pytest.mark.gen_test(timeout=30)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from typing import Any
 
 from ..models import iso
@@ -75,6 +76,11 @@ class PostgresDirectory:
     async def add_subscription(self, tenant_id: str, user_id: str, endpoint: str, p256dh: str,
                                auth: str) -> bool:
         async with self.db.transaction() as conn:
+            if await conn.fetchval(
+                    "SELECT 1 FROM push_subscriptions WHERE endpoint = $1 "
+                    "AND NOT (tenant_id = $2 AND user_id = $3) LIMIT 1",
+                    endpoint, tenant_id, user_id):
+                return False  # another user's, of this tenant or another
             status = await conn.execute(
                 "INSERT INTO push_subscriptions (tenant_id, endpoint, user_id, p256dh, auth, "
                 "created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant_id, endpoint) "
@@ -187,20 +193,21 @@ class PostgresDeliveryQueue:
                     "$9::text[], $10::boolean[], $11::double precision[])", *columns)
         return True
 
-    async def claim_due(self, now: float, limit: int = 50,
-                        lease: float = LEASE) -> list[Delivery]:
+    async def claim_due(self, now: float, limit: int = 50, lease: float = LEASE,
+                        skip_tenants: Collection[str] = ()) -> list[Delivery]:
         """One statement takes due rows (and `sending` rows whose lease ran out) that no other
         transaction holds, skipping locked ones, and leases them; a second takes the rest of
         each claimed digest, as one email goes out for all of it."""
         async with self.db.transaction() as conn:
             rows = await conn.fetch(
                 "WITH due AS MATERIALIZED (SELECT id FROM deliveries "
-                "WHERE (status IN ('queued', 'held') AND next_attempt_at <= $1) "
-                "OR (status = 'sending' AND lease_until <= $1) "
+                "WHERE ((status IN ('queued', 'held') AND next_attempt_at <= $1) "
+                "OR (status = 'sending' AND lease_until <= $1)) "
+                "AND NOT (tenant_id = ANY($4::text[])) "
                 "ORDER BY next_attempt_at LIMIT $2 FOR UPDATE SKIP LOCKED) "
                 "UPDATE deliveries d SET status = 'sending', attempts = d.attempts + 1, "
                 f"lease_until = $3 FROM due WHERE d.id = due.id {_RETURNING}",
-                now, limit, now + lease)
+                now, limit, now + lease, list(skip_tenants))
             rows = sorted(rows, key=lambda r: (r["next_attempt_at"] or 0.0, r["id"]))
             groups = sorted({(r["tenant_id"], r["user_id"], r["target"], r["digest"])
                              for r in rows if r["digest"]})

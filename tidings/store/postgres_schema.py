@@ -168,5 +168,8 @@ MIGRATIONS.append(
 
     ALTER TABLE deliveries ADD COLUMN lease_until DOUBLE PRECISION;
     CREATE INDEX deliveries_leased ON deliveries (status, lease_until);
+
+    -- A push endpoint is one browser's: whose it is, whatever the tenant, is looked up.
+    CREATE INDEX push_subscriptions_endpoint ON push_subscriptions (endpoint);
     """
 )

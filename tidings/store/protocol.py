@@ -16,6 +16,7 @@ raises `StoreUnavailable`, which the API answers with 503.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -121,7 +122,7 @@ class Directory(Protocol):
     async def add_subscription(self, tenant_id: str, user_id: str, endpoint: str, p256dh: str,
                                auth: str) -> bool:
         """Registers (or renews) a user's push endpoint; False, changing nothing, when the
-        endpoint belongs to another user of the tenant."""
+        endpoint belongs to another user (of this tenant or another)."""
     async def remove_subscription(self, tenant_id: str, endpoint: str,
                                   user_id: str | None = None) -> bool: ...
     async def subscriptions(self, tenant_id: str, user_id: str) -> list[dict[str, str]]: ...
@@ -141,10 +142,11 @@ class DeliveryQueue(Protocol):
     async def add_planned(self, planned: list[Planned], from_id: int, through_id: int) -> bool:
         """Creates the rows and moves the plan cursor from `from_id` to `through_id` in one
         transaction; False (and nothing written) when another process moved it first."""
-    async def claim_due(self, now: float, limit: int = 50,
-                        lease: float = LEASE) -> list[Delivery]:
+    async def claim_due(self, now: float, limit: int = 50, lease: float = LEASE,
+                        skip_tenants: Collection[str] = ()) -> list[Delivery]:
         """Marks due deliveries (and ones whose claimant's lease ran out) `sending` for this
-        claimant, one more attempt each, and returns them; a claimed digest comes whole."""
+        claimant, one more attempt each, and returns them; a claimed digest comes whole.
+        Deliveries of `skip_tenants` (those with all their sends under way) wait."""
     async def next_due(self) -> float | None: ...
     async def finish(self, deliveries: list[Delivery], status: str, *, error: str | None = None,
                      provider_id: str | None = None, retry_at: float | None = None) -> None: ...

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Collection
 from typing import Any
 
 from ..models import iso
@@ -65,6 +66,12 @@ class SQLiteDirectory:
     async def add_subscription(self, tenant_id: str, user_id: str, endpoint: str, p256dh: str,
                                auth: str) -> bool:
         async with self.db.write() as conn:
+            async with conn.execute(
+                    "SELECT 1 FROM push_subscriptions WHERE endpoint = ? "
+                    "AND NOT (tenant_id = ? AND user_id = ?) LIMIT 1",
+                    (endpoint, tenant_id, user_id)) as found:
+                if await found.fetchone() is not None:
+                    return False  # another user's, of this tenant or another
             cursor = await conn.execute(
                 "INSERT INTO push_subscriptions (tenant_id, endpoint, user_id, p256dh, auth, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (tenant_id, endpoint) "
@@ -163,14 +170,16 @@ class SQLiteDeliveryQueue:
                   int(p.only_offline), now) for p in planned])
         return True
 
-    async def claim_due(self, now: float, limit: int = 50,
-                        lease: float = LEASE) -> list[Delivery]:
+    async def claim_due(self, now: float, limit: int = 50, lease: float = LEASE,
+                        skip_tenants: Collection[str] = ()) -> list[Delivery]:
+        skip = list(skip_tenants)
+        not_in = f" AND tenant_id NOT IN ({','.join('?' * len(skip))})" if skip else ""
         async with self.db.write() as conn:
             async with conn.execute(
-                    "SELECT * FROM deliveries WHERE status IN ('queued', 'held') "
+                    "SELECT * FROM (SELECT * FROM deliveries WHERE status IN ('queued', 'held') "
                     "AND next_attempt_at <= ? UNION ALL SELECT * FROM deliveries "
-                    "WHERE status = 'sending' AND lease_until <= ? "
-                    "ORDER BY next_attempt_at LIMIT ?", (now, now, limit)) as cursor:
+                    f"WHERE status = 'sending' AND lease_until <= ?) WHERE true{not_in} "
+                    "ORDER BY next_attempt_at LIMIT ?", (now, now, *skip, limit)) as cursor:
                 rows = [_delivery(dict(row)) for row in await cursor.fetchall()]
             # A digest goes out as one email: take the rest of each claimed digest too.
             taken = {d.id for d in rows}
