@@ -107,9 +107,9 @@ class ServicesMixin:
         principal = self.services.verifier.verify(token_from(request))
         # Each tenant named must be the token's: a header and a query that disagree are a 403
         # even when one of them matches.
-        for named in (request.headers.get("X-Tenant-ID"),
-                      self.get_query_argument("tenant_id", None)):  # type: ignore[attr-defined]
-            if named is not None and named != principal.tenant_id:
+        for named in (*request.headers.get_list("X-Tenant-ID"),
+                      *self.get_query_arguments("tenant_id")):  # type: ignore[attr-defined]
+            if named != principal.tenant_id:
                 raise errors.tenant_mismatch()
         return principal
 

@@ -177,5 +177,8 @@ class DeliveriesHandler(BaseHandler):
         mine = None if who.acts_for_tenant else who.user_id
         if mine is not None and found["user_id"] not in (None, mine):
             raise errors.not_found(f"notification {notification_id}")
-        deliveries = await self.services.queue.for_notifications([nid], who.tenant_id, mine)
-        self.write_json({"deliveries": deliveries[nid]})
+        found_deliveries = (await self.services.queue.for_notifications(
+            [nid], who.tenant_id, mine))[nid]
+        if mine is not None:  # the tenant's webhook is the admins' business, not the user's
+            found_deliveries = [d for d in found_deliveries if d["channel"] != "webhook"]
+        self.write_json({"deliveries": found_deliveries})

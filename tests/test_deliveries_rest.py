@@ -276,3 +276,15 @@ async def test_deliveries_who_sees_what(smtp_peer, start_server):
     await refused(api, "GET", f"/api/notifications/{for_bob}/deliveries", None,
                   other_tenant, 404)
     await refused(api, "GET", "/api/notifications/999999/deliveries", None, ADMIN, 404)
+
+
+@pytest.mark.gen_test(timeout=10)
+async def test_a_user_does_not_see_the_tenants_webhook_deliveries(server, api, webhook_receiver):
+    made = await api.json("PUT", "/api/webhook", {"url": webhook_receiver.url}, ADMIN,
+                          expect=201)
+    webhook_receiver.secret = made["secret"]
+    mine = await notify(api, user_id="alice", channels=["webhook"])
+    [hook] = await settled(api, mine)
+    assert hook["channel"] == "webhook"
+    seen = await api.json("GET", f"/api/notifications/{mine}/deliveries", tok=ALICE)
+    assert seen["deliveries"] == []  # the webhook, its URL's errors: the admins' business

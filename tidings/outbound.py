@@ -66,6 +66,9 @@ def _public(ip: Address) -> bool:
         or ip in ipaddress.ip_network("100.64.0.0/10")))
 
 
+RESOLVE_TIMEOUT = 3.0  # seconds; the webhook and push clients' connect timeouts are longer
+
+
 def refused(error: BaseException | None) -> bool:
     """Whether a client library's error came from a refused destination."""
     seen = 0
@@ -149,9 +152,12 @@ class OutboundPolicy:
         name has is not allowed (a name with one private address is not used at all)."""
         loop = asyncio.get_running_loop()
         try:
-            infos = await loop.getaddrinfo(host.strip("[]"), port, family=family,
-                                           type=socket.SOCK_STREAM)
-        except OSError:
+            # Within the client's own connect timeout: an answer that came after it would be
+            # an error nobody waits for (Tornado logs those as server faults).
+            async with asyncio.timeout(RESOLVE_TIMEOUT):
+                infos = await loop.getaddrinfo(host.strip("[]"), port, family=family,
+                                               type=socket.SOCK_STREAM)
+        except (OSError, TimeoutError):
             raise OSError(FAILED) from None
         result: list[tuple[int, Any]] = []
         for fam, _type, _proto, _canon, sockaddr in infos:

@@ -22,7 +22,11 @@ class DeliveryError(Exception):
     """A send that did not happen. ``permanent``: trying again cannot help (bad address,
     refused content); otherwise the provider was unreachable or busy and a retry may work."""
 
+    MAX_MESSAGE = 300  # it becomes a delivery's last_error: a peer's reply text is cut short
+
     def __init__(self, message: str, permanent: bool) -> None:
+        if len(message) > self.MAX_MESSAGE:
+            message = message[:self.MAX_MESSAGE - 1] + "…"
         super().__init__(message)
         self.permanent = permanent
 

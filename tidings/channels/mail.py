@@ -94,7 +94,10 @@ class SmtpEmail:
         except aiosmtplib.SMTPResponseException as e:
             raise DeliveryError(f"SMTP {e.code}: {e.message}", permanent=e.code >= 500) from e
         except (aiosmtplib.SMTPException, OSError) as e:
-            raise DeliveryError(f"SMTP server unreachable: {e}", permanent=False) from e
+            # The operator's mail host, port and errno are for the operator's log, not for
+            # a tenant's delivery list.
+            log.warning("SMTP server %s:%d unreachable: %s", self.host, self.port, e)
+            raise DeliveryError("SMTP server unreachable", permanent=False) from e
         return str(msg["Message-ID"])
 
     async def aclose(self) -> None:

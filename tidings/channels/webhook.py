@@ -27,7 +27,7 @@ import socket
 import time
 from typing import Any
 
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.netutil import Resolver
 
 from ..outbound import FAILED, REFUSED, OutboundPolicy, refused
@@ -169,7 +169,7 @@ class Webhook:
         )
         try:
             response = await self._http().fetch(request, raise_error=False)
-        except (HTTPClientError, OSError) as e:  # timeouts (599), refused, unresolvable
+        except Exception as e:  # timeouts (599), refused, unresolvable, a malformed reply
             if refused(e):
                 raise DeliveryError(REFUSED, permanent=True) from None
             # No errno nor address: a last_error must not map the network behind the URL.
