@@ -84,6 +84,8 @@ class Hub:
         the connection drops any id it has already sent, so a notification committed during
         the replay comes exactly once, whichever way it arrives."""
         conn.hold()
+        if since is not None:  # the client has it: from a replay or another process, not again
+            conn.last_id = max(conn.last_id, since)
         stream = self.streams.get(conn.tenant_id)
         start = stream.last if stream is not None and stream.ready.is_set() else None
         self.registry.add(conn)
