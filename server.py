@@ -26,12 +26,13 @@ from tidings.channels import ConfigError
 from tidings.config import Settings
 from tidings.models import ROLES
 from tidings.redis_url import redacted
-from tidings.services import Services, kept_secret
+from tidings.services import Services, data_dir, kept_secret
 from tidings.store import is_postgres
 
 log = logging.getLogger("tidings")
 
 DEV_SECRET_FILE = "dev-jwt-secret"
+DEV_ADMIN_FILE = "dev-admin-password"
 COOKIE_SECRET_FILE = "cookie-secret"
 SHUTDOWN_GRACE = 3.0
 TOKEN_SETTINGS = ("jwt_secret", "jwt_audience", "jwt_issuer", "db", "dev")  # what `token` reads
@@ -44,9 +45,17 @@ def dev_secret(settings: Settings) -> Settings:
     return settings
 
 
+def dev_admin_password(settings: Settings) -> Settings:
+    """With --dev and no admin password: one made once and kept, so the dashboard opens."""
+    if settings.dev and not settings.admin_password:
+        settings = settings.replace(admin_password=kept_secret(settings, DEV_ADMIN_FILE, 18))
+    return settings
+
+
 def resolve_secrets(settings: Settings) -> Settings:
-    """Fills in the secrets the server may make and keep: the dev JWT secret, the cookie key."""
-    settings = dev_secret(settings)
+    """Fills in the secrets the server may make and keep: with --dev the JWT secret and the
+    admin password; the cookie key."""
+    settings = dev_admin_password(dev_secret(settings))
     if not settings.cookie_secret:
         settings = settings.replace(cookie_secret=kept_secret(settings, COOKIE_SECRET_FILE))
     return settings
@@ -159,9 +168,13 @@ async def serve(settings: Settings) -> None:
              f", Redis {redacted(settings.redis_url)}" if settings.redis_url else "")
     if settings.dev:
         token = mint(str(settings.jwt_secret), "demo", "alice", role="admin", ttl=86400)
+        base = f"http://{settings.host}:{server.port}"
+        link = server.services.dashboard.login_links.issue()
         print(f"\n  --dev: a sample admin token for tenant 'demo', user 'alice' (24 h):\n\n"
-              f"  {token}\n\n  demo page: http://{settings.host}:{server.port}/demo?token={token}"
-              f"&tenant_id=demo\n", flush=True)
+              f"  {token}\n\n  demo page: {base}/demo?token={token}&tenant_id=demo\n"
+              f"\n  dashboard: {base}/admin (password in "
+              f"{data_dir(settings) / DEV_ADMIN_FILE})\n"
+              f"  one-time login link (1 h): {base}/admin/login?once={link}\n", flush=True)
     await server.stopped.wait()
     log.info("stopped")
 

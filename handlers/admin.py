@@ -93,8 +93,24 @@ class PageHandler(OperatorMixin, tornado.web.RequestHandler):
 
 class LoginHandler(PageHandler):
     def get(self) -> None:
+        once = self.get_query_argument("once", None)
+        if once is not None:  # a one-time link (--dev prints one)
+            if self.services.dashboard.login_links.redeem(once):
+                self._signed_in()
+                return
+            self.set_status(400)
+            self.render_page("login.html", error="This login link was used already or has "
+                             "expired.", next=self._next(),
+                             login_disabled=not self.services.settings.admin_password)
+            return
         self.render_page("login.html", error=None, next=self._next(),
                          login_disabled=not self.services.settings.admin_password)
+
+    def _signed_in(self) -> None:
+        self.set_signed_cookie(COOKIE, "admin", expires_days=COOKIE_DAYS, httponly=True,
+                               samesite="Strict", secure=self.is_https())
+        log.info("dashboard login from %s", self.client_ip())
+        self.redirect(self._next())
 
     async def post(self) -> None:
         password = self.services.settings.admin_password
@@ -114,10 +130,7 @@ class LoginHandler(PageHandler):
         ok = bool(password) and hmac.compare_digest(given.encode(), str(password).encode())
         failures = guard.end(ip, ok)
         if ok:
-            self.set_signed_cookie(COOKIE, "admin", expires_days=COOKIE_DAYS, httponly=True,
-                                   samesite="Strict", secure=self.is_https())
-            log.info("dashboard login from %s", ip)
-            self.redirect(self._next())
+            self._signed_in()
             return
         log.warning("failed dashboard login from %s (%d in a row)", ip, failures)
         self.set_status(401 if password else 403)

@@ -19,7 +19,7 @@ from tidings.store import StoreUnavailable
 access_log = logging.getLogger("tornado.access")
 app_log = logging.getLogger("tidings.http")
 
-SECRET_PARAMS = frozenset({"token", "access_token", "ticket"})
+SECRET_PARAMS = frozenset({"token", "access_token", "ticket", "once"})
 
 _HTTP_CODES = {400: "bad_request", 401: "invalid_token", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "too_large", 429: "too_many_requests"}

@@ -8,6 +8,8 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from handlers import admin
+from server import resolve_secrets
+from tidings.config import Settings
 from tidings.limits import LoginGuard
 
 from .clients import WAIT, Api, eventually, token
@@ -155,3 +157,31 @@ async def _login(api: Api, password: str) -> str:
                                  body=f"password={password}&_xsrf={xsrf}",
                                  follow_redirects=False, raise_error=False)
     return right.headers["Set-Cookie"].split(";")[0]
+
+
+def test_dev_makes_and_keeps_an_admin_password(tmp_path):
+    settings = Settings(db=str(tmp_path / "t.db"), dev=True)
+    first = resolve_secrets(settings)
+    assert first.admin_password and len(first.admin_password) >= 20
+    kept = tmp_path / "dev-admin-password"
+    assert kept.read_text().strip() == first.admin_password
+    assert kept.stat().st_mode & 0o777 == 0o600
+    assert resolve_secrets(settings).admin_password == first.admin_password  # kept
+    assert resolve_secrets(Settings(db=str(tmp_path / "t.db"))).admin_password is None
+
+
+@pytest.mark.gen_test
+async def test_a_one_time_login_link_signs_in_once(start_server, caplog):
+    server = await start_server(admin_password="pw")
+    api = Api(server.port)
+    link = server.services.dashboard.login_links.issue()
+    first = await api.http.fetch(f"{api.base}/admin/login?once={link}", follow_redirects=False,
+                                 raise_error=False)
+    assert first.code == 302 and first.headers["Location"] == "/admin"
+    cookie = first.headers["Set-Cookie"].split(";")[0]
+    overview = await api.call("GET", "/admin", headers={"Cookie": cookie})
+    assert overview.code == 200 and b"Sign in" not in overview.body
+    again = await api.http.fetch(f"{api.base}/admin/login?once={link}", follow_redirects=False,
+                                 raise_error=False)
+    assert again.code == 400 and "tidings_admin=" not in again.headers.get("Set-Cookie", "")
+    assert link not in caplog.text  # redacted from the access log

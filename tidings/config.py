@@ -115,8 +115,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("log_format", "text", "Log format: text (a line each), or json (one object a line: "
             "time, level, logger, message, and tenant, user, connection and notification ids "
             "as keys of their own).", _log_format),
-    Setting("dev", False, "Development mode: makes and keeps a JWT secret under the database "
-            "folder and prints a sample token. Never use it in production.", _bool,
+    Setting("dev", False, "Development mode: makes and keeps a JWT secret and an admin "
+            "password under the database folder, prints a sample token, the demo page and a "
+            "one-time dashboard login link, and allows webhooks to loopback. Never use it in "
+            "production.", _bool,
             flag_only=True),
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -29,6 +30,27 @@ HISTORY_POINTS = 360      # ... for the last hour
 Subscriber = Callable[[str], None]  # gets the overview as JSON, encoded once for all
 
 
+class LoginLinks:
+    """One-time dashboard login links (what `--dev` prints): random, kept in memory for
+    `TTL` seconds, each good for one login."""
+
+    TTL = 3600.0
+
+    def __init__(self) -> None:
+        self._links: dict[str, float] = {}
+
+    def issue(self) -> str:
+        now = time.monotonic()
+        self._links = {k: t for k, t in self._links.items() if t > now}  # a handful at most
+        link = secrets.token_urlsafe(24)
+        self._links[link] = now + self.TTL
+        return link
+
+    def redeem(self, link: str) -> bool:
+        expires = self._links.pop(link, 0.0)
+        return expires > time.monotonic()
+
+
 class Dashboard:
     def __init__(self, activity: Activity, presence: Presence, registry: Registry, store: Store,
                  queue: DeliveryQueue) -> None:
@@ -40,6 +62,7 @@ class Dashboard:
         self.history: deque[dict[str, int]] = deque(maxlen=HISTORY_POINTS)
         self._subscribers: set[Subscriber] = set()
         self.logins = LoginGuard()
+        self.login_links = LoginLinks()
         self._push_scheduled = False
         self._dirty: set[str] = set()      # tenants changed since the last push
         self._all_dirty = True             # look at every tenant at the next push

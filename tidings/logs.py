@@ -19,7 +19,7 @@ FORMATS = ("text", "json")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
-_SECRET_PARAM = re.compile(r"\b((?:token|ticket|access_token)=)[^&\s]*", re.IGNORECASE)
+_SECRET_PARAM = re.compile(r"\b((?:token|ticket|access_token|once)=)[^&\s]*", re.IGNORECASE)
 _JWT = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*")
 _PAIR = re.compile(r"(?<![\w/?&])([a-z_]+)=([^\s&]+)")
 _CONNECTION = re.compile(r"\b(websocket|sse) connection (\S+) (opened|closed)")
