@@ -203,6 +203,18 @@ class SSEClient:
 
 # --- helpers for the transport, shutdown and durability tests ---------------------------
 
+async def inbox_ids(port: int, tok: str) -> list[int]:
+    """Every id in a user's inbox, page by page, in ascending order."""
+    api, ids, before = Api(port), [], None
+    while True:
+        page = await api.json("GET", "/api/notifications?limit=200" +
+                              (f"&before={before}" if before else ""), tok=tok)
+        ids += [n["id"] for n in page["notifications"]]
+        before = page["next_before"]
+        if before is None:
+            return sorted(ids)
+
+
 async def eventually(check: Any, timeout: float = WAIT, step: float = 0.02) -> None:
     """Polls `check()` (sync or async) until true: for state with no event to await, such as
     a counter that falls once the server notices a dead peer."""

@@ -39,11 +39,11 @@ async def until(api: Api, notification_id: int, check: Callable[[Deliveries], bo
 
 
 async def settled(api: Api, notification_id: int, count: int = 1,
-                  timeout: float = WAIT) -> Deliveries:
+                  timeout: float = WAIT, tok: str = ADMIN) -> Deliveries:
     """The deliveries once `count` of them exist and every one is sent, failed or skipped."""
     return await until(api, notification_id,
                        lambda ds: len(ds) >= count and all(d["status"] in FINAL for d in ds),
-                       timeout)
+                       timeout, tok)
 
 
 def by_channel(found: Deliveries) -> dict[str, dict[str, Any]]:

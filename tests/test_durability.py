@@ -7,23 +7,12 @@ import pytest
 from tornado.httpclient import AsyncHTTPClient
 from tornado.simple_httpclient import HTTPStreamClosedError
 
-from .clients import Api, ServerProcess, token
+from .clients import Api, ServerProcess, inbox_ids, token
 
 SERVICE = token(user="backend", role="service")
 BOB = token(user="bob")
 REQUESTS = 500
 KILL_AFTER = 150
-
-
-async def stored_ids(port: int) -> list[int]:
-    api, ids, before = Api(port), [], None
-    while True:
-        page = await api.json("GET", "/api/notifications?limit=200" +
-                              (f"&before={before}" if before else ""), tok=BOB)
-        ids += [n["id"] for n in page["notifications"]]
-        before = page["next_before"]
-        if before is None:
-            return ids
 
 
 @pytest.mark.gen_test(timeout=60)
@@ -55,7 +44,7 @@ async def test_every_answered_create_survives_sigkill(tmp_path):
         assert KILL_AFTER <= len(answered) < REQUESTS, "the kill did not land mid-way"
         restarted = await ServerProcess(db).start()
         try:
-            stored = await stored_ids(restarted.port)
+            stored = await inbox_ids(restarted.port, BOB)
             assert len(stored) == len(set(stored))
             assert not set(answered) - set(stored), "answered 201 but lost"
             # The restarted server goes on with larger ids.

@@ -2,7 +2,6 @@
 address is refused at registration, a stored one is refused at send time with nothing sent and
 no network detail in last_error, and --outbound-allow lets the operator's receiver through."""
 
-import asyncio
 import json
 
 import pytest
@@ -20,7 +19,7 @@ from tidings.config import Settings
 from tidings.outbound import OutboundPolicy
 
 from .clients import Api, token
-from .deliveries import ADMIN, notify, until
+from .deliveries import ADMIN, notify, settled, until
 from .peers.loop import LoopThread, run
 
 pytest_plugins = ["tests.peers.fixtures"]
@@ -31,19 +30,6 @@ SPELLINGS = ("127.0.0.1", "2130706433", "0x7f.1", "0x7f000001", "127.1", "0177.0
              "224.0.0.1", "240.0.0.1", "[fe80::1]", "[fc00::1]", "[2002:7f00:1::]",
              "127\u30020\u30020\u30021", "\u2460\u2461\u2466.0.0.1", "%31%32%37.0.0.1",
              "[::ffff:169.254.169.254]", "017700000001")
-
-
-async def _settled(api, nid, tok):
-    """The one delivery of a notification once it is final (polled: the worker has no event
-    a client could await)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 5
-    while True:
-        found = (await api.json("GET", f"/api/notifications/{nid}/deliveries", tok=tok))
-        if found["deliveries"] and found["deliveries"][0]["status"] in ("sent", "failed"):
-            return found["deliveries"][0]
-        assert loop.time() < deadline, found
-        await asyncio.sleep(0.02)
 
 
 def _field(response) -> str:
@@ -91,7 +77,7 @@ async def test_a_stored_private_destination_is_refused_when_sending(webhook_rece
     admin0 = token(tenant="t0", user="root", role="admin")
     sent = await notify(api, admin0, user_id="alice", channels=["webhook"])
     await webhook_receiver.inbox.arrived(1, timeout=5)
-    assert (await _settled(api, sent, admin0))["status"] == "sent"
+    assert ((await settled(api, sent, tok=admin0))[0])["status"] == "sent"
     await allowed.stop()
 
     strict = await start_server()
@@ -99,7 +85,7 @@ async def test_a_stored_private_destination_is_refused_when_sending(webhook_rece
     for i, _host in enumerate(spellings):
         admin = token(tenant=f"t{i}", user="root", role="admin")
         nid = await notify(api, admin, user_id="alice", channels=["webhook"])
-        d = await _settled(api, nid, admin)
+        d = (await settled(api, nid, tok=admin))[0]
         assert (d["status"], d["last_error"]) == ("failed", "destination not allowed"), d
     assert len(webhook_receiver.inbox) == 1  # only the one sent while allowed
 
@@ -149,13 +135,13 @@ async def test_a_push_endpoint_on_loopback_gets_nothing_without_the_allow(push_s
                    expect=201)
     first = await notify(api, ADMIN, channels=["push"])
     await push_service.inbox.arrived(1, timeout=5)
-    assert (await _settled(api, first, ADMIN))["status"] == "sent"
+    assert ((await settled(api, first, tok=ADMIN))[0])["status"] == "sent"
     await allowed.stop()
 
     strict = await start_server(**push)
     api = Api(strict.port)
     second = await notify(api, ADMIN, channels=["push"])
-    d = await _settled(api, second, ADMIN)
+    d = (await settled(api, second, tok=ADMIN))[0]
     assert (d["status"], d["last_error"]) == ("failed", "destination not allowed")
     assert len(push_service.inbox) == 1
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .clients import Api, ServerProcess, SSEClient, WSClient, eventually, token
+from .clients import Api, ServerProcess, SSEClient, WSClient, eventually, inbox_ids, token
 
 pytest_plugins = ["tests.peers.fixtures"]
 
@@ -39,17 +39,6 @@ async def started(shared: dict[str, str], n: int, *args: str) -> list[ServerProc
 async def stop(*servers: ServerProcess) -> None:
     for server in servers:
         await server.kill()
-
-
-async def inbox_ids(port: int, tok: str) -> list[int]:
-    api, ids, before = Api(port), [], None
-    while True:
-        page = await api.json("GET", "/api/notifications?limit=200" +
-                              (f"&before={before}" if before else ""), tok=tok)
-        ids += [n["id"] for n in page["notifications"]]
-        before = page["next_before"]
-        if before is None:
-            return sorted(ids)
 
 
 @pytest.mark.gen_test(timeout=60)

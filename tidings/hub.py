@@ -57,7 +57,6 @@ class Hub:
         self.presence = presence
         self.heartbeat = heartbeat
         self.streams: dict[str, TenantStream] = {}
-        self.gaps_filled = 0             # notifications read from the store to fill gaps
         self._tasks: list[asyncio.Task[None]] = []
         self._fills: set[asyncio.Future[Any]] = set()
 
@@ -194,7 +193,6 @@ class Hub:
                 for notification, prev_id in rows:
                     if notification["id"] > stream.last:
                         stream.last = notification["id"]
-                        self.gaps_filled += 1
                         self._deliver(Envelope(stream.tenant_id, notification["user_id"],
                                                Message.notification(notification), prev_id))
         except (StoreUnavailable, OSError) as e:
