@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from .clients import Api, ServerProcess, SSEClient, WSClient, eventually, inbox_ids, token
+from .deliveries import settled
 
 pytest_plugins = ["tests.peers.fixtures"]
 
@@ -298,7 +299,10 @@ async def test_200_webhook_deliveries_with_two_processes_sending_arrive_once_eac
         ids = sorted(r["notification"]["id"] for r in created)
         hooks = await webhook_receiver.inbox.arrived(200, timeout=60)
         assert sorted(h.notification["id"] for h in hooks) == ids  # each once, none twice
-        await asyncio.sleep(1.0)  # a second sender would have sent its copy by now
+        # Every delivery is settled after one attempt: no second process claimed one, and
+        # none can be sent again.
+        found = await asyncio.gather(*(settled(Api(a.port), nid, timeout=30) for nid in ids))
+        assert all([(d["status"], d["attempts"]) for d in ds] == [("sent", 1)] for ds in found)
         assert len(webhook_receiver.inbox.items) == 200
     finally:
         await stop(a, b)

@@ -92,7 +92,17 @@ async def test_a_slow_reader_of_a_replay_far_larger_than_the_bound_gets_it_all(
         stream = await raw_websocket(server.port, ALICE, since=0)
     else:
         stream = await raw_sse(server.port, ALICE, since=0)
-    await asyncio.sleep(1.0)  # the slow part: not reading while the replay starts
+    registry = server.services.registry
+
+    def backed_up() -> bool:  # the slow part: not reading until the server's buffer holds some
+        conns = list(registry.user("acme", "alice"))
+        if not conns:
+            return False
+        handler = conns[0].handler  # type: ignore[attr-defined]
+        out = handler.ws_connection.stream if transport == "websocket" else \
+            handler.request.connection.stream
+        return bool(out.writing())
+    await eventually(backed_up, timeout=20)
     if transport == "websocket":
         frames = await ws_frames(stream, 301)
         got = [f["notification"]["id"] for f in frames if f["type"] == "notification"]
