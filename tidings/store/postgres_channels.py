@@ -15,10 +15,9 @@ import time
 from collections.abc import Collection
 from typing import Any
 
-from ..models import iso
 from .postgres import PgDatabase, Row, affected
 from .protocol import DUE, LEASE, Delivery, Planned
-from .sqlite_channels import group_deliveries
+from .sqlite_channels import DELIVERY_HISTORY, group_deliveries
 
 
 def _delivery(row: Row) -> Delivery:
@@ -266,29 +265,13 @@ class PostgresDeliveryQueue:
 
     async def for_notifications(self, notification_ids: list[int], tenant_id: str,
                                 user_id: str | None = None) -> dict[int, list[dict[str, Any]]]:
-        """Each notification's deliveries with every attempt: two queries however many."""
+        """Each notification's deliveries with every attempt, in one statement so that a
+        delivery's status and its history come from the same snapshot."""
         if not notification_ids:
             return {}
-        ids = list(notification_ids)
-        if user_id is None:
-            rows = await self.db.fetch(
-                "SELECT id, notification_id, channel, user_id, status, attempts, last_error, "
-                "next_attempt_at, sent_at, created_at FROM deliveries "
-                "WHERE notification_id = ANY($1::bigint[]) AND tenant_id = $2 ORDER BY id",
-                ids, tenant_id)
-        else:
-            rows = await self.db.fetch(
-                "SELECT id, notification_id, channel, user_id, status, attempts, last_error, "
-                "next_attempt_at, sent_at, created_at FROM deliveries "
-                "WHERE notification_id = ANY($1::bigint[]) AND tenant_id = $2 AND user_id = $3 "
-                "ORDER BY id", ids, tenant_id, user_id)
-        history: dict[int, list[dict[str, Any]]] = {}
-        for attempt in await self.db.fetch(
-                "SELECT a.delivery_id, a.attempt, a.at, a.status, a.error "
-                "FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id "
-                "WHERE d.notification_id = ANY($1::bigint[]) ORDER BY a.delivery_id, a.attempt",
-                ids):
-            history.setdefault(attempt["delivery_id"], []).append(
-                {"attempt": attempt["attempt"], "at": iso(attempt["at"]),
-                 "status": attempt["status"], "error": attempt["error"]})
-        return group_deliveries(notification_ids, rows, history)
+        mine = "" if user_id is None else " AND d.user_id = $3"
+        rows = await self.db.fetch(
+            f"{DELIVERY_HISTORY} WHERE d.notification_id = ANY($1::bigint[]) "
+            f"AND d.tenant_id = $2{mine} ORDER BY d.id, a.attempt",
+            list(notification_ids), tenant_id, *([] if user_id is None else [user_id]))
+        return group_deliveries(notification_ids, rows)

@@ -234,35 +234,43 @@ class SQLiteDeliveryQueue:
 
     async def for_notifications(self, notification_ids: list[int], tenant_id: str,
                                 user_id: str | None = None) -> dict[int, list[dict[str, Any]]]:
-        """Each notification's deliveries with every attempt: two queries however many."""
+        """Each notification's deliveries with every attempt, in one statement so that a
+        delivery's status and its history come from the same snapshot."""
         if not notification_ids:
             return {}
         marks = ",".join("?" * len(notification_ids))
-        mine = "" if user_id is None else " AND user_id = ?"
+        mine = "" if user_id is None else " AND d.user_id = ?"
         rows = await self.db.fetchall(
-            "SELECT id, notification_id, channel, user_id, status, attempts, last_error, "
-            f"next_attempt_at, sent_at, created_at FROM deliveries WHERE notification_id IN "
-            f"({marks}) AND tenant_id = ?{mine} ORDER BY id",
+            f"{DELIVERY_HISTORY} WHERE d.notification_id IN ({marks}) AND d.tenant_id = ?{mine} "
+            "ORDER BY d.id, a.attempt",
             (*notification_ids, tenant_id, *([] if user_id is None else [user_id])))
-        history: dict[int, list[dict[str, Any]]] = {}
-        for attempt in await self.db.fetchall(
-                "SELECT a.delivery_id, a.attempt, a.at, a.status, a.error FROM delivery_attempts a "
-                f"JOIN deliveries d ON d.id = a.delivery_id WHERE d.notification_id IN ({marks}) "
-                "ORDER BY a.delivery_id, a.attempt", tuple(notification_ids)):
-            history.setdefault(attempt["delivery_id"], []).append(
-                {"attempt": attempt["attempt"], "at": iso(attempt["at"]),
-                 "status": attempt["status"], "error": attempt["error"]})
-        return group_deliveries(notification_ids, rows, history)
+        return group_deliveries(notification_ids, rows)
 
 
-def group_deliveries(notification_ids: list[int], rows: list[dict[str, Any]],
-                     history: dict[int, list[dict[str, Any]]]) -> dict[int, list[dict[str, Any]]]:
-    """Delivery rows in the API's shape, by notification."""
+DELIVERY_HISTORY = (
+    "SELECT d.id, d.notification_id, d.channel, d.user_id, d.status, d.attempts, d.last_error, "
+    "d.next_attempt_at, d.sent_at, d.created_at, a.attempt AS attempt_number, a.at AS attempt_at, "
+    "a.status AS attempt_status, a.error AS attempt_error "
+    "FROM deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id")
+
+
+def group_deliveries(notification_ids: list[int],
+                     rows: list[dict[str, Any]]) -> dict[int, list[dict[str, Any]]]:
+    """Rows of DELIVERY_HISTORY (one per attempt, ordered by delivery) in the API's shape,
+    by notification."""
     found: dict[int, list[dict[str, Any]]] = {n: [] for n in notification_ids}
+    current: dict[str, Any] = {}
     for row in rows:
-        delivery = {k: v for k, v in row.items() if k != "notification_id"}
-        found[row["notification_id"]].append({
-            **delivery, "next_attempt_at": ts(row["next_attempt_at"]),
-            "sent_at": ts(row["sent_at"]), "created_at": ts(row["created_at"]),
-            "history": history.get(row["id"], [])})
+        if current.get("id") != row["id"]:
+            current = {
+                "id": row["id"], "channel": row["channel"], "user_id": row["user_id"],
+                "status": row["status"], "attempts": row["attempts"],
+                "last_error": row["last_error"], "next_attempt_at": ts(row["next_attempt_at"]),
+                "sent_at": ts(row["sent_at"]), "created_at": ts(row["created_at"]),
+                "history": []}
+            found[row["notification_id"]].append(current)
+        if row["attempt_number"] is not None:
+            current["history"].append({
+                "attempt": row["attempt_number"], "at": iso(row["attempt_at"]),
+                "status": row["attempt_status"], "error": row["attempt_error"]})
     return found
