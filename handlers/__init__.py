@@ -50,6 +50,7 @@ def routes(services: Services) -> list[tornado.web.URLSpec]:
         tornado.web.url(r"/api/push/subscriptions", channels.PushSubscriptionsHandler, s),
         tornado.web.url(r"/api/webhook", channels.WebhookHandler, s),
         tornado.web.url(r"/api/templates/([^/]+)/([^/]+)", channels.TemplateHandler, s),
+        tornado.web.url(r"/api/tickets", api.TicketsHandler, s),
         tornado.web.url(r"/api/openapi.json", api.OpenAPIHandler, s),
         tornado.web.url(r"/ws/notifications", ws.NotificationSocket, s),
         tornado.web.url(r"/healthz", api.HealthHandler, s),

@@ -10,6 +10,7 @@ from tidings import errors, validation
 from tidings.connections import SSE, WEBSOCKET
 from tidings.limits import RateLimiter
 from tidings.openapi import document
+from tidings.tickets import TTL
 
 from .base import BaseHandler
 
@@ -55,6 +56,13 @@ class NotificationHandler(BaseHandler):
         await self.services.store.delete(who, validation.whole_id(notification_id, "id"))
         await self.services.publisher.send_stats(who)
         self.no_content()
+
+
+class TicketsHandler(BaseHandler):
+    async def post(self) -> None:
+        who = self.authenticate()
+        ticket = await self.services.tickets.issue(who)
+        self.write_json({"ticket": ticket, "expires_in": TTL}, 201)
 
 
 class ReadHandler(BaseHandler):

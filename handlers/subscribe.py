@@ -13,9 +13,9 @@ from .base import ServicesMixin
 
 class SubscribeMixin(ServicesMixin):
     async def admit(self) -> Principal:
-        """Authenticates and applies the connection limits per user and per tenant (counted
-        on every process), before any upgrade."""
-        who = self.authenticate()
+        """Authenticates (a ticket, else a token) and applies the connection limits per user
+        and per tenant (counted on every process), before any upgrade."""
+        who = await self.identify()
         settings, presence = self.services.settings, self.services.presence
         per_user, per_tenant = settings.max_connections_per_user, \
             settings.max_connections_per_tenant
@@ -24,6 +24,16 @@ class SubscribeMixin(ServicesMixin):
         if per_tenant and (await presence.tenant(who.tenant_id))["total"] >= per_tenant:
             raise errors.too_many_connections(per_tenant, "tenant")
         return who
+
+    async def identify(self) -> Principal:
+        """The ticket's principal when the URL carries `ticket` (spending it), else the
+        token's. The tenant named by the request must be the ticket's, as for a token."""
+        ticket = self.get_query_argument("ticket", None)  # type: ignore[attr-defined]
+        if ticket is None:
+            return self.authenticate()
+        named = [*self.request.headers.get_list("X-Tenant-ID"),  # type: ignore[attr-defined]
+                 *self.get_query_arguments("tenant_id")]  # type: ignore[attr-defined]
+        return await self.services.tickets.redeem(ticket, named)
 
     def resume_cursor(self) -> int | None:
         """`since`, `Last-Event-ID` or `last_event_id`: the last id the client has seen."""

@@ -16,7 +16,15 @@
     }
   }
 
-  const token = root.dataset.token || query.get("token") || "";
+  // A token given in the address is moved out of it at once (history, shoulder-surfing) and
+  // kept for this tab only; the streams themselves are opened with one-time tickets.
+  if (query.get("token")) {
+    sessionStorage.setItem("tidings-demo-token", query.get("token"));
+    const rest = new URLSearchParams(query);
+    rest.delete("token");
+    history.replaceState(null, "", location.pathname + (rest.toString() ? `?${rest}` : ""));
+  }
+  const token = root.dataset.token || query.get("token") || sessionStorage.getItem("tidings-demo-token") || "";
   if (!token) {
     $("setup").hidden = false;
     $("conn-status").hidden = true;

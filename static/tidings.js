@@ -1,6 +1,7 @@
 /*! tidings.js: browser client for a tidings server. Plain ES2017, no build step.
  *
  *   const t = new Tidings({url: "", token, tenantId: "acme"});
+ *   // or: new Tidings({getToken: async () => (await fetch("/my/token")).text()})
  *   t.on("notification", n => console.log(n.title));
  *   t.on("stats", s => badge.textContent = s.unread);
  *   t.markRead(42); t.close();
@@ -9,6 +10,10 @@
  * proxy, refused). Reconnects by itself with exponential backoff and full jitter and
  * resumes from the largest notification id seen (`since` / `last_event_id`), so
  * nothing sent while it was away is lost and nothing is delivered twice.
+ *
+ * The token never goes into a WebSocket or EventSource URL (browser history, proxy logs):
+ * before each connection the client asks for a one-time ticket over REST, with the token in
+ * the Authorization header, and opens the stream with `?ticket=`.
  */
 (function (root) {
   "use strict";
@@ -20,7 +25,8 @@
     /**
      * @param {object} o
      * @param {string} [o.url]        server base URL ("" or omitted: this page's origin)
-     * @param {string} o.token        JWT of the user
+     * @param {string} [o.token]      JWT of the user
+     * @param {function} [o.getToken] async () => JWT, asked before each connection (instead of token)
      * @param {string} [o.tenantId]
      * @param {"auto"|"websocket"|"sse"} [o.transport]
      * @param {number} [o.since]      resume cursor: deliver only ids larger than this (e.g. the inbox's newest id)
@@ -29,10 +35,12 @@
      * @param {boolean} [o.autoConnect] default true
      */
     constructor(o) {
-      if (!o || !o.token) throw new Error("Tidings: a token is required");
+      if (!o || !(o.token || o.getToken)) throw new Error("Tidings: a token or getToken is required");
       const base = o.url || (root.location ? root.location.origin : "");
       this.url = base.replace(/\/+$/, "");
-      this.token = o.token;
+      this.token = o.token || null;
+      this.getToken = o.getToken || null;
+      this._generation = 0; // bumped by every open and teardown: a ticket fetched for an older one is dropped
       this.tenantId = o.tenantId || null;
       this.transport = o.transport || "auto";
       this.lastId = typeof o.since === "number" ? o.since : null;
@@ -81,7 +89,7 @@
 
     /** Authenticated REST call to the same server; resolves to the parsed JSON body. */
     async request(method, path, body) {
-      const headers = {Authorization: `Bearer ${this.token}`};
+      const headers = {Authorization: `Bearer ${await this._token()}`};
       if (this.tenantId) headers["X-Tenant-ID"] = this.tenantId;
       if (body !== undefined) headers["Content-Type"] = "application/json";
       const res = await fetch(this.url + path, {
@@ -129,22 +137,37 @@
       }
     }
 
-    _query(cursorName) {
-      const q = new URLSearchParams({token: this.token});
+    async _token() {
+      return this.getToken ? await this.getToken() : this.token;
+    }
+
+    _query(cursorName, ticket) {
+      const q = new URLSearchParams({ticket});
       if (this.tenantId) q.set("tenant_id", this.tenantId);
       if (this.lastId !== null) q.set(cursorName, String(this.lastId));
       return q.toString();
     }
 
-    _open() {
+    async _open() {
       clearTimeout(this._retryTimer);
       this._retryTimer = null;
       if (this._closed) return;
-      if (this._mode === "websocket") this._openWebSocket(); else this._openSSE();
+      const generation = ++this._generation; // a later open or a teardown supersedes this one
+      let ticket;
+      try {
+        ticket = (await this.request("POST", "/api/tickets")).ticket;
+      } catch (e) {
+        if (generation !== this._generation) return;
+        // A refused token will not be taken on a retry either; anything else (offline, 503) is retried.
+        this._lost(e.status === 401 || e.status === 403 ? {code: "auth", status: e.status, reason: e.code} : null);
+        return;
+      }
+      if (generation !== this._generation || this._closed) return;
+      if (this._mode === "websocket") this._openWebSocket(ticket); else this._openSSE(ticket);
     }
 
-    _openWebSocket() {
-      const ws = new WebSocket(`${this.url.replace(/^http/, "ws")}/ws/notifications?${this._query("since")}`);
+    _openWebSocket(ticket) {
+      const ws = new WebSocket(`${this.url.replace(/^http/, "ws")}/ws/notifications?${this._query("since", ticket)}`);
       let opened = false;
       this._sock = ws;
       const openTimer = setTimeout(() => ws.close(), this.connectTimeout);
@@ -171,8 +194,8 @@
       }, this.idleTimeout / 3);
     }
 
-    _openSSE() {
-      const es = new EventSource(`${this.url}/api/notifications/stream?${this._query("last_event_id")}`);
+    _openSSE(ticket) {
+      const es = new EventSource(`${this.url}/api/notifications/stream?${this._query("last_event_id", ticket)}`);
       this._sock = es;
       const on = (name) => es.addEventListener(name, (ev) => {
         if (typeof ev.data !== "string") return; // the transport's own "error", handled below
@@ -253,6 +276,7 @@
     }
 
     _teardown(keepState) {
+      this._generation++;
       clearTimeout(this._retryTimer);
       clearInterval(this._keepAlive);
       clearTimeout(this._idleTimer);

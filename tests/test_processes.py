@@ -306,3 +306,18 @@ async def test_200_webhook_deliveries_with_two_processes_sending_arrive_once_eac
         assert len(webhook_receiver.inbox.items) == 200
     finally:
         await stop(a, b)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_ticket_made_on_one_process_is_spent_once_on_any(shared):
+    a, b, c = await started(shared, 3)
+    try:
+        made = await Api(a.port).json("POST", "/api/tickets", tok=ALICE, expect=201)
+        ws = await WSClient.open(b.port, None, ticket=made["ticket"])
+        assert ws.hello["user_id"] == "alice"
+        for server in (a, b, c):
+            again = await SSEClient.open(server.port, ticket=made["ticket"])
+            assert (again.status, again.error()["error"]["code"]) == (401, "invalid_ticket")
+        ws.close()
+    finally:
+        await stop(a, b, c)

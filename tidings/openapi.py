@@ -251,7 +251,19 @@ PATHS: dict[str, Any] = {
                                      "schema": _CURSOR},
                            _query("last_event_id", _CURSOR, "Replay after this id."),
                            _query("since", _CURSOR, "Same as last_event_id."),
-                           _query("token", {"type": "string"}, "The token, for EventSource.")]),
+                           _query("token", {"type": "string"}, "The token, for EventSource."),
+                           _query("ticket", {"type": "string"},
+                                  "A ticket from POST /api/tickets instead of the token: once, "
+                                  "within 30 s, on any process (401 invalid_ticket).")]),
+    },
+    "/api/tickets": {
+        "post": _op("A connection ticket: a WebSocket or SSE URL carries it (?ticket=) instead "
+                    "of a long-lived token. It works once, for 30 seconds, on any process; "
+                    "REST calls do not take it", {"201": _ok("The ticket", {
+                        "type": "object", "properties": {
+                            "ticket": {"type": "string"},
+                            "expires_in": {"type": "integer", "const": 30}}})},
+                    who="any role", params=[_TENANT]),
     },
     "/api/notifications/{id}/deliveries": {
         "get": _op("Every email, SMS, push and webhook delivery of a notification, with each "
@@ -346,7 +358,7 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "tidings", "version": "0.1.0",
                  "description": "Multi-tenant real-time notifications. The WebSocket at "
-                                "/ws/notifications (query token, tenant_id, since) carries the "
+                                "/ws/notifications (query token or ticket, tenant_id, since) carries the "
                                 "same notifications; see the README. Roles: "
                                 + ", ".join(ROLES) + "."},
         "paths": PATHS,

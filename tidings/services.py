@@ -26,6 +26,7 @@ from .presence.local import LocalPresence
 from .publisher import Publisher
 from .registry import Registry
 from .store import DeliveryQueue, Directory, Store, is_postgres, open_backend
+from .tickets import LocalTickets, Tickets
 
 log = logging.getLogger("tidings")
 
@@ -46,6 +47,7 @@ class Services:
     dashboard: Dashboard
     channels: dict[str, Channel]
     orchestrator: Orchestrator
+    tickets: Tickets
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -71,7 +73,7 @@ class Services:
         await orchestrator.start()
         return cls(settings, backend.store, backend.directory, backend.queue, registry, broker,
                    presence, hub, publisher, activity, verifier, dashboard, channels,
-                   orchestrator)
+                   orchestrator, _tickets(settings))
 
     async def health(self) -> dict[str, str]:
         """What does not answer or has stopped: empty when all is well."""
@@ -95,6 +97,7 @@ class Services:
         await self.hub.stop()
         await close_channels(self.channels)
         await self.presence.close()
+        await self.tickets.close()
         await self.broker.close()
         await self.store.close()
 
@@ -105,6 +108,13 @@ def _fanout(settings: Settings, registry: Registry) -> tuple[Broker, Presence]:
     from .fanout.redis import RedisBroker
     from .presence.redis import RedisPresence
     return RedisBroker(settings.redis_url), RedisPresence(settings.redis_url, registry)
+
+
+def _tickets(settings: Settings) -> Tickets:
+    if not settings.redis_url:
+        return LocalTickets()
+    from .tickets import RedisTickets
+    return RedisTickets(settings.redis_url)
 
 
 def data_dir(settings: Settings) -> Path:

@@ -10,6 +10,7 @@ It runs on its own event loop in a thread, so tests drive it with plain calls.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import threading
 from collections.abc import Callable, Coroutine
@@ -34,8 +35,11 @@ CLIENT_PAGE = """<!doctype html><meta charset="utf-8"><title>tidings.js test pag
   const q = new URLSearchParams(location.search);
   window.log = [];       // every event, in order: {event, detail}
   window.received = [];  // notification ids as delivered to the page
-  window.client = new Tidings({url: "", token: q.get("token") || "test-token", tenantId: "acme",
-                               transport: q.get("transport") || "auto", minDelay: 100, maxDelay: 1000});
+  const token = q.get("token") || "test-token";
+  window.tokensAsked = 0;
+  const auth = q.get("auth") === "callback" ? {getToken: async () => { tokensAsked++; return token; }} : {token};
+  window.client = new Tidings(Object.assign({url: "", tenantId: "acme", transport: q.get("transport") || "auto",
+                                             minDelay: 100, maxDelay: 1000}, auth));
   for (const name of ["connected", "disconnected", "notification", "stats", "error"]) {
     client.on(name, (detail) => {
       log.push({event: name, detail});
@@ -55,6 +59,9 @@ class StubServer:
         self.cursors: list[tuple[str, str | None]] = []  # (transport, cursor) per accepted stream
         self.refused_websockets = 0
         self.read_ids: list[int] = []
+        self.tickets: set[str] = set()  # made and not yet spent
+        self.stream_uris: list[str] = []  # every WebSocket and SSE request's URI, as sent
+        self._ticket_numbers = itertools.count(1)
         self.refuse_websocket = False
         self.ignore_cursor = False  # replay everything, as a sloppy server would: the client must dedupe
         self.websocket_close_code: int | None = None  # accept, then close with this code
@@ -166,6 +173,7 @@ class StubServer:
             (r"/ws/notifications", ClientSocket, s),
             (r"/api/notifications/stream", ClientStream, s),
             (r"/api/notifications", InboxHandler, s),
+            (r"/api/tickets", TicketsHandler, s),
             (r"/api/notifications/stats", StatsHandler, s),
             (r"/api/notifications/read-all", ReadHandler, s),
             (r"/api/notifications/(\d+)/read", ReadHandler, s),
@@ -181,11 +189,23 @@ class StubHandler(RequestHandler):
         self.html = html
 
     def authorized(self) -> bool:
-        if self.request.headers.get("Authorization") == f"Bearer {TOKEN}" or self.get_query_argument(
-                "token", None) == TOKEN:
+        """REST takes the token in the Authorization header only, as the server does."""
+        if self.request.headers.get("Authorization") == f"Bearer {TOKEN}":
             return True
         self.set_status(401)
         self.finish({"error": {"code": "invalid_token", "message": "bad token"}})
+        return False
+
+    def spend_ticket(self) -> bool:
+        """Streams take a ticket only (once), so a client that puts its token in a stream URL
+        is refused."""
+        self.stub.stream_uris.append(self.request.uri or "")
+        ticket = self.get_query_argument("ticket", None)
+        if ticket in self.stub.tickets:
+            self.stub.tickets.discard(ticket)
+            return True
+        self.set_status(401)
+        self.finish({"error": {"code": "invalid_ticket", "message": "bad ticket"}})
         return False
 
 
@@ -204,6 +224,15 @@ class TemplateHandler(StubHandler):
             self.finish(self.stub.render("login.html", current_user=None))
         else:
             self.finish(self.stub.render("admin_tenant.html", tenant_id=path.split("/")[-1]))
+
+
+class TicketsHandler(StubHandler):
+    def post(self) -> None:
+        if self.authorized():
+            ticket = f"ticket-{next(self.stub._ticket_numbers)}"
+            self.stub.tickets.add(ticket)
+            self.set_status(201)
+            self.finish({"ticket": ticket, "expires_in": 30})
 
 
 class InboxHandler(StubHandler):
@@ -227,22 +256,17 @@ class ReadHandler(StubHandler):
             self.finish()
 
 
-class ClientSocket(WebSocketHandler):
-    def initialize(self, stub: StubServer) -> None:
-        self.stub = stub
-
+class ClientSocket(StubHandler, WebSocketHandler):
     async def get(self, *args: Any, **kwargs: Any) -> None:
         if self.stub.refuse_websocket:  # answered as plain HTTP, before the upgrade
             self.stub.refused_websockets += 1
             self.set_status(403)
             self.finish()
             return
-        await super().get(*args, **kwargs)
+        if self.spend_ticket():
+            await super().get(*args, **kwargs)
 
     def open(self) -> None:
-        if self.get_query_argument("token", None) != TOKEN:
-            self.close(4401, "invalid token")
-            return
         if self.stub.websocket_close_code:
             self.close(self.stub.websocket_close_code, "refused")
             return
@@ -273,7 +297,7 @@ class ClientSocket(WebSocketHandler):
 
 class ClientStream(StubHandler):
     async def get(self) -> None:
-        if not self.authorized():
+        if not self.spend_ticket():
             return
         cursor = self.get_query_argument("last_event_id", None) or self.request.headers.get("Last-Event-ID")
         self.stub.cursors.append(("sse", cursor))

@@ -24,6 +24,7 @@ def test_receives_over_websocket(page, stub) -> None:
     assert log[0]["detail"]["user_id"] == "alice"
     assert log[1] == {"event": "notification", "detail": first}
     assert stub.cursors == [("websocket", None)]
+    assert stub.stream_uris == ["/ws/notifications?ticket=ticket-1&tenant_id=acme"]  # no token
 
 
 def test_falls_back_to_sse_when_websocket_is_refused(page, stub) -> None:
@@ -61,6 +62,7 @@ def test_restart_resumes_from_last_id_exactly_once(page, stub, transport) -> Non
     assert stub.cursors[-1] == (transport, "1"), f"resumed with {cursor}=1"
     events = [e["event"] for e in page.evaluate("window.log")]
     assert events.count("connected") == len(stub.cursors) == 2
+    assert all("token" not in uri for uri in stub.stream_uris)  # a fresh ticket each time
 
 
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
@@ -82,6 +84,28 @@ def test_refused_token_stops_reconnecting(page, stub) -> None:
     # An absence can only be observed over time: a retry would come within maxDelay (1 s).
     page.wait_for_timeout(1500)
     assert page.evaluate("window.client._sock") is None
+    assert page.evaluate("window.client._retryTimer") is None
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_get_token_is_asked_before_each_connection(page, stub, transport) -> None:
+    page.goto(f"{stub.url}/client?auth=callback&transport={transport}")
+    connected_over(page, transport)
+    stub.stop()
+    page.wait_for_function("window.log.some(e => e.event === 'disconnected')")
+    stub.start()
+    page.wait_for_function("window.log.filter(e => e.event === 'connected').length === 2")
+    assert page.evaluate("window.tokensAsked") >= 2
+    assert stub.tickets == set()  # each ticket made was spent by a connection
+    assert not any("token" in uri for uri in stub.stream_uris)
+
+
+def test_a_token_refused_for_a_ticket_stops_reconnecting(page, stub) -> None:
+    page.goto(f"{stub.url}/client?token=wrong")
+    page.wait_for_function("window.log.some(e => e.event === 'error' && e.detail.fatal)")
+    assert page.evaluate("window.log.find(e => e.event === 'error').detail.status") == 401
+    page.wait_for_timeout(1500)  # an absence: a retry would come within maxDelay (1 s)
+    assert stub.stream_uris == []
     assert page.evaluate("window.client._retryTimer") is None
 
 

@@ -127,6 +127,23 @@ def test_demo_shows_a_posted_notification_and_badge_falls(page, live) -> None:
     assert stats["unread"] == 0
 
 
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_demo_connects_with_a_ticket_and_no_url_carries_the_token(page, live, transport) -> None:
+    user = token()
+    urls: list[str] = []
+    page.on("request", lambda request: urls.append(request.url))
+    page.on("websocket", lambda ws: urls.append(ws.url))
+    page.goto(f"{live.url}/demo?token={quote(user)}&tenant_id=acme&transport={transport}")
+    page.wait_for_selector('#conn-status[data-state="live"]')
+    n = live.send(service(), user_id="alice", title="By ticket")
+    page.wait_for_selector(f'#inbox li[data-id="{n["id"]}"]')
+
+    assert "token" not in page.url  # moved out of the address bar
+    streams = [u for u in urls if "/ws/notifications" in u or "/notifications/stream" in u]
+    assert streams and all("ticket=" in u for u in streams)
+    assert not any(user in u or "token=" in u for u in urls[1:])  # only the first load had it
+
+
 def test_falls_back_to_sse_when_websockets_are_blocked(page, live) -> None:
     live.block_websockets()
     page.goto(f"{live.url}/demo?token={quote(token())}&tenant_id=acme")
