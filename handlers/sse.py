@@ -46,8 +46,8 @@ class NotificationStream(SubscribeMixin, BaseHandler):
 
     async def get(self) -> None:
         self.check_cursors()
+        since, snapshot = self.resume_cursor(), self.snapshot_size()
         who = await self.admit()
-        since = self.resume_cursor()
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")  # no proxy buffering (nginx)
@@ -56,9 +56,10 @@ class NotificationStream(SubscribeMixin, BaseHandler):
             remote_ip=self.request.remote_ip or "",
             user_agent=self.request.headers.get("User-Agent", ""))
 
-        def greet(last_id: int) -> None:
+        async def greet(last_id: int) -> None:
+            hello = await self.hello(conn, last_id, snapshot)
             self.write(f"retry: {RETRY_MS}\n\nevent: connected\n"
-                       f"data: {dumps(self.hello(conn, last_id))}\n\n")
+                       f"data: {dumps(hello)}\n\n")
             self.flush()
 
         try:

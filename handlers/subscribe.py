@@ -43,9 +43,22 @@ class SubscribeMixin(ServicesMixin):
                or self.get_query_argument("last_event_id", None))  # type: ignore[attr-defined]
         return validation.cursor(raw, "since")
 
-    def hello(self, conn: Connection, last_id: int) -> dict[str, Any]:
+    def snapshot_size(self) -> int | None:
+        """`?snapshot=N`: how many of the newest notifications `connected` carries (1–50)."""
+        raw = self.get_query_argument("snapshot", None)  # type: ignore[attr-defined]
+        return validation.snapshot(raw)
+
+    async def hello(self, conn: Connection, last_id: int, snapshot: int | None,
+                    ) -> dict[str, Any]:
         """The `connected` payload. `last_id` is where the connection starts: every
         notification of its user after that id reaches it, so a client with no cursor yet
-        resumes from it and a drop before its first notification loses nothing."""
-        return {"connection_id": conn.id, "user_id": conn.user_id, "tenant_id": conn.tenant_id,
-                "last_id": last_id}
+        resumes from it and a drop before its first notification loses nothing. The counts
+        and `recent` are as of `last_id`, so nothing in them comes again live."""
+        who = Principal(conn.tenant_id, conn.user_id)
+        store = self.services.store
+        hello: dict[str, Any] = {
+            "connection_id": conn.id, "user_id": conn.user_id, "tenant_id": conn.tenant_id,
+            "last_id": last_id, **await store.counts(who, upto=last_id)}
+        if snapshot:
+            hello["recent"] = await store.inbox(who, limit=snapshot, before=last_id + 1)
+        return hello

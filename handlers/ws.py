@@ -57,6 +57,7 @@ class WebSocketConnection(Connection):
 class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
     who: Principal
     since: int | None
+    snapshot: int | None
     conn: WebSocketConnection | None = None
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
@@ -64,8 +65,9 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
         try:
             self.check_input()
             self.check_cursors()
-            self.who = await self.admit()
             self.since = self.resume_cursor()
+            self.snapshot = self.snapshot_size()
+            self.who = await self.admit()
         except TidingsError as e:
             self.set_status(e.status)
             for name, value in e.headers.items():
@@ -89,8 +91,11 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
             remote_ip=self.request.remote_ip or "",
             user_agent=self.request.headers.get("User-Agent", ""))
         conn = self.conn
-        await self.services.hub.attach(conn, self.who, self.since, lambda last_id: (
-            self.write_message(dumps({"type": "connected", **self.hello(conn, last_id)}))))
+        async def greet(last_id: int) -> None:
+            hello = await self.hello(conn, last_id, self.snapshot)
+            self.write_message(dumps({"type": "connected", **hello}))
+
+        await self.services.hub.attach(conn, self.who, self.since, greet)
 
     async def on_message(self, raw: str | bytes) -> None:
         try:

@@ -34,7 +34,9 @@
   const claim = claims(token);
   const tenantId = root.dataset.tenantId || query.get("tenant_id") || claim.tenant_id || "";
   const userId = root.dataset.userId || claim.sub || "you";
-  const client = new Tidings({url: "", token, tenantId, transport: query.get("transport") || "auto", autoConnect: false});
+  // The first screen comes from the connection itself (`recent`, `unread`): no REST call.
+  const client = new Tidings({url: "", token, tenantId, transport: query.get("transport") || "auto",
+                              snapshot: 50, autoConnect: false});
   const items = new Map(); // id -> {n, li}
   let unread = 0;
 
@@ -145,7 +147,14 @@
     try { await client.markAllRead(); } catch (e) { toast({type: "error", title: "Could not mark all read", message: e.message}); }
   });
 
-  client.on("connected", (info) => setStatus("live", `Live · ${info.transport === "sse" ? "SSE" : "WebSocket"}`));
+  client.on("connected", (info) => {
+    setStatus("live", `Live · ${info.transport === "sse" ? "SSE" : "WebSocket"}`);
+    if (info.recent) { // the first connection; a resume replays what it missed instead
+      info.recent.forEach((n) => add(n, false));
+      $("inbox-empty").hidden = items.size > 0;
+      setUnread(info.unread);
+    }
+  });
   client.on("disconnected", () => setStatus("offline", "Reconnecting…"));
   client.on("stats", (s) => {
     if (!s || typeof s.unread !== "number") return;
@@ -159,25 +168,8 @@
     toast(n);
   });
 
-  async function start() {
+  function start() {
     setStatus("connecting", "Connecting…");
-    try {
-      const [page, stats] = await Promise.all([
-        client.request("GET", "/api/notifications?limit=50"),
-        client.request("GET", "/api/notifications/stats"),
-      ]);
-      const list = page.notifications || [];
-      list.forEach((n) => add(n, false));
-      if (!list.length) $("inbox-empty").hidden = false;
-      setUnread(stats.unread || 0);
-      // Resume after the newest one listed: live delivery starts exactly where the list ends.
-      client.lastId = list.reduce((max, n) => Math.max(max, n.id), 0);
-    } catch (e) {
-      setStatus("offline", e.status === 401 || e.status === 403 ? "Token refused" : "Server unreachable");
-      toast({type: "error", title: "Could not load the inbox", message: e.message});
-      if (e.status !== 401 && e.status !== 403) setTimeout(start, 3000);
-      return;
-    }
     client.connect();
   }
 

@@ -30,6 +30,7 @@
      * @param {string} [o.tenantId]
      * @param {"auto"|"websocket"|"sse"} [o.transport]
      * @param {number} [o.since]      resume cursor: deliver only ids larger than this (e.g. the inbox's newest id)
+     * @param {number} [o.snapshot]   1–50: the first "connected" carries `recent`, the newest notifications
      * @param {number} [o.minDelay]   first reconnect delay ceiling, ms (default 1000)
      * @param {number} [o.maxDelay]   reconnect delay cap, ms (default 30000)
      * @param {boolean} [o.autoConnect] default true
@@ -44,6 +45,7 @@
       this.tenantId = o.tenantId || null;
       this.transport = o.transport || "auto";
       this.lastId = typeof o.since === "number" ? o.since : null;
+      this.snapshot = o.snapshot || null;
       this.minDelay = o.minDelay || 1000;
       this.maxDelay = o.maxDelay || 30000;
       this.stableAfter = 10000; // a connection up this long resets the backoff
@@ -145,6 +147,7 @@
       const q = new URLSearchParams({ticket});
       if (this.tenantId) q.set("tenant_id", this.tenantId);
       if (this.lastId !== null) q.set(cursorName, String(this.lastId));
+      else if (this.snapshot) q.set("snapshot", String(this.snapshot)); // a resume needs none
       return q.toString();
     }
 

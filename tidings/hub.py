@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .connections import HEARTBEAT, SSE, Connection, Message
@@ -74,7 +74,7 @@ class Hub:
 
     # --- subscribe: one path for both transports ---------------------------------------
     async def attach(self, conn: Connection, who: Principal, since: int | None,
-                     greet: Callable[[int], None]) -> None:
+                     greet: Callable[[int], Awaitable[None]]) -> None:
         """Registers a connection, greets it with the position it starts from (`last_id`:
         everything of its user after that id will reach it) and, with `since`, first sends
         what it missed, oldest first.
@@ -97,7 +97,7 @@ class Hub:
             await stream.ready.wait()
             if self.streams.get(conn.tenant_id) is not stream:
                 raise StoreUnavailable("the tenant's stream could not be opened")
-            greet(stream.initial if start is None else start)
+            await greet(stream.initial if start is None else start)
             cursor = since
             while cursor is not None and not conn.closed:
                 page = await self.store.after(who, cursor, REPLAY_PAGE)

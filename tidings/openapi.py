@@ -251,6 +251,9 @@ PATHS: dict[str, Any] = {
                                      "schema": _CURSOR},
                            _query("last_event_id", _CURSOR, "Replay after this id."),
                            _query("since", _CURSOR, "Same as last_event_id."),
+                           _query("snapshot", {"type": "integer", "minimum": 1, "maximum": 50},
+                                  "The connected event also carries `recent`: the newest N "
+                                  "notifications, newest first."),
                            _query("token", {"type": "string"}, "The token, for EventSource."),
                            _query("ticket", {"type": "string"},
                                   "A ticket from POST /api/tickets instead of the token: once, "
@@ -358,7 +361,7 @@ def document() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "tidings", "version": "0.1.0",
                  "description": "Multi-tenant real-time notifications. The WebSocket at "
-                                "/ws/notifications (query token or ticket, tenant_id, since) carries the "
+                                "/ws/notifications (query token or ticket, tenant_id, since, snapshot) carries the "
                                 "same notifications; see the README. Roles: "
                                 + ", ".join(ROLES) + "."},
         "paths": PATHS,

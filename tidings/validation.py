@@ -216,6 +216,19 @@ def flag(raw: str | None, field: str) -> bool:
     raise errors.invalid(field, "must be true or false")
 
 
+MAX_SNAPSHOT = 50
+
+
+def snapshot(raw: str | None) -> int | None:
+    """`?snapshot=N` on a stream: 1 to MAX_SNAPSHOT newest notifications in `connected`."""
+    if raw is None:
+        return None
+    value = _whole(raw, "snapshot")
+    if not 1 <= value <= MAX_SNAPSHOT:
+        raise errors.invalid("snapshot", f"must be between 1 and {MAX_SNAPSHOT}")
+    return value
+
+
 def cursor(raw: str | None, field: str) -> int | None:
     if raw is None or raw == "":
         return None

@@ -149,6 +149,14 @@ class StubServer:
         floor = 0 if self.ignore_cursor else int(cursor)
         return [n for n in self.notifications if n["id"] > floor]
 
+    def hello(self, connection_id: str, snapshot: str | None) -> dict[str, Any]:
+        """The `connected` payload: counts always, the newest notifications when asked."""
+        hello: dict[str, Any] = {"connection_id": connection_id, "user_id": "alice", "tenant_id": "acme",
+                                 "last_id": len(self.notifications), **self.stats()}
+        if snapshot:
+            hello["recent"] = self.notifications[::-1][:int(snapshot)]
+        return hello
+
     def stats(self) -> dict[str, int]:
         unread = sum(1 for n in self.notifications if n["read_at"] is None)
         return {"total": len(self.notifications), "unread": unread}
@@ -272,7 +280,7 @@ class ClientSocket(StubHandler, WebSocketHandler):
             return
         cursor = self.get_query_argument("since", None)
         self.stub.cursors.append(("websocket", cursor))
-        self.write_message({"type": "connected", "connection_id": "c1", "user_id": "alice", "tenant_id": "acme"})
+        self.write_message({"type": "connected", **self.stub.hello("c1", self.get_query_argument("snapshot", None))})
         for n in self.stub.after(cursor):
             self.send("notification", n)
         self.stub.peers.add(self)
@@ -304,7 +312,8 @@ class ClientStream(StubHandler):
         self.set_header("Content-Type", "text/event-stream")
         self.set_header("Cache-Control", "no-cache")
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self.write('retry: 3000\nevent: connected\ndata: {"connection_id": "s1"}\n\n')
+        hello = self.stub.hello("s1", self.get_query_argument("snapshot", None))
+        self.write(f"retry: 3000\nevent: connected\ndata: {json.dumps(hello)}\n\n")
         for n in self.stub.after(cursor):
             self.send("notification", n)
         self.stub.peers.add(self)

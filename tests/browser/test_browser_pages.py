@@ -135,6 +135,8 @@ def test_demo_inbox_badge_toast_and_mark_read(page, stub, screenshot, transport)
     stub.publish("Welcome to tidings", type="success", message="This one came from the inbox list.",
                  read_at="2026-11-24T04:00:00Z")
     stub.publish("Your export is ready", message="report-2026-11.csv (2.4 MB)")
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
     page.goto(f"{stub.url}/demo?token=test-token&tenant_id=acme&transport={transport}")
     page.wait_for_selector(f'#conn-status[data-state="live"][data-transport="{transport}"]')
     assert page.inner_text("#unread-count") == "1"
@@ -145,7 +147,9 @@ def test_demo_inbox_badge_toast_and_mark_read(page, stub, screenshot, transport)
     assert page.get_attribute("#inbox li:first-child", "data-id") == str(live["id"])
     assert page.inner_text("#unread-count") == "2"
     assert "Build failed" in page.inner_text("#toasts")
-    assert stub.cursors[-1] == (transport, "2")  # resumed right after the listed inbox
+    # The first screen came from the connection's snapshot, with no REST call for it.
+    assert stub.cursors == [(transport, None)] and "snapshot=50" in stub.stream_uris[0]
+    assert not [u for u in requests if "/api/notifications" in u and "/stream" not in u]
     screenshot(page, f"demo-{transport}")
 
     page.click(f'#inbox li[data-id="{live["id"]}"] [data-action="read"]')

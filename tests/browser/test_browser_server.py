@@ -133,8 +133,11 @@ def test_demo_connects_with_a_ticket_and_no_url_carries_the_token(page, live, tr
     urls: list[str] = []
     page.on("request", lambda request: urls.append(request.url))
     page.on("websocket", lambda ws: urls.append(ws.url))
+    earlier = live.send(service(), user_id="alice", title="Sent before the page opened")
     page.goto(f"{live.url}/demo?token={quote(user)}&tenant_id=acme&transport={transport}")
     page.wait_for_selector('#conn-status[data-state="live"]')
+    page.wait_for_selector(f'#inbox li[data-id="{earlier["id"]}"]')  # from the snapshot
+    assert page.inner_text("#unread-count") == "1"
     n = live.send(service(), user_id="alice", title="By ticket")
     page.wait_for_selector(f'#inbox li[data-id="{n["id"]}"]')
 
@@ -142,6 +145,7 @@ def test_demo_connects_with_a_ticket_and_no_url_carries_the_token(page, live, tr
     streams = [u for u in urls if "/ws/notifications" in u or "/notifications/stream" in u]
     assert streams and all("ticket=" in u for u in streams)
     assert not any(user in u or "token=" in u for u in urls[1:])  # only the first load had it
+    assert not [u for u in urls if "/api/notifications?" in u]  # no REST call for the inbox
 
 
 def test_falls_back_to_sse_when_websockets_are_blocked(page, live) -> None:

@@ -30,6 +30,7 @@ import asyncpg
 
 from .. import errors
 from ..models import Principal, iso
+from ..validation import MAX_ID
 from .postgres_schema import MIGRATIONS
 from .protocol import Created, CreateRequest, Notification, StoreUnavailable, shape
 
@@ -423,24 +424,26 @@ class PostgresStore:
         """What a reconnecting client missed: ids above `after_id`, oldest first."""
         return await self._page(who, "ASC", limit, after=after_id)
 
-    async def counts(self, who: Principal) -> dict[str, int]:
-        """Total and unread, from index range counts; receipts (few per user) are subtracted."""
+    async def counts(self, who: Principal, upto: int | None = None) -> dict[str, int]:
+        """Total and unread (of ids up to `upto` when given), from index range counts;
+        receipts (few per user) are subtracted."""
         through, _ = await self._read_mark(who)
         row = await self.db.fetchrow(
             "SELECT "
-            " (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id = $2)"
-            " + (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id IS NULL)"
-            " AS all_, "
             " (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id = $2"
-            "  AND id > $3)"
+            "  AND id <= $4)"
             " + (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id IS NULL"
-            "  AND id > $3) AS above, "
+            "  AND id <= $4) AS all_, "
+            " (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id = $2"
+            "  AND id > $3 AND id <= $4)"
+            " + (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id IS NULL"
+            "  AND id > $3 AND id <= $4) AS above, "
             " (SELECT count(*) FROM receipts WHERE tenant_id = $1 AND user_id = $2"
-            "  AND deleted_at IS NOT NULL) AS deleted, "
+            "  AND notification_id <= $4 AND deleted_at IS NOT NULL) AS deleted, "
             " (SELECT count(*) FROM receipts WHERE tenant_id = $1 AND user_id = $2"
-            "  AND notification_id > $3"
+            "  AND notification_id > $3 AND notification_id <= $4"
             "  AND (read_at IS NOT NULL OR deleted_at IS NOT NULL)) AS gone_above",
-            who.tenant_id, who.user_id, through)
+            who.tenant_id, who.user_id, through, MAX_ID if upto is None else upto)
         assert row is not None
         return {"total": row["all_"] - row["deleted"], "unread": row["above"] - row["gone_above"]}
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from .. import errors
 from ..models import Principal, iso
+from ..validation import MAX_ID
 from .protocol import Created, CreateRequest, Notification, shape
 from .sqlite import Database, Row
 
@@ -198,23 +199,26 @@ class SQLiteStore:
         """What a reconnecting client missed: ids above `after_id`, oldest first."""
         return await self._page(who, " AND n.id > :after", "ASC", limit, {"after": after_id})
 
-    async def counts(self, who: Principal) -> dict[str, int]:
-        """Total and unread, from index range counts; receipts (few per user) are subtracted."""
+    async def counts(self, who: Principal, upto: int | None = None) -> dict[str, int]:
+        """Total and unread (of ids up to `upto` when given), from index range counts;
+        receipts (few per user) are subtracted."""
         through, _ = await self._read_mark(who)
-        p = {"tenant": who.tenant_id, "user": who.user_id, "through": through}
+        p = {"tenant": who.tenant_id, "user": who.user_id, "through": through,
+             "upto": MAX_ID if upto is None else upto}
         row = await self.db.fetchone(
             "SELECT "
-            " (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id = :user)"
-            " + (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id IS NULL)"
-            " AS all_, "
             " (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id = :user"
-            "  AND id > :through)"
+            "  AND id <= :upto)"
             " + (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id IS NULL"
-            "  AND id > :through) AS above, "
+            "  AND id <= :upto) AS all_, "
+            " (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id = :user"
+            "  AND id > :through AND id <= :upto)"
+            " + (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id IS NULL"
+            "  AND id > :through AND id <= :upto) AS above, "
             " (SELECT count(*) FROM receipts WHERE tenant_id = :tenant AND user_id = :user"
-            "  AND deleted_at IS NOT NULL) AS deleted, "
+            "  AND notification_id <= :upto AND deleted_at IS NOT NULL) AS deleted, "
             " (SELECT count(*) FROM receipts WHERE tenant_id = :tenant AND user_id = :user"
-            "  AND notification_id > :through"
+            "  AND notification_id > :through AND notification_id <= :upto"
             "  AND (read_at IS NOT NULL OR deleted_at IS NOT NULL)) AS gone_above", p)
         assert row is not None
         return {"total": row["all_"] - row["deleted"], "unread": row["above"] - row["gone_above"]}
