@@ -246,6 +246,8 @@ async def test_dashboard_login_through_nginx_is_https_and_the_clients(start_serv
     overview = await fetch(f"{nginx.base}/admin", nginx.tls,
                            headers={"Cookie": cookie.split(";")[0]})
     assert overview.code == 200 and b"<h1>Overview</h1>" in overview.body
+    # Its sample curl line names the address the browser used, https (Host as nginx sets it).
+    assert b"curl -X POST https://127.0.0.1/api/notifications" in overview.body
     access = [r.getMessage() for r in caplog.records if r.name == "tornado.access"]
     assert any(m.startswith("200 GET /admin (127.0.0.1)") for m in access), access
 
