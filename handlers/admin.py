@@ -151,7 +151,8 @@ class OverviewHandler(PageHandler):
     @operator_only
     async def get(self) -> None:
         self.render_page("admin_overview.html", overview=await self.services.dashboard.overview(),
-                         base_url=f"{self.request.protocol}://{self.request.host}")
+                         base_url=f"{'https' if self.is_https() else 'http'}://"
+                                  f"{self.request.host}")
 
 
 class TenantHandler(PageHandler):

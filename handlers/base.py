@@ -60,12 +60,14 @@ def without_secrets(uri: str) -> str:
 
 
 def log_request(handler: tornado.web.RequestHandler) -> None:
-    """The access log: method, redacted URI, status, client and time; never a token."""
+    """The access log: method, redacted URI, status, client and time; never a token. The
+    client is the one a trusted proxy forwarded for, else the peer."""
     status = handler.get_status()
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     request = handler.request
+    client = handler.client_ip() if isinstance(handler, ServicesMixin) else request.remote_ip
     access_log.log(level, "%d %s %s (%s) %.1fms", status, request.method, redact(request.uri or ""),
-                   request.remote_ip, 1000.0 * request.request_time())
+                   client, 1000.0 * request.request_time())
 
 
 def token_from(request: Any) -> str | None:

@@ -53,7 +53,7 @@ class NotificationStream(SubscribeMixin, BaseHandler):
         self.set_header("X-Accel-Buffering", "no")  # no proxy buffering (nginx)
         self.conn = conn = SSEConnection(
             self, who, max_pending=self.services.settings.max_pending_kib * 1024,
-            remote_ip=self.request.remote_ip or "",
+            remote_ip=self.client_ip(),
             user_agent=self.request.headers.get("User-Agent", ""))
 
         async def greet(last_id: int) -> None:

@@ -88,7 +88,7 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
         self.set_nodelay(True)
         self.conn = WebSocketConnection(
             self, self.who, max_pending=self.services.settings.max_pending_kib * 1024,
-            remote_ip=self.request.remote_ip or "",
+            remote_ip=self.client_ip(),
             user_agent=self.request.headers.get("User-Agent", ""))
         conn = self.conn
         async def greet(last_id: int) -> None:

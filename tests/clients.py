@@ -8,6 +8,7 @@ import base64
 import json
 import os
 import socket
+import ssl
 import sys
 import time
 from pathlib import Path
@@ -15,7 +16,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 import jwt
-from tornado.httpclient import AsyncHTTPClient, HTTPResponse
+from tornado.httpclient import AsyncHTTPClient, HTTPRequest, HTTPResponse
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpclient import TCPClient
 from tornado.websocket import WebSocketClientConnection, websocket_connect
@@ -68,11 +69,14 @@ class WSClient:
         self.hello: dict[str, Any] = {}
 
     @classmethod
-    async def open(cls, port: int, tok: str | None, **query: Any) -> WSClient:
+    async def open(cls, port: int, tok: str | None, tls: ssl.SSLContext | None = None,
+                   **query: Any) -> WSClient:
+        """`tls`: wss:// with that context (through the nginx of tests/test_proxy.py)."""
         params = {"token": tok, **query} if tok else dict(query)
-        url = f"ws://127.0.0.1:{port}/ws/notifications?" + urlencode(
+        url = f"{'wss' if tls else 'ws'}://127.0.0.1:{port}/ws/notifications?" + urlencode(
             {k: v for k, v in params.items() if v is not None})
-        client = cls(await websocket_connect(url, connect_timeout=WAIT))
+        request = HTTPRequest(url, connect_timeout=WAIT, ssl_options=tls)
+        client = cls(await websocket_connect(request))
         client.hello = await client.next()
         assert client.hello["type"] == "connected", client.hello
         return client
@@ -120,13 +124,13 @@ class SSEClient:
 
     @classmethod
     async def open(cls, port: int, tok: str | None = None, headers: dict[str, str] | None = None,
-                   **query: Any) -> SSEClient:
+                   tls: ssl.SSLContext | None = None, **query: Any) -> SSEClient:
         params = {"token": tok, **query} if tok else dict(query)
         path = "/api/notifications/stream"
         clean = {k: v for k, v in params.items() if v is not None}
         if clean:
             path += "?" + urlencode(clean)
-        stream = await TCPClient().connect("127.0.0.1", port, timeout=WAIT)
+        stream = await TCPClient().connect("127.0.0.1", port, timeout=WAIT, ssl_options=tls)
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items())
         stream.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
                      f"Accept: text/event-stream\r\n{extra}\r\n".encode())
