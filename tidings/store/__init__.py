@@ -14,22 +14,24 @@ from .protocol import (
     Directory,
     Notification,
     Planned,
+    ReceiptBook,
     Store,
     StoreUnavailable,
 )
 
 __all__ = ["DUE", "LEASE", "Backend", "Created", "CreateRequest", "Delivery", "DeliveryQueue",
-           "Directory", "Notification", "Planned", "Store", "StoreUnavailable", "is_postgres",
+           "Directory", "Notification", "Planned", "ReceiptBook", "Store", "StoreUnavailable", "is_postgres",
            "open_backend"]
 
 
 @dataclass
 class Backend:
-    """One database, seen through the three seams."""
+    """One database, seen through its seams."""
 
     store: Store
     directory: Directory
     queue: DeliveryQueue
+    receipts: ReceiptBook
 
 
 def is_postgres(db: str) -> bool:
@@ -44,5 +46,7 @@ async def open_backend(db: str, synchronous: str = "NORMAL") -> Backend:
     from .sqlite import Database
     from .sqlite_channels import SQLiteDeliveryQueue, SQLiteDirectory
     from .sqlite_notifications import SQLiteStore
+    from .sqlite_receipts import SQLiteReceiptBook
     database = await Database.open(db, synchronous)
-    return Backend(SQLiteStore(database), SQLiteDirectory(database), SQLiteDeliveryQueue(database))
+    return Backend(SQLiteStore(database), SQLiteDirectory(database), SQLiteDeliveryQueue(database),
+                   SQLiteReceiptBook(database))

@@ -195,8 +195,10 @@ async def open_postgres(url: str) -> Backend:
     """Opens (and migrates) the PostgreSQL database that a postgresql:// URL names."""
     from . import Backend
     from .postgres_channels import PostgresDeliveryQueue, PostgresDirectory
+    from .postgres_receipts import PostgresReceiptBook
     db = await PgDatabase.open(url)
-    return Backend(PostgresStore(db), PostgresDirectory(db), PostgresDeliveryQueue(db))
+    return Backend(PostgresStore(db), PostgresDirectory(db), PostgresDeliveryQueue(db),
+                   PostgresReceiptBook(db))
 
 
 # --- the notification store ------------------------------------------------------------------

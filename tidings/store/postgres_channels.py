@@ -23,7 +23,8 @@ from .sqlite_channels import DELIVERY_HISTORY, group_deliveries
 def _delivery(row: Row) -> Delivery:
     return Delivery(row["id"], row["notification_id"], row["tenant_id"], row["user_id"],
                     row["channel"], row["target"], row["status"], row["attempts"],
-                    row["digest"], bool(row["only_offline"]))
+                    row["digest"], bool(row["only_offline"]),
+                    bool(row["unless_acknowledged"]))
 
 
 class PostgresDirectory:
@@ -154,7 +155,8 @@ class PostgresDirectory:
 
 
 _RETURNING = ("RETURNING d.id, d.notification_id, d.tenant_id, d.user_id, d.channel, d.target, "
-              "d.status, d.attempts, d.digest, d.only_offline, d.next_attempt_at")
+              "d.status, d.attempts, d.digest, d.only_offline, d.unless_acknowledged, "
+              "d.next_attempt_at")
 
 
 class PostgresDeliveryQueue:
@@ -176,20 +178,22 @@ class PostgresDeliveryQueue:
             if affected(status) != 1:
                 return False
             if planned:
-                columns: list[list[Any]] = [[] for _ in range(11)]
+                columns: list[list[Any]] = [[] for _ in range(12)]
                 for p in planned:
                     due = p.next_attempt_at if p.next_attempt_at is not None else \
                         (now if p.status in DUE else None)
                     row = (p.notification_id, p.tenant_id, p.user_id, p.channel, p.target,
-                           p.status, due, p.last_error, p.digest, p.only_offline, now)
+                           p.status, due, p.last_error, p.digest, p.only_offline,
+                           p.unless_acknowledged, now)
                     for column, value in zip(columns, row, strict=True):
                         column.append(value)
                 await conn.execute(
                     "INSERT INTO deliveries (notification_id, tenant_id, user_id, channel, "
                     "target, status, next_attempt_at, last_error, digest, only_offline, "
-                    "created_at) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], "
-                    "$4::text[], $5::text[], $6::text[], $7::double precision[], $8::text[], "
-                    "$9::text[], $10::boolean[], $11::double precision[])", *columns)
+                    "unless_acknowledged, created_at) SELECT * FROM unnest($1::bigint[], "
+                    "$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], "
+                    "$7::double precision[], $8::text[], $9::text[], $10::boolean[], "
+                    "$11::boolean[], $12::double precision[])", *columns)
         return True
 
     async def claim_due(self, now: float, limit: int = 50, lease: float = LEASE,

@@ -64,6 +64,7 @@ class Delivery:
     attempts: int
     digest: str | None
     only_offline: bool
+    unless_acknowledged: bool = False  # skipped ("acknowledged") when the user acknowledged it
 
 
 @dataclass
@@ -80,6 +81,44 @@ class Planned:
     last_error: str | None = None
     digest: str | None = None
     only_offline: bool = False
+    unless_acknowledged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Push:
+    """A notification written to one live connection."""
+
+    notification_id: int
+    tenant_id: str
+    user_id: str
+    connection_id: str
+    transport: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """A user's acknowledgement of a notification from one connection ('': from every SSE
+    connection of the user that was pushed it, when a REST call names none)."""
+
+    notification_id: int
+    tenant_id: str
+    user_id: str
+    connection_id: str
+    at: float
+
+
+class ReceiptBook(Protocol):
+    """Who was pushed, acknowledged and read which notification."""
+
+    async def record(self, pushes: list[Push], acks: list[Ack]) -> None:
+        """Writes pushes and acknowledgements in one transaction; the first of each is kept.
+        An acknowledgement of a notification that is not the user's is dropped."""
+    async def receipts(self, tenant_id: str, notification_ids: list[int],
+                       user_id: str | None = None) -> dict[int, list[dict[str, Any]]]:
+        """Per notification, one entry per recipient that was pushed it, acknowledged it or
+        read it (only `user_id`'s when given), in the API's shape."""
+    async def acknowledged(self, notification_id: int, user_id: str) -> bool: ...
 
 
 class Store(Protocol):

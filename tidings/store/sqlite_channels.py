@@ -16,7 +16,8 @@ from .sqlite import Database, Row
 def _delivery(row: Row) -> Delivery:
     return Delivery(row["id"], row["notification_id"], row["tenant_id"], row["user_id"],
                     row["channel"], row["target"], row["status"], row["attempts"],
-                    row["digest"], bool(row["only_offline"]))
+                    row["digest"], bool(row["only_offline"]),
+                    bool(row["unless_acknowledged"]))
 
 
 class SQLiteDirectory:
@@ -162,12 +163,12 @@ class SQLiteDeliveryQueue:
                 return False
             await conn.executemany(
                 "INSERT INTO deliveries (notification_id, tenant_id, user_id, channel, target, "
-                "status, next_attempt_at, last_error, digest, only_offline, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "status, next_attempt_at, last_error, digest, only_offline, unless_acknowledged, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(p.notification_id, p.tenant_id, p.user_id, p.channel, p.target, p.status,
                   p.next_attempt_at if p.next_attempt_at is not None else
                   (now if p.status in DUE else None), p.last_error, p.digest,
-                  int(p.only_offline), now) for p in planned])
+                  int(p.only_offline), int(p.unless_acknowledged), now) for p in planned])
         return True
 
     async def claim_due(self, now: float, limit: int = 50, lease: float = LEASE,

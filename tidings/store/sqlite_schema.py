@@ -161,3 +161,29 @@ MIGRATIONS.append(
     CREATE INDEX push_subscriptions_endpoint ON push_subscriptions (endpoint);
     """
 )
+
+MIGRATIONS.append(
+    # acknowledgements: which connection was pushed which notification, and which the user
+    # acknowledged (connection_id '' stands for every SSE connection of the user); a channel
+    # delivery that waits for an acknowledgement before it goes.
+    """
+    CREATE TABLE pushes (
+        notification_id INTEGER NOT NULL,
+        connection_id TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        transport TEXT NOT NULL,
+        pushed_at REAL NOT NULL,
+        PRIMARY KEY (notification_id, connection_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE acks (
+        notification_id INTEGER NOT NULL,
+        user_id TEXT NOT NULL,
+        connection_id TEXT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        acknowledged_at REAL NOT NULL,
+        PRIMARY KEY (notification_id, user_id, connection_id)
+    ) WITHOUT ROWID;
+    ALTER TABLE deliveries ADD COLUMN unless_acknowledged INTEGER NOT NULL DEFAULT 0;
+    """
+)

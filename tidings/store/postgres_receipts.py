@@ -1,0 +1,70 @@
+"""Receipts on PostgreSQL, with the same results as `SQLiteReceiptBook`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .postgres import PgDatabase
+from .protocol import Ack, Push
+from .sqlite_receipts import assemble
+
+_RECEIPTS = """
+SELECT 'push' AS kind, notification_id, user_id, connection_id, transport, pushed_at AS at
+  FROM pushes WHERE tenant_id = $1 AND notification_id = ANY($2::bigint[]){mine}
+UNION ALL
+SELECT 'ack', notification_id, user_id, connection_id, NULL, acknowledged_at
+  FROM acks WHERE tenant_id = $1 AND notification_id = ANY($2::bigint[]){mine}
+UNION ALL
+SELECT 'read', notification_id, user_id, NULL, NULL, read_at
+  FROM receipts WHERE tenant_id = $1 AND notification_id = ANY($2::bigint[]){mine}
+  AND read_at IS NOT NULL
+UNION ALL
+SELECT 'read', n.id, m.user_id, NULL, NULL, m.read_at
+  FROM notifications n JOIN read_marks m ON m.tenant_id = n.tenant_id
+  AND m.read_through >= n.id AND (n.user_id IS NULL OR n.user_id = m.user_id)
+  WHERE n.tenant_id = $1 AND n.id = ANY($2::bigint[]){mine_mark}
+"""
+
+
+class PostgresReceiptBook:
+    def __init__(self, db: PgDatabase) -> None:
+        self.db = db
+
+    async def record(self, pushes: list[Push], acks: list[Ack]) -> None:
+        async with self.db.transaction() as conn:
+            if pushes:
+                await conn.execute(
+                    "INSERT INTO pushes (notification_id, connection_id, tenant_id, user_id, "
+                    "transport, pushed_at) SELECT * FROM unnest($1::bigint[], $2::text[], "
+                    "$3::text[], $4::text[], $5::text[], $6::double precision[]) "
+                    "ON CONFLICT DO NOTHING",
+                    [p.notification_id for p in pushes], [p.connection_id for p in pushes],
+                    [p.tenant_id for p in pushes], [p.user_id for p in pushes],
+                    [p.transport for p in pushes], [p.at for p in pushes])
+            if acks:
+                await conn.execute(
+                    "INSERT INTO acks (notification_id, user_id, connection_id, tenant_id, "
+                    "acknowledged_at) SELECT a.* FROM unnest($1::bigint[], $2::text[], "
+                    "$3::text[], $4::text[], $5::double precision[]) AS a(n, u, c, t, at) "
+                    "JOIN notifications x ON x.id = a.n AND x.tenant_id = a.t "
+                    "AND (x.user_id = a.u OR x.user_id IS NULL) ON CONFLICT DO NOTHING",
+                    [a.notification_id for a in acks], [a.user_id for a in acks],
+                    [a.connection_id for a in acks], [a.tenant_id for a in acks],
+                    [a.at for a in acks])
+
+    async def receipts(self, tenant_id: str, notification_ids: list[int],
+                       user_id: str | None = None) -> dict[int, list[dict[str, Any]]]:
+        if not notification_ids:
+            return {}
+        mine = "" if user_id is None else " AND user_id = $3"
+        mine_mark = "" if user_id is None else " AND m.user_id = $3"
+        rows = await self.db.fetch(
+            _RECEIPTS.format(mine=mine, mine_mark=mine_mark), tenant_id, list(notification_ids),
+            *([] if user_id is None else [user_id]))
+        return assemble(notification_ids, rows)
+
+    async def acknowledged(self, notification_id: int, user_id: str) -> bool:
+        row = await self.db.fetchrow(
+            "SELECT 1 FROM acks WHERE notification_id = $1 AND user_id = $2 LIMIT 1",
+            notification_id, user_id)
+        return row is not None

@@ -1,0 +1,113 @@
+"""Receipts on SQLite: which connection was pushed a notification, which acknowledged it, and
+who read it (from the read state the inbox keeps)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .protocol import Ack, Push, ts
+from .sqlite import Database, Row
+
+# One statement, so pushes, acknowledgements and reads come from one snapshot. A read is an
+# explicit one (receipts) or a read-all mark at or past the id; for a direct notification only
+# its recipient's mark counts.
+_RECEIPTS = """
+SELECT 'push' AS kind, notification_id, user_id, connection_id, transport, pushed_at AS at
+  FROM pushes WHERE tenant_id = :tenant AND notification_id IN ({ids}){mine}
+UNION ALL
+SELECT 'ack', notification_id, user_id, connection_id, NULL, acknowledged_at
+  FROM acks WHERE tenant_id = :tenant AND notification_id IN ({ids}){mine}
+UNION ALL
+SELECT 'read', notification_id, user_id, NULL, NULL, read_at
+  FROM receipts WHERE tenant_id = :tenant AND notification_id IN ({ids}){mine}
+  AND read_at IS NOT NULL
+UNION ALL
+SELECT 'read', n.id, m.user_id, NULL, NULL, m.read_at
+  FROM notifications n JOIN read_marks m ON m.tenant_id = n.tenant_id
+  AND m.read_through >= n.id AND (n.user_id IS NULL OR n.user_id = m.user_id)
+  WHERE n.tenant_id = :tenant AND n.id IN ({ids}){mine_mark}
+"""
+
+
+class SQLiteReceiptBook:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def record(self, pushes: list[Push], acks: list[Ack]) -> None:
+        async with self.db.write() as conn:
+            await conn.executemany(
+                "INSERT INTO pushes (notification_id, connection_id, tenant_id, user_id, "
+                "transport, pushed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [(p.notification_id, p.connection_id, p.tenant_id, p.user_id, p.transport, p.at)
+                 for p in pushes])
+            await conn.executemany(
+                "INSERT INTO acks (notification_id, user_id, connection_id, tenant_id, "
+                "acknowledged_at) SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM "
+                "notifications WHERE id = ?1 AND tenant_id = ?4 AND (user_id = ?2 OR user_id "
+                "IS NULL)) ON CONFLICT DO NOTHING",
+                [(a.notification_id, a.user_id, a.connection_id, a.tenant_id, a.at)
+                 for a in acks])
+
+    async def receipts(self, tenant_id: str, notification_ids: list[int],
+                       user_id: str | None = None) -> dict[int, list[dict[str, Any]]]:
+        if not notification_ids:
+            return {}
+        ids = ",".join(str(int(i)) for i in notification_ids)
+        mine = "" if user_id is None else " AND user_id = :user"
+        mine_mark = "" if user_id is None else " AND m.user_id = :user"
+        rows = await self.db.fetchall(
+            _RECEIPTS.format(ids=ids, mine=mine, mine_mark=mine_mark),
+            {"tenant": tenant_id, "user": user_id})
+        return assemble(notification_ids, rows)
+
+    async def acknowledged(self, notification_id: int, user_id: str) -> bool:
+        row = await self.db.fetchone(
+            "SELECT 1 FROM acks WHERE notification_id = ? AND user_id = ? LIMIT 1",
+            (notification_id, user_id))
+        return row is not None
+
+
+def assemble(notification_ids: list[int], rows: list[Row]) -> dict[int, list[dict[str, Any]]]:
+    """Rows of kind push / ack / read into the API's receipts: per notification, per user,
+    the earliest read and acknowledgement, and each connection pushed it. An acknowledgement
+    naming no connection ('') marks every SSE connection of the user."""
+    users: dict[int, dict[str, dict[str, Any]]] = {n: {} for n in notification_ids}
+    acks: list[Row] = []
+    for row in rows:
+        entry = users[row["notification_id"]].setdefault(row["user_id"], {
+            "user_id": row["user_id"], "read_at": None, "acknowledged_at": None,
+            "connections": {}})
+        if row["kind"] == "push":
+            entry["connections"][row["connection_id"]] = {
+                "connection_id": row["connection_id"], "transport": row["transport"],
+                "pushed_at": row["at"], "acknowledged_at": None}
+        elif row["kind"] == "read":
+            entry["read_at"] = _earliest(entry["read_at"], row["at"])
+        else:
+            acks.append(row)
+    for row in acks:  # after every push is known
+        entry = users[row["notification_id"]][row["user_id"]]
+        entry["acknowledged_at"] = _earliest(entry["acknowledged_at"], row["at"])
+        if row["connection_id"]:
+            conn = entry["connections"].setdefault(row["connection_id"], {
+                "connection_id": row["connection_id"], "transport": "sse", "pushed_at": None,
+                "acknowledged_at": None})
+            conn["acknowledged_at"] = _earliest(conn["acknowledged_at"], row["at"])
+        else:
+            for conn in entry["connections"].values():
+                if conn["transport"] == "sse":
+                    conn["acknowledged_at"] = _earliest(conn["acknowledged_at"], row["at"])
+    return {n: [_shaped(e) for _, e in sorted(found.items())] for n, found in users.items()}
+
+
+def _earliest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _shaped(entry: dict[str, Any]) -> dict[str, Any]:
+    connections = sorted(entry["connections"].values(),
+                         key=lambda c: (c["pushed_at"] or 0, c["connection_id"]))
+    return {"user_id": entry["user_id"], "read_at": ts(entry["read_at"]),
+            "acknowledged_at": ts(entry["acknowledged_at"]),
+            "connections": [{**c, "pushed_at": ts(c["pushed_at"]),
+                             "acknowledged_at": ts(c["acknowledged_at"])} for c in connections]}
