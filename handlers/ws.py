@@ -108,8 +108,12 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
             remote_ip=self.request.remote_ip or "",
             user_agent=self.request.headers.get("User-Agent", ""))
         conn = self.conn
-        await self.services.hub.attach(conn, self.who, self.since, lambda last_id: (
-            self.write_message(dumps({"type": "connected", **self.hello(conn, last_id)}))))
+        try:
+            await self.services.hub.attach(conn, self.who, self.since, lambda last_id: (
+                self.write_message(dumps({"type": "connected", **self.hello(conn, last_id)}))))
+        except Exception:
+            self.goodbye = "failed"  # counted as the server's failure, not the client's close
+            raise
 
     async def on_message(self, raw: str | bytes) -> None:
         try:
