@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import time
 
 from tidings import errors, validation
-from tidings.connections import SSE, WEBSOCKET
 from tidings.limits import RateLimiter
+from tidings.metrics import CONTENT_TYPE
 from tidings.openapi import document
 from tidings.tickets import TTL
 
@@ -124,34 +123,11 @@ class MetricsHandler(BaseHandler):
         expected = f"Bearer {password}".encode()
         if not local and not (password and hmac.compare_digest(given, expected)):
             raise errors.forbidden("metrics are served on loopback or with the admin password")
-        activity = self.services.activity
-        lines = [
-            "# HELP tidings_connections Open client connections, on every process.",
-            "# TYPE tidings_connections gauge",
-        ]
-        for tenant, stats in sorted((await self.services.presence.tenants()).items()):
-            for transport in (WEBSOCKET, SSE):
-                lines.append(f'tidings_connections{{tenant="{_label(tenant)}",'
-                             f'transport="{transport}"}} {stats[transport]}')
-        lines += [
-            "# HELP tidings_notifications_created_total Notifications stored and pushed.",
-            "# TYPE tidings_notifications_created_total counter",
-            f"tidings_notifications_created_total {activity.created_total}",
-            "# HELP tidings_deliveries_total Notifications handed to a live connection.",
-            "# TYPE tidings_deliveries_total counter",
-            f"tidings_deliveries_total {activity.delivered_total}",
-            "# HELP tidings_uptime_seconds Seconds since the process started.",
-            "# TYPE tidings_uptime_seconds gauge",
-            f"tidings_uptime_seconds {time.time() - self.services.started_at:.0f}",
-        ]
-        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.finish("\n".join(lines) + "\n")
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.finish(await self.services.metrics.scrape())
 
 
 class OpenAPIHandler(BaseHandler):
     def get(self) -> None:
         self.write_json(document())
 
-
-def _label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")

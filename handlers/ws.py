@@ -54,11 +54,30 @@ class WebSocketConnection(Connection):
         self.handler.close(_CLOSE_CODES.get(reason, 1011), reason)
 
 
+class _Protocol(tornado.websocket.WebSocketProtocol13):
+    """Tornado's protocol, telling the handler why Tornado itself said goodbye (a ping gone
+    unanswered, a frame too big): on_close cannot tell that from a client's close."""
+
+    handler: NotificationSocket
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        if not self.server_terminated and not self.client_terminated:
+            self.handler.goodbye = reason or f"code {code}"
+        super().close(code, reason)
+
+
 class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
     who: Principal
     since: int | None
     snapshot: int | None
     conn: WebSocketConnection | None = None
+    goodbye: str | None = None  # why the server's side closed first, if it did
+
+    def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if not isinstance(protocol, tornado.websocket.WebSocketProtocol13):
+            return protocol
+        return _Protocol(self, False, protocol.params)
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         # Refusals are plain HTTP with a JSON body, before the upgrade.
@@ -95,7 +114,11 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
             hello = await self.hello(conn, last_id, self.snapshot)
             self.write_message(dumps({"type": "connected", **hello}))
 
-        await self.services.hub.attach(conn, self.who, self.since, greet)
+        try:
+            await self.services.hub.attach(conn, self.who, self.since, greet)
+        except Exception:
+            self.goodbye = "failed"  # counted as the server's failure, not the client's close
+            raise
 
     async def on_message(self, raw: str | bytes) -> None:
         try:
@@ -134,4 +157,6 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
     def on_close(self) -> None:
         if self.conn is not None:
             self.conn.closed = True
-            self.services.hub.detach(self.conn, f"code {self.close_code}")
+            # Ours (too slow, shutdown), Tornado's (ping timed out), else the client's.
+            reason = self.conn.close_reason or self.goodbye or "client went away"
+            self.services.hub.detach(self.conn, reason)

@@ -89,6 +89,7 @@ class Connection:
         self.opened_at = time.time()
         self.last_id = 0              # largest notification id sent: nothing at or below again
         self.closed = False
+        self.close_reason: str | None = None  # why the server ended it, when it did
         self.max_pending = max_pending
         self._held: list[Message] | None = None
         self._held_bytes = 0
@@ -171,6 +172,7 @@ class Connection:
         is delivering to other connections."""
         if not self.closed:
             self.closed = True
+            self.close_reason = reason
             self._held = None
             try:
                 self._close(reason)

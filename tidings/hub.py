@@ -21,6 +21,7 @@ from typing import Any
 
 from .connections import HEARTBEAT, SSE, Connection, Message
 from .fanout import Broker, Envelope
+from .metrics import Metrics
 from .models import Principal
 from .presence import Presence
 from .registry import Registry
@@ -50,8 +51,9 @@ class TenantStream:
 
 class Hub:
     def __init__(self, store: Store, registry: Registry, broker: Broker, presence: Presence,
-                 heartbeat: float = 30.0) -> None:
+                 metrics: Metrics, heartbeat: float = 30.0) -> None:
         self.store = store
+        self.metrics = metrics
         self.registry = registry
         self.broker = broker
         self.presence = presence
@@ -88,6 +90,7 @@ class Hub:
         stream = self.streams.get(conn.tenant_id)
         start = stream.last if stream is not None and stream.ready.is_set() else None
         self.registry.add(conn)
+        self.metrics.connection_opened(conn.transport)
         log.info("%s connection %s opened tenant=%s user=%s%s", conn.transport, conn.id,
                  conn.tenant_id, conn.user_id, "" if since is None else f" since={since}")
         try:
@@ -107,8 +110,10 @@ class Hub:
         finally:
             conn.release()
 
-    def detach(self, conn: Connection, reason: str = "") -> None:
+    def detach(self, conn: Connection, reason: str) -> None:
+        """Unregisters a connection that has ended; `reason` is why (see metrics.CLOSE_REASONS)."""
         self.registry.remove(conn)
+        self.metrics.connection_closed(conn.transport, reason)
         log.info("%s connection %s closed tenant=%s user=%s%s", conn.transport, conn.id,
                  conn.tenant_id, conn.user_id, f" ({reason})" if reason else "")
         tenant_id = conn.tenant_id
@@ -175,6 +180,8 @@ class Hub:
             targets = list(self.registry.user(envelope.tenant_id, envelope.user_id))
         for conn in targets:
             conn.send(envelope.message)
+        if envelope.message.event_id is not None:  # a notification: observed once, not per send
+            self.metrics.pushed(len(targets), envelope.committed_at)
 
     def _fill(self, stream: TenantStream, through: int) -> None:
         if not stream.filling:

@@ -349,8 +349,12 @@ PATHS: dict[str, Any] = {
                    who="anyone", public=True),
     },
     "/metrics": {
-        "get": _op("Prometheus metrics", {"200": _ok("Text format", {"type": "string"},
-                                                     "text/plain")},
+        "get": _op("Prometheus metrics", {"200": _ok(
+            "Prometheus text format 0.0.4: connections per tenant, notifications created, "
+            "histograms of commit-to-push latency, group commit duration and fan-out size, "
+            "channel deliveries by channel and status, connections opened and closed by "
+            "reason, process metrics. The README lists every series.", {"type": "string"},
+            "text/plain")},
                    who="anyone on loopback, or with the admin password as bearer", public=True),
     },
 }

@@ -31,6 +31,7 @@ from .channels import (
     render,
     render_digest,
 )
+from .metrics import Metrics
 from .presence import Presence
 from .store import Delivery, DeliveryQueue, Directory, Planned, Store, StoreUnavailable
 
@@ -59,9 +60,10 @@ class TenantView:
 
 class Orchestrator:
     def __init__(self, store: Store, directory: Directory, queue: DeliveryQueue,
-                 channels: dict[str, Channel], presence: Presence,
+                 channels: dict[str, Channel], presence: Presence, metrics: Metrics,
                  clock: Callable[[], float] = time.time) -> None:
         self.notifications = store
+        self.metrics = metrics
         self.directory = directory
         self.queue = queue
         self.channels = channels
@@ -148,6 +150,9 @@ class Orchestrator:
                                       notification["id"])
                 # Another process may have planned these meanwhile: then nothing is written.
                 if await self.queue.add_planned(planned, cursor, batch[-1]["id"]) and planned:
+                    for row in planned:
+                        if row.status == "skipped":  # decided at planning: an outcome too
+                            self.metrics.delivered(row.channel, row.status)
                     self.wake()
 
     async def _tenant_view(self, tenant: str) -> TenantView:
@@ -270,13 +275,13 @@ class Orchestrator:
         d = group[0]
         channel = self.channels.get(d.channel)
         if channel is None:
-            return await self.queue.finish(group, "skipped", error=f"{d.channel} is off")
+            return await self._finish(group, "skipped", error=f"{d.channel} is off")
         if d.only_offline and d.user_id and await self.presence.is_online(d.tenant_id,
                                                                             d.user_id):
-            return await self.queue.finish(group, "skipped", error="user was online")
+            return await self._finish(group, "skipped", error="user was online")
         recipient = await self._recipient(d)
         if recipient is None:
-            return await self.queue.finish(group, "skipped", error="the address is gone")
+            return await self._finish(group, "skipped", error="the address is gone")
         try:
             rendered = await self._render(group)
             provider_id = await channel.send(recipient, rendered)
@@ -284,23 +289,30 @@ class Orchestrator:
             await self.directory.remove_subscription(d.tenant_id, e.endpoint)
             log.info("push subscription of tenant=%s user=%s removed: gone", d.tenant_id,
                      d.user_id)
-            return await self.queue.finish(group, "failed", error=str(e))
+            return await self._finish(group, "failed", error=str(e))
         except DeliveryError as e:
             return await self._failed(group, e)
-        await self.queue.finish(group, "sent", provider_id=provider_id)
+        await self._finish(group, "sent", provider_id=provider_id)
         log.info("%s delivery %s sent tenant=%s user=%s (attempt %d)", d.channel,
                  ",".join(str(x.id) for x in group), d.tenant_id, d.user_id or "*", d.attempts)
+
+    async def _finish(self, group: list[Delivery], status: str, *, error: str | None = None,
+                      provider_id: str | None = None, retry_at: float | None = None) -> None:
+        """Records a send's outcome on its rows, then counts it."""
+        await self.queue.finish(group, status, error=error, provider_id=provider_id,
+                                retry_at=retry_at)
+        self.metrics.delivered(group[0].channel, status, len(group))
 
     async def _failed(self, group: list[Delivery], e: DeliveryError) -> None:
         d = group[0]
         if e.permanent or d.attempts >= self.max_attempts:
             log.warning("%s delivery %d failed for good after %d attempt(s): %s", d.channel,
                         d.id, d.attempts, e)
-            return await self.queue.finish(group, "failed", error=str(e))
+            return await self._finish(group, "failed", error=str(e))
         delay = min(BACKOFF_CAP, self.backoff_base * 2 ** (d.attempts - 1))
         delay *= random.uniform(0.5, 1.0)  # jitter: retries of one outage don't stampede
         log.info("%s delivery %d will retry in %.1fs: %s", d.channel, d.id, delay, e)
-        await self.queue.finish(group, "queued", error=str(e), retry_at=self.clock() + delay)
+        await self._finish(group, "queued", error=str(e), retry_at=self.clock() + delay)
 
     async def _recipient(self, d: Delivery) -> Recipient | None:
         if d.channel == "webhook":

@@ -20,6 +20,7 @@ from .activity import Activity
 from .connections import SSE, WEBSOCKET, Message
 from .fanout import Broker, BrokerUnavailable, Envelope
 from .hub import Hub
+from .metrics import Metrics
 from .models import NewNotification, Principal
 from .presence import Presence
 from .store import Created, CreateRequest, Store, StoreUnavailable
@@ -48,12 +49,13 @@ class Published:
 
 class Publisher:
     def __init__(self, store: Store, hub: Hub, broker: Broker, presence: Presence,
-                 activity: Activity) -> None:
+                 activity: Activity, metrics: Metrics) -> None:
         self.store = store
         self.hub = hub
         self.broker = broker
         self.presence = presence
         self.activity = activity
+        self.metrics = metrics
         self._queue: asyncio.Queue[Waiting] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
@@ -104,6 +106,7 @@ class Publisher:
                     self._queue.task_done()
 
     async def _commit_each(self, batch: list[Waiting]) -> None:
+        started = time.monotonic()
         try:
             results = await self.store.create_batch([request for request, _ in batch])
         except StoreUnavailable as e:
@@ -118,20 +121,23 @@ class Publisher:
             log.exception("storing a notification request failed")
             return _fail(batch, e)
         self._store_failed_at = None
+        self.metrics.committed(time.monotonic() - started)
         try:
-            await self._push_and_answer(batch, results)
+            await self._push_and_answer(batch, results, time.time())
         except Exception as e:  # committed: answer what is known, never store it twice
             log.exception("answering %d committed notification request(s) failed", len(batch))
             _fail(batch, e)
 
-    async def _push_and_answer(self, batch: list[Waiting], results: list[Created]) -> None:
+    async def _push_and_answer(self, batch: list[Waiting], results: list[Created],
+                               committed_at: float) -> None:
         fresh = [c for c in results if not c.replayed]
         # The push, in id order and with no await in between, so no push overtakes another.
         for created in fresh:
             for notification, prev_id in zip(created.notifications, created.prev_ids,
                                              strict=True):
                 self._publish(Envelope(notification["tenant_id"], notification["user_id"],
-                                       Message.notification(notification), prev_id))
+                                       Message.notification(notification), prev_id,
+                                       committed_at))
         counts = await self._count(fresh)
         answers: list[tuple[str, str, dict[str, Any]]] = []
         first: dict[tuple[str, str], Published] = {}  # a key's first answer in this batch

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from .activity import Activity
@@ -20,6 +19,7 @@ from .dashboard import Dashboard
 from .fanout import Broker
 from .fanout.local import LocalBroker
 from .hub import Hub
+from .metrics import Metrics
 from .orchestrator import Orchestrator
 from .presence import Presence
 from .presence.local import LocalPresence
@@ -47,8 +47,8 @@ class Services:
     dashboard: Dashboard
     channels: dict[str, Channel]
     orchestrator: Orchestrator
+    metrics: Metrics
     tickets: Tickets
-    started_at: float = field(default_factory=time.time)
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:
@@ -61,19 +61,20 @@ class Services:
         registry.on_user_change = presence.changed
         await presence.start()
         activity = Activity()
-        hub = Hub(backend.store, registry, broker, presence, settings.heartbeat)
+        metrics = Metrics(activity, presence, channels)
+        hub = Hub(backend.store, registry, broker, presence, metrics, settings.heartbeat)
         await hub.start()
-        publisher = Publisher(backend.store, hub, broker, presence, activity)
+        publisher = Publisher(backend.store, hub, broker, presence, activity, metrics)
         await publisher.start()
         dashboard = Dashboard(activity, presence, registry, backend.store, backend.queue)
         dashboard.start()
         orchestrator = Orchestrator(backend.store, backend.directory, backend.queue, channels,
-                                    presence)
+                                    presence, metrics)
         activity.listeners.append(orchestrator.notification_created)
         await orchestrator.start()
         return cls(settings, backend.store, backend.directory, backend.queue, registry, broker,
                    presence, hub, publisher, activity, verifier, dashboard, channels,
-                   orchestrator, _tickets(settings))
+                   orchestrator, metrics, _tickets(settings))
 
     async def health(self) -> dict[str, str]:
         """What does not answer or has stopped: empty when all is well."""

@@ -25,24 +25,28 @@ class Envelope:
     """A message for one user of a tenant, or (user_id None) for every user of the tenant.
 
     A notification carries `prev_id`, the id of its tenant's previous notification: a
-    receiver that has delivered up to a smaller id knows it missed some."""
+    receiver that has delivered up to a smaller id knows it missed some; and `committed_at`,
+    the wall-clock time of its commit, for the commit-to-push latency on every process."""
 
     tenant_id: str
     user_id: str | None
     message: Message
     prev_id: int | None = None
+    committed_at: float | None = None
 
     def encode(self) -> bytes:
         """The wire form: one JSON object, encoded once per publish."""
         m = self.message
         return json.dumps({"t": self.tenant_id, "u": self.user_id, "k": m.kind, "f": m.key,
-                           "p": m.payload, "e": m.event_id, "v": self.prev_id},
+                           "p": m.payload, "e": m.event_id, "v": self.prev_id,
+                           "c": self.committed_at},
                           separators=(",", ":"), ensure_ascii=False).encode()
 
     @classmethod
     def decode(cls, raw: bytes | str) -> Envelope:
         w: dict[str, Any] = json.loads(raw)
-        return cls(w["t"], w["u"], Message(w["k"], w["f"], w["p"], w["e"]), w["v"])
+        return cls(w["t"], w["u"], Message(w["k"], w["f"], w["p"], w["e"]), w["v"],
+                   w.get("c"))  # absent from a process of an older version
 
 
 # Called with each envelope another process published for a subscribed tenant.
