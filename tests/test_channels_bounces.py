@@ -97,8 +97,9 @@ async def test_complaints_signed_with_sha1_and_one_certificate_fetch(
     await settled(api, first)
     [sent] = aws_peer.sent_emails()
     for version in ("1", "2"):
-        answer = await post_sns(api, sns_peer.notification(
-            complaint(sent["id"], "carol@example.com"), version=version))
+        envelope = sns_peer.notification(complaint(sent["id"], "carol@example.com"),
+                                         version=version, Subject="Complaint")
+        answer = await post_sns(api, envelope)
         assert answer["status"] == "suppressed"
     assert await suppressed(api) == {"carol@example.com": "complaint"}
     assert len(sns_peer.cert_fetches) == 1  # kept after the first message

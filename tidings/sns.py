@@ -61,7 +61,9 @@ def parse(envelope: Any) -> dict[str, str]:
     message: dict[str, str] = {}
     for key in sorted(required | {"Subject"}):
         value = envelope.get(key)
-        if value is None and key not in required:
+        if key not in required:  # Subject: signed when SNS sent one
+            if isinstance(value, str):
+                message[key] = value
             continue
         if not isinstance(value, str) or not value:
             raise errors.invalid(key, "is required (a string)")

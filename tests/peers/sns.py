@@ -79,12 +79,14 @@ class SnsPeer:
                 "Signature": base64.b64encode(signature).decode(),
                 "SigningCertURL": self.cert_url}
 
-    def notification(self, event: dict[str, Any], version: str = "2") -> dict[str, Any]:
-        """An SES event (bounce, complaint) as SNS delivers it, signed."""
+    def notification(self, event: dict[str, Any], version: str = "2",
+                     **more: str) -> dict[str, Any]:
+        """An SES event (bounce, complaint) as SNS delivers it, signed (with a Subject when
+        one is given: SNS signs it then)."""
         return self.sign({
             "Type": "Notification", "MessageId": str(uuid.uuid4()), "TopicArn": TOPIC,
             "Message": json.dumps(event), "Timestamp": _now(),
-            "UnsubscribeURL": f"http://{self.host}/unsubscribe"}, version)
+            "UnsubscribeURL": f"http://{self.host}/unsubscribe", **more}, version)
 
     def subscription_confirmation(self, token: str) -> dict[str, Any]:
         return self.sign({
