@@ -88,7 +88,13 @@ class Server:
         http = tornado.httpserver.HTTPServer(BodyLimit(make_app(services), limit),
                                              xheaders=False, max_body_size=limit * 1024)
         http.add_sockets(sockets)
-        return cls(services, http, sockets[0].getsockname()[1])
+        port = sockets[0].getsockname()[1]
+        if services.links.base_url is None:  # no --public-url: this process's own address
+            services.links.base_url = own_url(settings.host, port)
+            if services.channels.get("email"):
+                log.warning("no --public-url: the unsubscribe links in emails point at %s",
+                            services.links.base_url)
+        return cls(services, http, port)
 
     async def stop(self) -> None:
         """Stops accepting, tells every client (WebSocket 1001, SSE stream ended), finishes
@@ -122,6 +128,13 @@ class Server:
             log.warning("some HTTP connections did not close within %.0fs", SHUTDOWN_GRACE)
         await self.services.close()
         self.stopped.set()
+
+
+def own_url(host: str, port: int) -> str:
+    """http://HOST:PORT of this process; a wildcard address as the loopback one."""
+    if host in ("", "0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def describe_db(db: str) -> str:

@@ -16,7 +16,7 @@ from tidings import validation
 from tidings.errors import TidingsError
 from tidings.limits import RateLimiter
 
-from .base import ServicesMixin, without_secrets
+from .base import ServicesMixin, set_page_headers, without_secrets
 
 log = logging.getLogger("tidings.admin")
 
@@ -63,21 +63,11 @@ def local_path(target: str | None, default: str = "/admin") -> str:
     return without_secrets(target)
 
 
-# No inline script anywhere: scripts come from /static; the JSON data blocks are not run.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
-       "img-src 'self' data:; connect-src 'self' {ws}; object-src 'none'; base-uri 'none'; "
-       "form-action 'self'; frame-ancestors 'none'")
-
-
 class PageHandler(OperatorMixin, tornado.web.RequestHandler):
     """Renders Jinja2 templates."""
 
     def set_default_headers(self) -> None:
-        host = self.request.host or ""
-        self.set_header("Content-Security-Policy", CSP.format(ws=f"ws://{host} wss://{host}"))
-        self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Referrer-Policy", "no-referrer")
-        self.set_header("X-Frame-Options", "DENY")
+        set_page_headers(self)
 
     def get_login_url(self) -> str:
         return "/admin/login"

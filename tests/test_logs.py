@@ -84,3 +84,15 @@ async def test_text_logs_stay_lines_of_text(tmp_path):
     assert " INFO    tidings: tidings listening on http://127.0.0.1:" in lines[-1]
     with pytest.raises(ValueError):
         json.loads(lines[-1])
+
+
+def test_the_signed_part_of_an_unsubscribe_link_is_redacted_in_both_formats():
+    import logging
+
+    from tidings.logs import JsonFormatter, TextFormatter
+
+    link = "https://notify.example.com/unsubscribe/WyJhIiwiYiIsImMiXQ.c2lnbmF0dXJlc2lnbmF0"
+    record = logging.LogRecord("tidings", logging.INFO, __file__, 1, "sent %s", (link,), None)
+    for formatter in (TextFormatter(), JsonFormatter()):
+        line = formatter.format(record)
+        assert "/unsubscribe/[redacted]" in line and "WyJhIiwi" not in line, line

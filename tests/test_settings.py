@@ -41,6 +41,8 @@ def sample(setting: config.Setting, n: int) -> str:
         return ("debug", "warning")[n]
     if setting.name == "log_format":
         return ("text", "json")[n]
+    if setting.kind is config._public_url:
+        return f"https://notify{n}.example.com"
     return f"value-{n}"
 
 
@@ -212,3 +214,11 @@ def test_the_token_command_offers_only_what_it_reads(capsys):
         cli(capsys, "token", "--help")
     out = capsys.readouterr().out
     assert "--jwt-secret" in out and "--dev" in out and "--heartbeat" not in out
+
+
+def test_public_url_must_be_an_http_url():
+    for bad in ("notify.example.com", "ftp://notify.example.com", "https://x.example/?a=1"):
+        with pytest.raises(SystemExit, match="--public-url"):
+            config.load(build_parser().parse_args(["--public-url", bad]), {})
+    good = config.load(build_parser().parse_args(["--public-url", "https://x.example/t/"]), {})
+    assert good.public_url == "https://x.example/t"

@@ -7,6 +7,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class Secret(str):
@@ -53,6 +54,14 @@ def _log_format(value: str) -> str:
     if value not in ("text", "json"):
         raise ValueError(f"expected text or json, got {value!r}")
     return value
+
+
+def _public_url(value: str) -> str:
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query \
+            or parts.fragment or not value.isascii():
+        raise ValueError(f"expected an http(s) URL like https://notify.example.com, got {value!r}")
+    return value.strip().rstrip("/")
 
 
 def _origins(value: str) -> tuple[str, ...]:
@@ -104,6 +113,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("email_url", None, "Email transport: smtp://[user:pass@]host[:port] (STARTTLS when "
             "offered), smtps://... (TLS) or ses://REGION. Email is off without it.", Secret),
     Setting("email_from", None, "Sender address of emails; required when email is on."),
+    Setting("public_url", None, "The address at which browsers and mail readers reach this "
+            "server (https://notify.example.com, behind a proxy its public one), for the links "
+            "tidings puts in emails: every email's one-click List-Unsubscribe link. "
+            "http://HOST:PORT of this process when not set.", _public_url),
+    Setting("sns_host", None, "A host (or host:port) trusted, besides AWS's own "
+            "sns.REGION.amazonaws.com, to serve the SNS signing certificates and subscription "
+            "confirmations of SES bounce and complaint notifications: an emulator in tests. "
+            "Never needed with AWS.", str.lower),
     Setting("sms_url", None, "SMS transport: sns://REGION. SMS is off without it."),
     Setting("aws_endpoint_url", None, "Endpoint of an AWS emulator for SES/SNS; AWS itself when "
             "not set. Credentials come from the standard AWS chain."),
@@ -147,6 +164,8 @@ class Settings:
     cookie_secret: Secret | None = None
     email_url: Secret | None = None
     email_from: str | None = None
+    public_url: str | None = None
+    sns_host: str | None = None
     sms_url: str | None = None
     aws_endpoint_url: str | None = None
     vapid_key: str = "data/vapid_private.pem"

@@ -4,8 +4,8 @@ The JSON form keeps the log calls as they are: the ``key=value`` pairs and the i
 text lines carry (``tenant=acme user=alice``, ``websocket connection 3f2a opened``,
 ``notification 42 created``, the access log's status and path) are read back out of the
 formatted message into keys of their own. Tokens never appear: token, ticket and
-access_token values and anything shaped like a JWT are replaced before either form is
-written."""
+access_token values, anything shaped like a JWT and the signed part of an unsubscribe link
+are replaced before either form is written."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 _SECRET_PARAM = re.compile(r"\b((?:token|ticket|access_token|once)=)[^&\s]*", re.IGNORECASE)
 _JWT = re.compile(r"\beyJ[\w-]*\.[\w-]+\.[\w-]*")
+_UNSUBSCRIBE = re.compile(r"(/unsubscribe/)[^\s?#\"'>]+")
 _PAIR = re.compile(r"(?<![\w/?&])([a-z_]+)=([^\s&]+)")
 _CONNECTION = re.compile(r"\b(websocket|sse) connection (\S+) (opened|closed)")
 _DROPPED = re.compile(r"\bslow (websocket|sse) connection (\S+)")
@@ -30,8 +31,13 @@ _BREAKS = re.compile(r"[\r\n\x0b\x0c\x1c-\x1e\x85\u2028\u2029]")
 _ACCESS = re.compile(r"^(\d{3}) ([A-Z]+) (\S+) \(([^)]*)\) ([\d.]+)ms$")
 
 
+def redact_path(text: str) -> str:
+    """The signed token of an unsubscribe link (``/unsubscribe/<token>``) replaced."""
+    return _UNSUBSCRIBE.sub(r"\1[redacted]", text)
+
+
 def redact(text: str) -> str:
-    return _JWT.sub("[redacted]", _SECRET_PARAM.sub(r"\1[redacted]", text))
+    return redact_path(_JWT.sub("[redacted]", _SECRET_PARAM.sub(r"\1[redacted]", text)))
 
 
 def _value(raw: str) -> Any:

@@ -177,6 +177,33 @@ SCHEMAS: dict[str, Any] = {
                 "error": {"type": ["string", "null"]}}}},
         },
     },
+    "Suppression": {
+        "type": "object",
+        "properties": {"address": {"type": "string", "description": "Lower case."},
+                       "reason": {"type": "string", "enum": ["bounce", "complaint", "manual"]},
+                       "detail": {"type": ["string", "null"], "description": "The bounce "
+                                  "subtype, the complaint's feedback type, or the admin's note"},
+                       "created_at": {"type": "string", "format": "date-time"}},
+    },
+    "SnsMessage": {
+        "type": "object", "required": ["Type"],
+        "description": "An Amazon SNS message as SNS posts it to an HTTP(S) subscriber "
+                       "(sent as text/plain; JSON text). Only messages whose signature "
+                       "verifies with the certificate at SigningCertURL (https on "
+                       "sns.REGION.amazonaws.com) are believed.",
+        "properties": {
+            "Type": {"type": "string", "enum": ["Notification", "SubscriptionConfirmation",
+                                                "UnsubscribeConfirmation"]},
+            "MessageId": {"type": "string"}, "TopicArn": {"type": "string"},
+            "Subject": {"type": "string"},
+            "Message": {"type": "string", "description": "For a Notification: the SES event "
+                        "(JSON text) with notificationType or eventType Bounce / Complaint "
+                        "and mail.messageId"},
+            "Timestamp": {"type": "string"}, "Token": {"type": "string"},
+            "SubscribeURL": {"type": "string"}, "SignatureVersion": {"enum": ["1", "2"]},
+            "Signature": {"type": "string"}, "SigningCertURL": {"type": "string"},
+        },
+    },
     "Error": {
         "type": "object", "required": ["error"],
         "properties": {"error": {"type": "object", "required": ["code", "message"],
@@ -331,6 +358,50 @@ PATHS: dict[str, Any] = {
         "delete": _op("Back to the built-in template", {"204": _ok("Removed")}, who="admin",
                       params=[*_TEMPLATE, _TENANT]),
     },
+    "/api/suppressions": {
+        "get": _op("The tenant's suppression list (addresses email is not sent to), in "
+                   "address order; page with next_after",
+                   {"200": _ok("A page", {"type": "object", "properties": {
+                       "suppressions": {"type": "array", "items": _ref("Suppression")},
+                       "next_after": {"type": ["string", "null"]}}})},
+                   who="admin",
+                   params=[_TENANT, _query("limit", {"type": "integer", "minimum": 1,
+                                                     "maximum": 500, "default": 100},
+                                           "Page size."),
+                           _query("after", {"type": "string"}, "Only addresses after this "
+                                  "one (the previous page's next_after).")]),
+        "post": _op("Suppress an address by hand (201; 200 when it was suppressed already)",
+                    {"201": _ok("Added", {"type": "object", "properties": {
+                        "address": {"type": "string"}, "added": {"const": True}}}),
+                     "200": _ok("Already there", {"type": "object", "properties": {
+                         "address": {"type": "string"}, "added": {"const": False}}})},
+                    body={"type": "object", "required": ["address"], "properties": {
+                        "address": {"type": "string", "format": "email"},
+                        "detail": {"type": ["string", "null"], "maxLength": 500}}},
+                    who="admin", params=[_TENANT]),
+    },
+    "/api/suppressions/{address}": {
+        "delete": _op("Send email to an address again", {"204": _ok("Removed")}, who="admin",
+                      params=[{"name": "address", "in": "path", "required": True,
+                               "schema": {"type": "string"}}, _TENANT]),
+    },
+    "/api/ses/events": {
+        "post": _op("Amazon SNS posts SES bounce and complaint notifications here (subscribe "
+                    "this URL to the topic of the SES identity's notifications, over HTTPS). "
+                    "A SubscriptionConfirmation is confirmed by fetching its SubscribeURL; a "
+                    "permanent bounce or a complaint suppresses its addresses for the tenant "
+                    "whose email it was (found by mail.messageId). A bad signature is 403 "
+                    "invalid_signature; a certificate that could not be fetched now, 503",
+                    {"200": _ok("Handled", {"type": "object", "properties": {
+                        "status": {"type": "string",
+                                   "enum": ["confirmed", "suppressed", "ignored"]},
+                        "suppressed": {"type": "integer"}}}),
+                     "503": _ok("The certificate or SubscribeURL could not be fetched: SNS "
+                                "tries again", {"$ref": "#/components/schemas/Error"})},
+                    who="Amazon SNS (no token: the message's signature is checked)",
+                    public=True,
+                    body=_ref("SnsMessage")),
+    },
     "/api/openapi.json": {
         "get": _op("This document", {"200": _ok("OpenAPI 3.1", {"type": "object"})},
                    who="anyone", public=True),
@@ -358,6 +429,11 @@ PATHS: dict[str, Any] = {
                    who="anyone on loopback, or with the admin password as bearer", public=True),
     },
 }
+
+# SNS posts its JSON as text/plain.
+PATHS["/api/ses/events"]["post"]["requestBody"]["content"]["text/plain"] = {
+    "schema": {"type": "string", "contentMediaType": "application/json",
+               "description": "An SnsMessage as JSON text"}}
 
 
 def document() -> dict[str, Any]:

@@ -11,6 +11,7 @@ The real-time core never waits for any of it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import preferences as prefs
+from . import suppressions
 from .channels import (
     Channel,
     DeliveryError,
@@ -34,6 +36,7 @@ from .channels import (
 from .metrics import Metrics
 from .presence import Presence
 from .store import Delivery, DeliveryQueue, Directory, Planned, Store, StoreUnavailable
+from .unsubscribe import ALL_TYPES, UnsubscribeLinks, Unsubscription
 
 log = logging.getLogger("tidings.deliveries")
 
@@ -61,7 +64,8 @@ class TenantView:
 class Orchestrator:
     def __init__(self, store: Store, directory: Directory, queue: DeliveryQueue,
                  channels: dict[str, Channel], presence: Presence, metrics: Metrics,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 links: UnsubscribeLinks | None = None) -> None:
         self.notifications = store
         self.metrics = metrics
         self.directory = directory
@@ -69,6 +73,7 @@ class Orchestrator:
         self.channels = channels
         self.presence = presence
         self.clock = clock
+        self.links = links  # List-Unsubscribe on every email, when given
         self.backoff_base = BACKOFF_BASE
         self.max_attempts = MAX_ATTEMPTS
         self._plan_wanted = asyncio.Event()
@@ -282,6 +287,9 @@ class Orchestrator:
         recipient = await self._recipient(d)
         if recipient is None:
             return await self._finish(group, "skipped", error="the address is gone")
+        if recipient.email and await self.directory.suppressed(
+                d.tenant_id, suppressions.normalize(recipient.email)):
+            return await self._finish(group, "skipped", error=suppressions.SKIPPED)
         try:
             rendered = await self._render(group)
             provider_id = await channel.send(recipient, rendered)
@@ -335,10 +343,18 @@ class Orchestrator:
         profile = await self.directory.recipient(d.tenant_id, d.user_id or "") or {}
         extra = {"user": {"id": d.user_id, **profile}}
         if d.digest:
-            return render_digest(notifications, extra=extra)
-        stored = await self.directory.template(d.tenant_id, notifications[0]["type"], d.channel)
-        template = MessageTemplate(**stored) if stored else None
-        return render(notifications[0], d.channel, template, extra)
+            rendered = render_digest(notifications, extra=extra)
+        else:
+            stored = await self.directory.template(d.tenant_id, notifications[0]["type"],
+                                                   d.channel)
+            template = MessageTemplate(**stored) if stored else None
+            rendered = render(notifications[0], d.channel, template, extra)
+        if d.channel == "email" and self.links is not None and d.user_id:
+            # A digest mixes types: its link turns off the user's default.
+            type_ = ALL_TYPES if d.digest else notifications[0]["type"]
+            headers = self.links.headers(Unsubscription(d.tenant_id, d.user_id, type_))
+            rendered = dataclasses.replace(rendered, headers=headers)
+        return rendered
 
 
 def _groups(due: list[Delivery]) -> list[list[Delivery]]:

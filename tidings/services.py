@@ -13,6 +13,7 @@ from pathlib import Path
 
 from .activity import Activity
 from .auth import TokenVerifier
+from .bounces import SesEvents
 from .channels import Channel, build_channels, close_channels
 from .config import Secret, Settings
 from .dashboard import Dashboard
@@ -21,12 +22,15 @@ from .fanout.local import LocalBroker
 from .hub import Hub
 from .metrics import Metrics
 from .orchestrator import Orchestrator
+from .outbound import OutboundPolicy
 from .presence import Presence
 from .presence.local import LocalPresence
 from .publisher import Publisher
 from .registry import Registry
+from .sns import SnsVerifier
 from .store import DeliveryQueue, Directory, Store, is_postgres, open_backend
 from .tickets import LocalTickets, Tickets
+from .unsubscribe import UnsubscribeLinks
 
 log = logging.getLogger("tidings")
 
@@ -49,12 +53,15 @@ class Services:
     orchestrator: Orchestrator
     metrics: Metrics
     tickets: Tickets
+    links: UnsubscribeLinks
+    ses_events: SesEvents
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:
         # Settings that cannot work stop the start before anything is opened.
         verifier = TokenVerifier(settings)
         channels = build_channels(settings)
+        links = UnsubscribeLinks(_link_secret(settings), settings.public_url)
         backend = await open_backend(settings.db, settings.synchronous)
         registry = Registry()
         broker, presence = _fanout(settings, registry)
@@ -69,12 +76,15 @@ class Services:
         dashboard = Dashboard(activity, presence, registry, backend.store, backend.queue)
         dashboard.start()
         orchestrator = Orchestrator(backend.store, backend.directory, backend.queue, channels,
-                                    presence, metrics)
+                                    presence, metrics, links=links)
         activity.listeners.append(orchestrator.notification_created)
         await orchestrator.start()
         return cls(settings, backend.store, backend.directory, backend.queue, registry, broker,
                    presence, hub, publisher, activity, verifier, dashboard, channels,
-                   orchestrator, metrics, _tickets(settings))
+                   orchestrator, metrics, _tickets(settings), links,
+                   SesEvents(SnsVerifier(OutboundPolicy.from_settings(settings),
+                                         settings.sns_host),
+                             backend.directory, backend.queue))
 
     async def health(self) -> dict[str, str]:
         """What does not answer or has stopped: empty when all is well."""
@@ -97,6 +107,7 @@ class Services:
         await self.orchestrator.stop()
         await self.hub.stop()
         await close_channels(self.channels)
+        await self.ses_events.aclose()
         await self.presence.close()
         await self.tickets.close()
         await self.broker.close()
@@ -116,6 +127,15 @@ def _tickets(settings: Settings) -> Tickets:
         return LocalTickets()
     from .tickets import RedisTickets
     return RedisTickets(settings.redis_url)
+def _link_secret(settings: Settings) -> str:
+    """What signs the links in emails: the JWT secret (every process has the same), else the
+    cookie secret (with --jwt-public-key; give every process the same --cookie-secret)."""
+    secret = settings.jwt_secret or settings.cookie_secret
+    if not secret:
+        log.warning("no --jwt-secret nor --cookie-secret: the unsubscribe links in emails "
+                    "work only until this process stops")
+        return secrets.token_urlsafe(32)
+    return str(secret)
 
 
 def data_dir(settings: Settings) -> Path:

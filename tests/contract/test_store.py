@@ -305,10 +305,53 @@ async def test_directory_keeps_addresses_preferences_subscriptions_webhooks_temp
 
 # --- the delivery queue ------------------------------------------------------------------------
 
+
 def planned(notification_id: int, user: str = "alice", channel: str = "email",
             **more: Any) -> Planned:
     return Planned(notification_id, "t1", user, channel, more.pop("status", "queued"),
                    target=more.pop("target", f"{user}@example.com"), **more)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_suppression_list_is_per_tenant_in_address_order(backend):
+    d = backend.directory
+    assert not await d.suppressed("t1", "b@example.com")
+    assert await d.suppress("t1", "b@example.com", "bounce", "General")
+    assert not await d.suppress("t1", "b@example.com", "complaint")  # the first reason stays
+    assert await d.suppress("t1", "a@example.com", "manual")
+    assert await d.suppress("t1", "c_@example.com", "complaint", "abuse")
+    assert await d.suppress("t2", "z@example.com", "bounce")
+    assert await d.suppressed("t1", "b@example.com")
+    assert not await d.suppressed("t2", "b@example.com")  # another tenant's list
+    listed = await d.suppressions("t1")
+    assert [(s["address"], s["reason"], s["detail"]) for s in listed] == [
+        ("a@example.com", "manual", None), ("b@example.com", "bounce", "General"),
+        ("c_@example.com", "complaint", "abuse")]
+    assert all(s["created_at"].endswith("Z") for s in listed)
+    page = await d.suppressions("t1", after="a@example.com", limit=1)
+    assert [s["address"] for s in page] == ["b@example.com"]
+    assert [s["address"] for s in await d.suppressions("t2")] == ["z@example.com"]
+    assert not await d.unsuppress("t2", "b@example.com")
+    assert await d.unsuppress("t1", "b@example.com")
+    assert not await d.unsuppress("t1", "b@example.com")
+    assert not await d.suppressed("t1", "b@example.com")
+    assert await d.suppress("t1", "b@example.com", "complaint")  # it may come back
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_sent_delivery_is_found_by_its_provider_id(backend):
+    made = await create(backend, new(), new(tenant="t2"))
+    rows = [planned(made[0]), Planned(made[1], "t2", "alice", "email", "queued",
+                                      target="alice@example.com")]
+    assert await backend.queue.add_planned(rows, 0, made[1])
+    claimed = await backend.queue.claim_due(time.time() + 1, limit=10)
+    by_tenant = {d.tenant_id: d for d in claimed}
+    await backend.queue.finish([by_tenant["t1"]], "sent", provider_id="ses-1")
+    await backend.queue.finish([by_tenant["t2"]], "sent", provider_id="ses-2")
+    assert await backend.queue.tenant_of_sent("email", "ses-1") == "t1"
+    assert await backend.queue.tenant_of_sent("email", "ses-2") == "t2"
+    assert await backend.queue.tenant_of_sent("sms", "ses-1") is None
+    assert await backend.queue.tenant_of_sent("email", "ses-3") is None
 
 
 @pytest.mark.gen_test(timeout=60)

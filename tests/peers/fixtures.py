@@ -11,6 +11,7 @@ import pytest
 from .aws import FAKE_CREDENTIALS, MotoPeer
 from .push import PushService
 from .smtp import SmtpPeer
+from .sns import SnsPeer
 from .webhook import WebhookReceiver
 
 
@@ -59,5 +60,13 @@ def push_service() -> Iterator[PushService]:
 @pytest.fixture
 def webhook_receiver() -> Iterator[WebhookReceiver]:
     peer = WebhookReceiver()
+    yield peer
+    peer.close()
+
+
+@pytest.fixture
+def sns_peer() -> Iterator[SnsPeer]:
+    """Signs SNS messages and serves their certificate and SubscribeURL on loopback."""
+    peer = SnsPeer()
     yield peer
     peer.close()

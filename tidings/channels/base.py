@@ -105,12 +105,15 @@ class Recipient:
 @dataclasses.dataclass(frozen=True, slots=True)
 class Rendered:
     """A notification made ready for a channel: templates fill subject/text/html;
-    ``notification`` is the notification's JSON (the webhook body, the push payload's data)."""
+    ``notification`` is the notification's JSON (the webhook body, the push payload's data);
+    ``headers`` go into an email as they are."""
 
     subject: str = ""
     text: str = ""
     html: str = ""
     notification: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # Extra email headers, ASCII only (List-Unsubscribe and List-Unsubscribe-Post).
+    headers: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
 
 class Channel(Protocol):

@@ -6,6 +6,7 @@ import logging
 import socket
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
+from email.policy import Policy
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -18,14 +19,36 @@ from .base import ConfigError, DeliveryError, Recipient, Rendered
 log = logging.getLogger("tidings.channels")
 
 
+class _AsIs(str):
+    """A header written as it is, never folded: a long URL folded by the email package would
+    become RFC 2047 encoded words, which mail providers do not read as a List-Unsubscribe
+    link. The email package stores a value that has a ``name`` unchanged and asks it to fold
+    itself, whichever policy writes the message (aiosmtplib uses its own)."""
+
+    name: str
+
+    def __new__(cls, name: str, value: str) -> _AsIs:
+        if not value.isascii() or any(c in value for c in "\r\n"):
+            raise ValueError(f"the {name} header must be one line of ASCII")
+        header = super().__new__(cls, value)
+        header.name = name
+        return header
+
+    def fold(self, *, policy: Policy) -> str:
+        return f"{self.name}: {self}{policy.linesep}"
+
+
 def build_message(sender: str, to: str, rendered: Rendered) -> EmailMessage:
-    """multipart/alternative: the text part first, the HTML part (when there is one) last."""
+    """multipart/alternative: the text part first, the HTML part (when there is one) last;
+    with the rendered message's extra headers (List-Unsubscribe)."""
     msg = EmailMessage(policy=SMTP_POLICY)
     msg["Subject"] = " ".join(rendered.subject.split())  # a template's newline never splits it
     msg["From"] = sender
     msg["To"] = to
     msg["Date"] = formatdate(usegmt=True)
     msg["Message-ID"] = make_msgid(domain=parseaddr(sender)[1].rpartition("@")[2] or None)
+    for name, value in rendered.headers.items():
+        msg[name] = _AsIs(name, value)
     msg.set_content(rendered.text)
     if rendered.html:
         msg.add_alternative(rendered.html, subtype="html")

@@ -273,7 +273,7 @@ def _render_all(template: MessageTemplate, default: MessageTemplate,
                 context: Mapping[str, Any], notification: Mapping[str, Any]) -> Rendered:
     parts = {f: _render(f, getattr(template, f) or getattr(default, f), context)
              for f in FIELDS}
-    return Rendered(notification=notification, **parts)
+    return Rendered(parts["subject"], parts["text"], parts["html"], notification)
 
 
 def render(notification: Mapping[str, Any], channel: str,

@@ -15,6 +15,7 @@ import time
 from collections.abc import Collection
 from typing import Any
 
+from ..models import iso
 from .postgres import PgDatabase, Row, affected
 from .protocol import DUE, LEASE, Delivery, Planned
 from .sqlite_channels import DELIVERY_HISTORY, group_deliveries
@@ -153,6 +154,38 @@ class PostgresDirectory:
                 tenant_id, type_, channel)
         return affected(status) > 0
 
+    # --- the suppression list ----------------------------------------------------------
+    async def suppress(self, tenant_id: str, address: str, reason: str,
+                       detail: str | None = None) -> bool:
+        async with self.db.transaction() as conn:
+            status = await conn.execute(
+                "INSERT INTO suppressions (tenant_id, address, reason, detail, created_at) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, address) DO NOTHING",
+                tenant_id, address, reason, detail, time.time())
+        return affected(status) == 1
+
+    async def suppressed(self, tenant_id: str, address: str) -> bool:
+        row = await self.db.fetchrow(
+            "SELECT 1 AS found FROM suppressions WHERE tenant_id = $1 AND address = $2",
+            tenant_id, address)
+        return row is not None
+
+    async def suppressions(self, tenant_id: str, after: str = "", limit: int = 100,
+                           ) -> list[dict[str, Any]]:
+        # COLLATE "C": the same byte order as SQLite's, whatever the database's locale.
+        rows = await self.db.fetch(
+            "SELECT address, reason, detail, created_at FROM suppressions WHERE tenant_id = $1 "
+            'AND address COLLATE "C" > $2 ORDER BY address COLLATE "C" LIMIT $3',
+            tenant_id, after, limit)
+        return [{**row, "created_at": iso(row["created_at"])} for row in rows]
+
+    async def unsuppress(self, tenant_id: str, address: str) -> bool:
+        async with self.db.transaction() as conn:
+            status = await conn.execute(
+                "DELETE FROM suppressions WHERE tenant_id = $1 AND address = $2",
+                tenant_id, address)
+        return affected(status) > 0
+
 
 _RETURNING = ("RETURNING d.id, d.notification_id, d.tenant_id, d.user_id, d.channel, d.target, "
               "d.status, d.attempts, d.digest, d.only_offline, d.unless_acknowledged, "
@@ -279,3 +312,9 @@ class PostgresDeliveryQueue:
             f"AND d.tenant_id = $2{mine} ORDER BY d.id, a.attempt",
             list(notification_ids), tenant_id, *([] if user_id is None else [user_id]))
         return group_deliveries(notification_ids, rows)
+
+    async def tenant_of_sent(self, channel: str, provider_id: str) -> str | None:
+        row = await self.db.fetchrow(
+            "SELECT tenant_id FROM deliveries WHERE channel = $1 AND provider_id = $2 LIMIT 1",
+            channel, provider_id)
+        return str(row["tenant_id"]) if row else None

@@ -174,6 +174,17 @@ class Directory(Protocol):
     async def template(self, tenant_id: str, type_: str,
                        channel: str) -> dict[str, str] | None: ...
     async def delete_template(self, tenant_id: str, type_: str, channel: str) -> bool: ...
+    async def suppress(self, tenant_id: str, address: str, reason: str,
+                       detail: str | None = None) -> bool:
+        """Puts an address on the tenant's suppression list (email is never sent to it);
+        False, changing nothing, when it is there already. Addresses are compared as given:
+        the caller lower-cases them."""
+    async def suppressed(self, tenant_id: str, address: str) -> bool: ...
+    async def suppressions(self, tenant_id: str, after: str = "", limit: int = 100,
+                           ) -> list[dict[str, Any]]:
+        """The tenant's list in address order, addresses after `after`: each
+        {"address", "reason", "detail", "created_at"}."""
+    async def unsuppress(self, tenant_id: str, address: str) -> bool: ...
 
 
 class DeliveryQueue(Protocol):
@@ -194,6 +205,9 @@ class DeliveryQueue(Protocol):
     async def for_notifications(self, notification_ids: list[int], tenant_id: str,
                                 user_id: str | None = None,
                                 ) -> dict[int, list[dict[str, Any]]]: ...
+    async def tenant_of_sent(self, channel: str, provider_id: str) -> str | None:
+        """The tenant of the delivery sent on `channel` with the provider's id `provider_id`
+        (an SES message id), or None."""
 
 
 def shape(id_: int, tenant_id: str, user_id: str | None, type_: str, title: str, message: str,

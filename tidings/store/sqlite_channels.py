@@ -143,6 +143,35 @@ class SQLiteDirectory:
                 (tenant_id, type_, channel))
             return cursor.rowcount > 0
 
+    # --- the suppression list ----------------------------------------------------------
+    async def suppress(self, tenant_id: str, address: str, reason: str,
+                       detail: str | None = None) -> bool:
+        async with self.db.write() as conn:
+            cursor = await conn.execute(
+                "INSERT INTO suppressions (tenant_id, address, reason, detail, created_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant_id, address) DO NOTHING",
+                (tenant_id, address, reason, detail, time.time()))
+            return cursor.rowcount == 1
+
+    async def suppressed(self, tenant_id: str, address: str) -> bool:
+        row = await self.db.fetchone(
+            "SELECT 1 AS found FROM suppressions WHERE tenant_id = ? AND address = ?",
+            (tenant_id, address))
+        return row is not None
+
+    async def suppressions(self, tenant_id: str, after: str = "", limit: int = 100,
+                           ) -> list[dict[str, Any]]:
+        rows = await self.db.fetchall(
+            "SELECT address, reason, detail, created_at FROM suppressions WHERE tenant_id = ? "
+            "AND address > ? ORDER BY address LIMIT ?", (tenant_id, after, limit))
+        return [{**row, "created_at": iso(row["created_at"])} for row in rows]
+
+    async def unsuppress(self, tenant_id: str, address: str) -> bool:
+        async with self.db.write() as conn:
+            cursor = await conn.execute(
+                "DELETE FROM suppressions WHERE tenant_id = ? AND address = ?",
+                (tenant_id, address))
+            return cursor.rowcount > 0
 
 
 class SQLiteDeliveryQueue:
@@ -246,6 +275,12 @@ class SQLiteDeliveryQueue:
             "ORDER BY d.id, a.attempt",
             (*notification_ids, tenant_id, *([] if user_id is None else [user_id])))
         return group_deliveries(notification_ids, rows)
+
+    async def tenant_of_sent(self, channel: str, provider_id: str) -> str | None:
+        row = await self.db.fetchone(
+            "SELECT tenant_id FROM deliveries WHERE channel = ? AND provider_id = ? LIMIT 1",
+            (channel, provider_id))
+        return str(row["tenant_id"]) if row else None
 
 
 DELIVERY_HISTORY = (

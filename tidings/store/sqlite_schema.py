@@ -163,7 +163,24 @@ MIGRATIONS.append(
 )
 
 MIGRATIONS.append(
-    # acknowledgements: which connection was pushed which notification, and which the user
+    # 4: email done right. Each tenant's suppression list: addresses that bounced for good,
+    # complained, or that an admin named; email is never sent to them. A sent delivery is found
+    # by its provider's message id (an SES bounce names the message it is about).
+    """
+    CREATE TABLE suppressions (
+        tenant_id TEXT NOT NULL,
+        address TEXT NOT NULL,             -- lower case
+        reason TEXT NOT NULL,              -- bounce, complaint or manual
+        detail TEXT,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (tenant_id, address)
+    ) WITHOUT ROWID;
+    CREATE INDEX deliveries_provider ON deliveries (channel, provider_id);
+    """
+)
+
+MIGRATIONS.append(
+    # 5: acknowledgements: which connection was pushed which notification, and which the user
     # acknowledged (connection_id '' stands for every SSE connection of the user); a channel
     # delivery that waits for an acknowledgement before it goes.
     """
