@@ -190,7 +190,11 @@ class AdminSocket(OperatorMixin, tornado.websocket.WebSocketHandler):
             # Closed after the upgrade, with a code the page can read: it goes to the login.
             self.close(4401, "log in to the dashboard first")
             return
-        self.push(await self.services.dashboard.join(self.push))
+        dashboard = self.services.dashboard
+        self.push(await dashboard.join(self.push))
+        tenant_id = self.get_query_argument("tenant", None)
+        if tenant_id:  # a tenant's page: its receipts too
+            dashboard.watch(self.push, tenant_id)
 
     def push(self, snapshot: str) -> None:
         try:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import re
 
-from tidings import errors, validation
+from tidings import errors, receipts, validation
 from tidings.limits import RateLimiter
 from tidings.metrics import CONTENT_TYPE
 from tidings.openapi import document
@@ -14,6 +15,7 @@ from tidings.tickets import TTL
 from .base import BaseHandler
 
 MAX_IDEMPOTENCY_KEY = 255
+CONNECTION_ID = re.compile(r"[A-Za-z0-9-]{0,64}")  # '' (every SSE connection) or one id
 
 
 class NotificationsHandler(BaseHandler):
@@ -55,6 +57,35 @@ class NotificationHandler(BaseHandler):
         await self.services.store.delete(who, validation.whole_id(notification_id, "id"))
         await self.services.publisher.send_stats(who)
         self.no_content()
+
+
+class AckHandler(BaseHandler):
+    async def post(self) -> None:
+        who = self.authenticate()
+        body = self.json_body()
+        ids = receipts.ack_ids(body.get("ids"))
+        connection_id = body.get("connection_id", "")
+        if not isinstance(connection_id, str) or not CONNECTION_ID.fullmatch(connection_id):
+            raise errors.invalid("connection_id", "must be a connection_id from `connected`")
+        unknown = set(body) - {"ids", "connection_id"}
+        if unknown:
+            raise errors.invalid(sorted(unknown)[0], "unknown field; expected ids or "
+                                                     "connection_id")
+        self.services.receipts.acknowledged(who, ids, connection_id)
+        self.no_content()
+
+
+class ReceiptsHandler(BaseHandler):
+    async def get(self, notification_id: str) -> None:
+        who = self.authenticate()
+        nid = validation.whole_id(notification_id, "id")
+        found = await self.services.store.notification(nid)
+        mine = None if who.acts_for_tenant else who.user_id
+        if found is None or found["tenant_id"] != who.tenant_id or \
+                mine is not None and found["user_id"] not in (None, mine):
+            raise errors.not_found(f"notification {notification_id}")
+        entries = await self.services.receipts.of(who.tenant_id, [nid], mine)
+        self.write_json({"receipts": entries[nid]})
 
 
 class TicketsHandler(BaseHandler):

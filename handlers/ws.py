@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import tornado.websocket
 
-from tidings import validation
+from tidings import receipts, validation
 from tidings.connections import WEBSOCKET, Connection, Message, dumps
 from tidings.errors import TidingsError
 from tidings.models import Principal
@@ -138,9 +138,16 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
                 await self.services.publisher.mark_read(self.who, notification_id)
             except TidingsError as e:
                 return self._error(e.code, e.message)
+        elif kind == "ack":  # no answer: acknowledging is fire and forget
+            try:
+                ids = receipts.ack_ids(frame.get("ids"))
+            except TidingsError as e:
+                return self._error(e.code, e.message)
+            if self.conn is not None:
+                self.services.receipts.acknowledged(self.who, ids, self.conn.id)
         else:
-            self._error("unknown_type", f"unknown frame type {kind!r}; expected ping or "
-                                        "mark_read")
+            self._error("unknown_type", f"unknown frame type {kind!r}; expected ping, "
+                                        "mark_read or ack")
 
     def _error(self, code: str, message: str) -> None:
         self.write_message(dumps({"type": "error", "error": {"code": code, "message": message}}))

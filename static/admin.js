@@ -6,6 +6,8 @@
  *    "global": {"websocket", "sse", "total"},
  *    "history": [{"t": unix_seconds, "connections": N, "sent": N}]}
  * Cells are found by [data-tenant="…"] [data-field="…"] and [data-global] [data-field="…"].
+ * A tenant's page (a table with data-receipts-tenant) also gets, when they change:
+ *   {"type": "receipts", "tenant_id", "notifications": {id: {"pushed", "acknowledged", "read"}}}
  */
 (function () {
   "use strict";
@@ -123,8 +125,21 @@
   const state = {tenants: new Map(), global: null, history: []};
   const HISTORY_POINTS = 360;
 
+  function applyReceipts(notifications) {
+    for (const [id, r] of Object.entries(notifications || {})) {
+      const cell = document.querySelector(`tr[data-id="${CSS.escape(id)}"] [data-receipts]`);
+      if (!cell) continue;
+      for (const f of ["pushed", "acknowledged", "read"]) put(cell.querySelector(`[data-field="${f}"]`), r[f]);
+    }
+  }
+
   function apply(msg) {
     if (!msg) return;
+    if (msg.type === "receipts") {
+      applyReceipts(msg.notifications);
+      window.tidingsReceipts = msg.notifications; // for the console and the tests
+      return;
+    }
     if (msg.type === "overview") {
       state.tenants = new Map((msg.tenants || []).map((t) => [t.tenant_id, t]));
       state.history = msg.history || [];
@@ -169,7 +184,9 @@
   let attempt = 0;
   function connect() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(`${proto}//${location.host}/admin/ws`);
+    const table = document.querySelector("[data-receipts-tenant]");
+    const watch = table ? `?tenant=${encodeURIComponent(table.dataset.receiptsTenant)}` : "";
+    const ws = new WebSocket(`${proto}//${location.host}/admin/ws${watch}`);
     let openedAt = 0;
     setStatus("connecting", attempt ? "Reconnecting…" : "Connecting…");
     ws.onopen = () => { openedAt = Date.now(); setStatus("live", "Live"); };

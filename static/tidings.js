@@ -14,12 +14,17 @@
  * The token never goes into a WebSocket or EventSource URL (browser history, proxy logs):
  * before each connection the client asks for a one-time ticket over REST, with the token in
  * the Authorization header, and opens the stream with `?ticket=`.
+ *
+ * Each notification it emits is acknowledged to the server (an `ack` frame over the WebSocket,
+ * POST /api/notifications/ack from SSE; batched), which is how the sender's receipts and
+ * "email me only if I did not see it" know it was shown. `ack: false` turns that off.
  */
 (function (root) {
   "use strict";
 
   const AUTH_CLOSE_CODES = new Set([1008, 4401, 4403]); // the token was refused: retrying will not help
   const SEEN_LIMIT = 2000; // ids remembered for de-duplication
+  const ACK_DELAY = 100; // ms: acknowledgements of a burst go in one frame or request
 
   class Tidings {
     /**
@@ -31,6 +36,7 @@
      * @param {"auto"|"websocket"|"sse"} [o.transport]
      * @param {number} [o.since]      resume cursor: deliver only ids larger than this (e.g. the inbox's newest id)
      * @param {number} [o.snapshot]   1–50: the first "connected" carries `recent`, the newest notifications
+     * @param {boolean} [o.ack]       acknowledge each notification emitted (default true)
      * @param {number} [o.minDelay]   first reconnect delay ceiling, ms (default 1000)
      * @param {number} [o.maxDelay]   reconnect delay cap, ms (default 30000)
      * @param {boolean} [o.autoConnect] default true
@@ -46,6 +52,8 @@
       this.transport = o.transport || "auto";
       this.lastId = typeof o.since === "number" ? o.since : null;
       this.snapshot = o.snapshot || null;
+      this.ack = o.ack !== false;
+      this._unacked = []; // ids emitted and not yet acknowledged (sent within ACK_DELAY)
       this.minDelay = o.minDelay || 1000;
       this.maxDelay = o.maxDelay || 30000;
       this.stableAfter = 10000; // a connection up this long resets the backoff
@@ -225,6 +233,7 @@
           this.connected = true;
           this.current = transport;
           this._connectedAt = Date.now();
+          this._connectionId = data && data.connection_id;
           // A first connection resumes from the server's newest id, so a drop loses nothing.
           if (this.lastId === null && data && typeof data.last_id === "number") this.lastId = data.last_id;
           const info = Object.assign({}, data || {}, {transport});
@@ -238,6 +247,7 @@
           if (this._seen.size > SEEN_LIMIT) this._seen.delete(this._seen.values().next().value);
           if (this.lastId === null || n.id > this.lastId) this.lastId = n.id;
           this._emit("notification", n);
+          this._acknowledge(n.id);
           break;
         }
         case "stats_update":
@@ -248,6 +258,29 @@
           break;
         default: // pong, heartbeat: liveness only
       }
+    }
+
+    /** Queue an acknowledgement; a burst goes out as one frame (WebSocket) or request (SSE). */
+    _acknowledge(id) {
+      if (!this.ack) return;
+      this._unacked.push(id);
+      this._scheduleAck();
+    }
+
+    _scheduleAck() {
+      if (this._ackTimer || !this._unacked.length) return;
+      this._ackTimer = setTimeout(() => {
+        this._ackTimer = null;
+        const ids = this._unacked.splice(0, 500); // the server takes 500 at a time
+        if (this.current === "websocket" && this._sock && this._sock.readyState === 1) {
+          this._sock.send(JSON.stringify({type: "ack", ids}));
+        } else {
+          const body = {ids};
+          if (this._connectionId && this.current === "sse") body.connection_id = this._connectionId;
+          this.request("POST", "/api/notifications/ack", body).catch(() => {}); // a record, not a delivery
+        }
+        this._scheduleAck();
+      }, ACK_DELAY);
     }
 
     /** Restart the idle watchdog: a silent link for idleTimeout is treated as dead. */

@@ -76,7 +76,7 @@ async def test_preferences_user_overrides_tenant_defaults(server, api):
     assert built_in == {"channels": {"default": {"in_app": True, "email": "offline",
                                                  "sms": False, "push": "offline",
                                                  "webhook": True}},
-                        "quiet_hours": None, "digest": "off"}
+                        "quiet_hours": None, "digest": "off", "escalate_after": 60}
 
     tenant = {"channels": {"default": {"sms": True}}, "digest": "hourly",
               "quiet_hours": {"start": "22:00", "end": "07:00"}}

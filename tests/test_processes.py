@@ -321,3 +321,29 @@ async def test_a_ticket_made_on_one_process_is_spent_once_on_any(shared):
         ws.close()
     finally:
         await stop(a, b, c)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_receipts_see_pushes_and_acknowledgements_of_every_process(shared):
+    a, b, c = await started(shared, 3)
+    try:
+        ws = await WSClient.open(a.port, ALICE)
+        sse = await SSEClient.open(b.port, ALICE)
+        sse_id = (await sse.next_of("connected"))["data"]["connection_id"]
+        await eventually(lambda: _total(Api(c.port), 2))
+        nid = (await Api(c.port).send(SERVICE, user_id="alice", title="seen"))["notification"]["id"]
+        await ws.notifications(1)
+        await sse.next_of("notification")
+        ws.send({"type": "ack", "ids": [nid]})
+        await Api(c.port).json("POST", "/api/notifications/ack",
+                               {"ids": [nid], "connection_id": sse_id}, tok=ALICE, expect=204)
+
+        async def all_acknowledged() -> bool:
+            found = await Api(c.port).json("GET", f"/api/notifications/{nid}/receipts", tok=ADMIN)
+            conns = [conn for e in found["receipts"] for conn in e["connections"]]
+            return len(conns) == 2 and all(x["pushed_at"] and x["acknowledged_at"] for x in conns)
+        await eventually(all_acknowledged)
+        ws.close()
+        sse.close()
+    finally:
+        await stop(a, b, c)

@@ -12,6 +12,7 @@ import asyncio
 import itertools
 import json
 import logging
+import secrets
 import time
 from typing import Any
 
@@ -71,6 +72,7 @@ class Message:
 HEARTBEAT = Message("heartbeat", None, None)
 
 _ids = itertools.count(1)
+_PROCESS = secrets.token_hex(4)  # this process's part of every connection id
 
 
 class Connection:
@@ -81,7 +83,7 @@ class Connection:
 
     def __init__(self, tenant_id: str, user_id: str, *, max_pending: int = 1 << 20,
                  remote_ip: str = "", user_agent: str = "") -> None:
-        self.id = f"{self.transport[:2]}-{next(_ids)}-{int(time.time() * 1000) % 100000:05d}"
+        self.id = f"{self.transport[:2]}-{_PROCESS}-{next(_ids)}"  # unique across processes
         self.tenant_id = tenant_id
         self.user_id = user_id
         self.remote_ip = remote_ip

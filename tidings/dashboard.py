@@ -3,13 +3,18 @@ the dashboard's sockets when something changes (coalesced to a few a second, nev
 
 A socket gets the whole `overview` when it opens, then only `changes`: the rows of tenants
 whose numbers changed since the last push, the tenants gone, the totals and new history
-points. So a push about one busy tenant stays small however many tenants there are."""
+points. So a push about one busy tenant stays small however many tenants there are.
+
+A tenant's page also gets `receipts`: how many recipients of each recent notification were
+pushed it, acknowledged it and read it, sent when they change. Those are read from the store
+once a second per tenant watched, so acknowledgements made on any process show."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import logging
 import secrets
 import time
 from collections import deque
@@ -20,12 +25,17 @@ from .activity import Activity
 from .limits import LoginGuard
 from .models import iso
 from .presence import Presence
+from .receipts import Receipts
 from .registry import Registry
 from .store import DeliveryQueue, Store
+
+log = logging.getLogger("tidings.dashboard")
 
 PUSH_INTERVAL = 0.25      # at most four pushes a second, however busy the server is
 SAMPLE_EVERY = 10.0       # one history point every 10 s ...
 HISTORY_POINTS = 360      # ... for the last hour
+RECEIPTS_EVERY = 1.0      # seconds between looks at the receipts of the tenants watched
+RECENT = 20               # notifications a tenant's page lists
 
 Subscriber = Callable[[str], None]  # gets the overview as JSON, encoded once for all
 
@@ -53,8 +63,11 @@ class LoginLinks:
 
 class Dashboard:
     def __init__(self, activity: Activity, presence: Presence, registry: Registry, store: Store,
-                 queue: DeliveryQueue) -> None:
+                 queue: DeliveryQueue, receipts: Receipts) -> None:
         self.activity = activity
+        self.receipts = receipts
+        self._watchers: dict[Subscriber, str] = {}         # a tenant page's socket -> tenant
+        self._receipts_sent: dict[str, dict[int, dict[str, int]]] = {}
         self.presence = presence
         self.registry = registry
         self.store = store
@@ -70,17 +83,18 @@ class Dashboard:
         self._history_pushed = 0          # samples the sockets have
         self._samples = 0                 # samples taken
         self._last_sent_total = activity.created_total
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
         self._pushing: set[asyncio.Task[None]] = set()
         presence.listen(self._changed)
         activity.listeners.append(self._changed)
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._sample_loop(), name="tidings-dashboard")
+        self._tasks = [asyncio.create_task(self._sample_loop(), name="tidings-dashboard"),
+                       asyncio.create_task(self._receipts_loop(), name="tidings-receipts-view")]
 
     async def stop(self) -> None:
         self.presence.unlisten(self._changed)
-        for task in [t for t in [self._task, *self._pushing] if t is not None]:
+        for task in [*self._tasks, *self._pushing]:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -112,15 +126,17 @@ class Dashboard:
         return [{"user_id": user, "connections": sorted(conns, key=lambda c: c["since"])}
                 for user, conns in sorted(users.items())]
 
-    async def recent(self, tenant_id: str, limit: int = 20) -> list[dict[str, Any]]:
-        """The tenant's latest notifications, with live delivery counts while we have them and
-        the state of each email, SMS, push and webhook delivery."""
+    async def recent(self, tenant_id: str, limit: int = RECENT) -> list[dict[str, Any]]:
+        """The tenant's latest notifications, with live delivery counts while we have them,
+        the state of each email, SMS, push and webhook delivery, and the receipts."""
         notifications = await self.store.recent(tenant_id, limit)
-        deliveries = await self.queue.for_notifications(
-            [n["id"] for n in notifications], tenant_id)
+        ids = [n["id"] for n in notifications]
+        deliveries = await self.queue.for_notifications(ids, tenant_id)
+        receipts = await self.receipts.summary(tenant_id, ids)
         for n in notifications:
             n["delivery"] = self.activity.recent_delivery.get(n["id"])
             n["deliveries"] = deliveries[n["id"]]
+            n["receipts"] = receipts[n["id"]]
         return notifications
 
     # --- live pushes -------------------------------------------------------------------
@@ -139,6 +155,13 @@ class Dashboard:
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
+        self._watchers.pop(subscriber, None)
+
+    def watch(self, subscriber: Subscriber, tenant_id: str) -> None:
+        """A tenant page's socket: it also gets that tenant's `receipts`, the first within
+        RECEIPTS_EVERY."""
+        self._watchers[subscriber] = tenant_id
+        self._receipts_sent.pop(tenant_id, None)
 
     def _changed(self, tenant_id: str = "") -> None:
         """A tenant's numbers changed ("": maybe every tenant's, as time passes)."""
@@ -194,6 +217,30 @@ class Dashboard:
         return {"type": "changes", "tenants": changed, "removed": removed,
                 "tenant_count": len(self._pushed), "global": _totals(self._pushed.values()),
                 "history": history}
+
+    async def _receipts_loop(self) -> None:
+        while True:
+            await asyncio.sleep(RECEIPTS_EVERY)
+            for tenant_id in set(self._watchers.values()):
+                try:
+                    await self._push_receipts(tenant_id)
+                except Exception as e:  # the store away: the next look tries again
+                    log.warning("receipts of tenant=%s could not be read: %s", tenant_id, e)
+            for gone in set(self._receipts_sent) - set(self._watchers.values()):
+                del self._receipts_sent[gone]
+
+    async def _push_receipts(self, tenant_id: str) -> None:
+        ids = [n["id"] for n in await self.store.recent(tenant_id, RECENT)]
+        summary = await self.receipts.summary(tenant_id, ids)
+        if self._receipts_sent.get(tenant_id) == summary:
+            return
+        self._receipts_sent[tenant_id] = summary
+        encoded = json.dumps({"type": "receipts", "tenant_id": tenant_id,
+                              "notifications": {str(n): r for n, r in summary.items()}},
+                             separators=(",", ":"))
+        for subscriber, watched in list(self._watchers.items()):
+            if watched == tenant_id:
+                subscriber(encoded)
 
     async def _sample_loop(self) -> None:
         while True:

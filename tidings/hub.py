@@ -24,6 +24,7 @@ from .fanout import Broker, Envelope
 from .metrics import Metrics
 from .models import Principal
 from .presence import Presence
+from .receipts import Receipts
 from .registry import Registry
 from .store import Store, StoreUnavailable
 
@@ -51,9 +52,10 @@ class TenantStream:
 
 class Hub:
     def __init__(self, store: Store, registry: Registry, broker: Broker, presence: Presence,
-                 metrics: Metrics, heartbeat: float = 30.0) -> None:
+                 metrics: Metrics, receipts: Receipts, heartbeat: float = 30.0) -> None:
         self.store = store
         self.metrics = metrics
+        self.receipts = receipts
         self.registry = registry
         self.broker = broker
         self.presence = presence
@@ -106,6 +108,7 @@ class Hub:
                 page = await self.store.after(who, cursor, REPLAY_PAGE)
                 for notification in page:
                     await conn.replay(Message.notification(notification))  # at its pace
+                    self.receipts.pushed(notification["id"], conn.tenant_id, [conn])
                 cursor = page[-1]["id"] if len(page) == REPLAY_PAGE else None
         finally:
             conn.release()
@@ -180,8 +183,10 @@ class Hub:
             targets = list(self.registry.user(envelope.tenant_id, envelope.user_id))
         for conn in targets:
             conn.send(envelope.message)
-        if envelope.message.event_id is not None:  # a notification: observed once, not per send
+        event_id = envelope.message.event_id
+        if event_id is not None:  # a notification: observed and recorded once, not per send
             self.metrics.pushed(len(targets), envelope.committed_at)
+            self.receipts.pushed(event_id, envelope.tenant_id, targets)
 
     def _fill(self, stream: TenantStream, through: int) -> None:
         if not stream.filling:

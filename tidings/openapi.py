@@ -69,7 +69,8 @@ _SSE_EVENT = {
 }
 _TEXT_PATTERN = r"^[^\x00]*$"  # no NUL (nor lone surrogates, which JSON Schema cannot say)
 _ID_TEXT = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _TEXT_PATTERN}
-_CHANNEL_VALUE = {"oneOf": [{"type": "boolean"}, {"const": "offline"}]}
+_CHANNEL_VALUE = {"oneOf": [{"type": "boolean"}, {"enum": ["offline", "unacknowledged"]}]}
+_IN_APP_VALUE = {"oneOf": [{"type": "boolean"}, {"const": "offline"}]}
 _COUNTS = {"type": "object", "properties": {"total": {"type": "integer"},
                                             "unread": {"type": "integer"}}}
 _DELIVERY = {"type": "object", "properties": {"websocket": {"type": "integer"},
@@ -131,14 +132,34 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "properties": {
             "channels": {"type": "object", "description": "default or a notification type -> "
-                         "channel -> true, false or \"offline\"",
+                         "channel -> true, false, \"offline\" or (not in_app) "
+                         "\"unacknowledged\"",
                          "additionalProperties": {"type": "object", "properties": {
-                             c: _CHANNEL_VALUE for c in ("in_app", "email", "sms", "push",
-                                                         "webhook")}}},
+                             "in_app": _IN_APP_VALUE,
+                             **{c: _CHANNEL_VALUE for c in ("email", "sms", "push",
+                                                            "webhook")}}}},
             "quiet_hours": {"type": ["object", "null"], "properties": {
                 "start": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"},
                 "end": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"}}},
             "digest": {"type": "string", "enum": ["off", "hourly", "daily"]},
+            "escalate_after": {"type": "integer", "minimum": 1, "maximum": 7 * 24 * 3600,
+                               "description": "Seconds a live user has to acknowledge a "
+                                              "notification before an \"unacknowledged\" "
+                                              "channel sends it (default 60)."},
+        },
+    },
+    "Receipt": {
+        "type": "object", "required": ["user_id", "read_at", "connections"],
+        "properties": {
+            "user_id": {"type": "string"},
+            "read_at": {"type": ["string", "null"], "format": "date-time"},
+            "acknowledged_at": {"type": ["string", "null"], "format": "date-time",
+                                "description": "The user's first acknowledgement"},
+            "connections": {"type": "array", "items": {"type": "object", "properties": {
+                "connection_id": {"type": "string"},
+                "transport": {"type": "string", "enum": ["websocket", "sse"]},
+                "pushed_at": {"type": ["string", "null"], "format": "date-time"},
+                "acknowledged_at": {"type": ["string", "null"], "format": "date-time"}}}},
         },
     },
     "PushSubscription": {
@@ -286,6 +307,30 @@ PATHS: dict[str, Any] = {
                                   "A ticket from POST /api/tickets instead of the token: once, "
                                   "within 30 s, on any process (401 invalid_ticket).")]),
     },
+    "/api/notifications/ack": {
+        "post": _op("Acknowledge notifications a client has shown (from SSE; a WebSocket sends "
+                    "an ack frame). Ids that are not the caller's are ignored",
+                    {"204": {"description": "Recorded"}},
+                    body={"type": "object", "required": ["ids"], "additionalProperties": False,
+                          "properties": {
+                              "ids": {"type": "array", "minItems": 1, "maxItems": 500,
+                                      "items": {"type": "integer", "minimum": 1,
+                                                "maximum": 2**63 - 1}},
+                              "connection_id": {"type": "string",
+                                                "pattern": "^[A-Za-z0-9-]{0,64}$",
+                                                "description": "The SSE connection that showed "
+                                                               "them (from `connected`); "
+                                                               "without it every SSE connection "
+                                                               "of the user pushed them counts"}}},
+                    who="the user", params=[_TENANT]),
+    },
+    "/api/notifications/{id}/receipts": {
+        "get": _op("Who was pushed, acknowledged and read a notification: one entry per "
+                   "recipient, with each connection it was pushed to",
+                   {"200": _ok("Receipts", {"type": "object", "properties": {
+                       "receipts": {"type": "array", "items": _ref("Receipt")}}})},
+                   who="admin, service; the user for its own entry", params=[_ID, _TENANT]),
+    },
     "/api/tickets": {
         "post": _op("A connection ticket: a WebSocket or SSE URL carries it (?ticket=) instead "
                     "of a long-lived token. It works once, for 30 seconds, on any process; "
@@ -312,7 +357,8 @@ PATHS: dict[str, Any] = {
         "get": _op("The caller's effective preferences (its own over the tenant's defaults "
                    "over the built-in ones)", {"200": _ok("Preferences", _ref("Preferences"))},
                    who="the user; ?tenant_default=true: admin", params=[_TENANT_DEFAULT, _TENANT]),
-        "put": _op("Change preferences: only the channels, quiet_hours and digest given "
+        "put": _op("Change preferences: only the channels, quiet_hours, digest and "
+                   "escalate_after given "
                    "change", {"200": _ok("The effective preferences", _ref("Preferences"))},
                    body=_ref("Preferences"), who="the user; ?tenant_default=true: admin",
                    params=[_TENANT_DEFAULT, _TENANT]),

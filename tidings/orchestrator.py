@@ -35,6 +35,7 @@ from .channels import (
 )
 from .metrics import Metrics
 from .presence import Presence
+from .receipts import Receipts
 from .store import Delivery, DeliveryQueue, Directory, Planned, Store, StoreUnavailable
 from .unsubscribe import ALL_TYPES, UnsubscribeLinks, Unsubscription
 
@@ -64,10 +65,11 @@ class TenantView:
 class Orchestrator:
     def __init__(self, store: Store, directory: Directory, queue: DeliveryQueue,
                  channels: dict[str, Channel], presence: Presence, metrics: Metrics,
-                 clock: Callable[[], float] = time.time,
+                 receipts: Receipts, clock: Callable[[], float] = time.time,
                  links: UnsubscribeLinks | None = None) -> None:
         self.notifications = store
         self.metrics = metrics
+        self.receipts = receipts
         self.directory = directory
         self.queue = queue
         self.channels = channels
@@ -185,8 +187,11 @@ class Orchestrator:
                 if value is False:
                     continue
                 row = {"notification_id": n["id"], "tenant_id": tenant, "user_id": user,
-                       "channel": channel, "only_offline": value == "offline"}
-                if value == "offline" and await self.presence.is_online(tenant, user):
+                       "channel": channel, "only_offline": value == "offline",
+                       "unless_acknowledged": value == "unacknowledged"}
+                online = value in ("offline", "unacknowledged") and \
+                    await self.presence.is_online(tenant, user)
+                if value == "offline" and online:
                     planned.append(Planned(**row, status="skipped",
                                            last_error="user was online"))
                     continue
@@ -198,23 +203,34 @@ class Orchestrator:
                 digest = merged["digest"] if channel == "email" and not urgent and \
                     merged["digest"] != "off" else None
                 due = prefs.digest_due(digest, profile.get("timezone"), now) if digest else None
-                # Quiet hours apply when it would go: now, or when the digest period ends.
+                # A user with a live connection has escalate_after seconds to acknowledge it;
+                # one with none gets it at once.
+                escalate = now + merged["escalate_after"] if value == "unacknowledged" and \
+                    online else None
+                # Quiet hours apply when it would go: now, when the digest period ends, or when
+                # the wait for an acknowledgement does.
                 quiet = None if urgent else prefs.quiet_until(
-                    merged["quiet_hours"], profile.get("timezone"), due or now)
+                    merged["quiet_hours"], profile.get("timezone"), due or escalate or now)
                 for target in targets:
-                    if due or quiet:
+                    if due or quiet or escalate:
                         planned.append(Planned(**row, target=target, status="held",
-                                               digest=digest,
-                                               next_attempt_at=max(due or 0, quiet or 0)))
+                                               digest=digest, next_attempt_at=max(
+                                                   due or 0, quiet or 0, escalate or 0)))
                     else:
                         planned.append(Planned(**row, target=target, status="queued",
                                                next_attempt_at=now))
         if hook:
             merged = prefs.merge(defaults, await self.directory.preferences(tenant, n["user_id"])
                                  if n["user_id"] else {})
-            if prefs.channel_value(merged, type_, "webhook") is not False:
-                planned.append(Planned(n["id"], tenant, n["user_id"], "webhook", "queued",
-                                       next_attempt_at=now))
+            value = prefs.channel_value(merged, type_, "webhook")
+            if value is not False:
+                # A direct notification's webhook may wait for its user's acknowledgement.
+                wait = value == "unacknowledged" and n["user_id"] is not None and \
+                    await self.presence.is_online(tenant, n["user_id"])
+                planned.append(Planned(
+                    n["id"], tenant, n["user_id"], "webhook", "held" if wait else "queued",
+                    next_attempt_at=now + merged["escalate_after"] if wait else now,
+                    unless_acknowledged=value == "unacknowledged" and n["user_id"] is not None))
         return planned
 
     async def _targets(self, tenant: str, user: str, channel: str,
@@ -281,6 +297,9 @@ class Orchestrator:
         channel = self.channels.get(d.channel)
         if channel is None:
             return await self._finish(group, "skipped", error=f"{d.channel} is off")
+        if d.unless_acknowledged and d.user_id and await self.receipts.is_acknowledged(
+                d.notification_id, d.user_id):
+            return await self._finish(group, "skipped", error="acknowledged")
         if d.only_offline and d.user_id and await self.presence.is_online(d.tenant_id,
                                                                             d.user_id):
             return await self._finish(group, "skipped", error="user was online")

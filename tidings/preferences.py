@@ -1,8 +1,9 @@
 """Who gets what, where and when: preferences, quiet hours and digests, as pure functions.
 
 A user's preferences override the tenant's defaults, which override the built-in ones. Each
-channel is `true` (always), `false` (never) or `"offline"` (only while the user has no live
-connection).
+channel is `true` (always), `false` (never), `"offline"` (only while the user has no live
+connection) or, for every channel but in_app, `"unacknowledged"` (only if no connection of the
+user acknowledged it within `escalate_after` seconds; at once when none is live).
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ BUILT_IN: dict[str, Any] = {
                              "push": "offline", "webhook": True}},
     "quiet_hours": None,
     "digest": "off",
+    "escalate_after": 60,
 }
+MAX_ESCALATE_AFTER = 7 * 24 * 3600
 _CLOCK = re.compile(r"^([01]\d|2[0-3]):([0-5]\d)$")
 _TYPE = re.compile(r"^[a-z][a-z0-9_.-]{0,49}$")
 
@@ -48,8 +51,11 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
                 where = f"channels.{type_}.{channel}"
                 if channel not in CHANNELS:
                     raise errors.invalid(where, f"unknown channel; one of {', '.join(CHANNELS)}")
-                if value not in (True, False, "offline"):
+                if channel == "in_app" and value not in (True, False, "offline"):
                     raise errors.invalid(where, 'must be true, false or "offline"')
+                if value not in (True, False, "offline", "unacknowledged"):
+                    raise errors.invalid(where, 'must be true, false, "offline" or '
+                                                '"unacknowledged"')
             clean["channels"][type_] = dict(mapping)
     if "quiet_hours" in body:
         quiet = body["quiet_hours"]
@@ -68,10 +74,17 @@ def validate(body: dict[str, Any]) -> dict[str, Any]:
         if body["digest"] not in DIGESTS:
             raise errors.invalid("digest", f"must be one of {', '.join(DIGESTS)}")
         clean["digest"] = body["digest"]
-    unknown = set(body) - {"channels", "quiet_hours", "digest"}
+    if "escalate_after" in body:
+        wait = body["escalate_after"]
+        if not isinstance(wait, int) or isinstance(wait, bool) or \
+                not 1 <= wait <= MAX_ESCALATE_AFTER:
+            raise errors.invalid("escalate_after", f"must be whole seconds from 1 to "
+                                                   f"{MAX_ESCALATE_AFTER}")
+        clean["escalate_after"] = wait
+    unknown = set(body) - {"channels", "quiet_hours", "digest", "escalate_after"}
     if unknown:
-        raise errors.invalid(sorted(unknown)[0], "unknown field; expected channels, quiet_hours "
-                                                 "or digest")
+        raise errors.invalid(sorted(unknown)[0], "unknown field; expected channels, quiet_hours, "
+                                                 "digest or escalate_after")
     return clean
 
 
@@ -89,11 +102,12 @@ def apply(stored: dict[str, Any], change: dict[str, Any]) -> dict[str, Any]:
 
 def merge(*layers: dict[str, Any]) -> dict[str, Any]:
     """Later layers win: per type and per channel for `channels`, whole values otherwise."""
-    result: dict[str, Any] = {"channels": {}, "quiet_hours": None, "digest": "off"}
+    result: dict[str, Any] = {"channels": {}, "quiet_hours": None, "digest": "off",
+                              "escalate_after": BUILT_IN["escalate_after"]}
     for layer in (BUILT_IN, *layers):
         for type_, mapping in layer.get("channels", {}).items():
             result["channels"].setdefault(type_, {}).update(mapping)
-        for key in ("quiet_hours", "digest"):
+        for key in ("quiet_hours", "digest", "escalate_after"):
             if key in layer:
                 result[key] = layer[key]
     return result

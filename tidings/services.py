@@ -26,6 +26,7 @@ from .outbound import OutboundPolicy
 from .presence import Presence
 from .presence.local import LocalPresence
 from .publisher import Publisher
+from .receipts import Receipts
 from .registry import Registry
 from .sns import SnsVerifier
 from .store import DeliveryQueue, Directory, Store, is_postgres, open_backend
@@ -52,6 +53,7 @@ class Services:
     channels: dict[str, Channel]
     orchestrator: Orchestrator
     metrics: Metrics
+    receipts: Receipts
     tickets: Tickets
     links: UnsubscribeLinks
     ses_events: SesEvents
@@ -69,19 +71,23 @@ class Services:
         await presence.start()
         activity = Activity()
         metrics = Metrics(activity, presence, channels)
-        hub = Hub(backend.store, registry, broker, presence, metrics, settings.heartbeat)
+        receipts = Receipts(backend.receipts)
+        receipts.start()
+        hub = Hub(backend.store, registry, broker, presence, metrics, receipts,
+                  settings.heartbeat)
         await hub.start()
         publisher = Publisher(backend.store, hub, broker, presence, activity, metrics)
         await publisher.start()
-        dashboard = Dashboard(activity, presence, registry, backend.store, backend.queue)
+        dashboard = Dashboard(activity, presence, registry, backend.store, backend.queue,
+                              receipts)
         dashboard.start()
         orchestrator = Orchestrator(backend.store, backend.directory, backend.queue, channels,
-                                    presence, metrics, links=links)
+                                    presence, metrics, receipts, links=links)
         activity.listeners.append(orchestrator.notification_created)
         await orchestrator.start()
         return cls(settings, backend.store, backend.directory, backend.queue, registry, broker,
                    presence, hub, publisher, activity, verifier, dashboard, channels,
-                   orchestrator, metrics, _tickets(settings), links,
+                   orchestrator, metrics, receipts, _tickets(settings), links,
                    SesEvents(SnsVerifier(OutboundPolicy.from_settings(settings),
                                          settings.sns_host),
                              backend.directory, backend.queue))
@@ -97,7 +103,8 @@ class Services:
             problems["broker"] = "does not answer"
         if not self.presence.healthy():
             problems["presence"] = "does not answer"
-        if not self.publisher.running() or not self.orchestrator.running():
+        if not (self.publisher.running() and self.orchestrator.running()
+                and self.receipts.running()):
             problems["background"] = "a background task has stopped"
         return problems
 
@@ -106,6 +113,7 @@ class Services:
         await self.publisher.stop()
         await self.orchestrator.stop()
         await self.hub.stop()
+        await self.receipts.stop()
         await close_channels(self.channels)
         await self.ses_events.aclose()
         await self.presence.close()

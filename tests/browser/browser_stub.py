@@ -59,6 +59,7 @@ class StubServer:
         self.cursors: list[tuple[str, str | None]] = []  # (transport, cursor) per accepted stream
         self.refused_websockets = 0
         self.read_ids: list[int] = []
+        self.acks: list[tuple[str, list[int], str | None]] = []  # (transport, ids, connection_id)
         self.tickets: set[str] = set()  # made and not yet spent
         self.stream_uris: list[str] = []  # every WebSocket and SSE request's URI, as sent
         self._ticket_numbers = itertools.count(1)
@@ -182,6 +183,7 @@ class StubServer:
             (r"/api/notifications/stream", ClientStream, s),
             (r"/api/notifications", InboxHandler, s),
             (r"/api/tickets", TicketsHandler, s),
+            (r"/api/notifications/ack", AckHandler, s),
             (r"/api/notifications/stats", StatsHandler, s),
             (r"/api/notifications/read-all", ReadHandler, s),
             (r"/api/notifications/(\d+)/read", ReadHandler, s),
@@ -243,6 +245,15 @@ class TicketsHandler(StubHandler):
             self.finish({"ticket": ticket, "expires_in": 30})
 
 
+class AckHandler(StubHandler):
+    def post(self) -> None:
+        if self.authorized():
+            body = json.loads(self.request.body)
+            self.stub.acks.append(("sse", body["ids"], body.get("connection_id")))
+            self.set_status(204)
+            self.finish()
+
+
 class InboxHandler(StubHandler):
     def get(self) -> None:
         if self.authorized():
@@ -298,6 +309,8 @@ class ClientSocket(StubHandler, WebSocketHandler):
             self.write_message({"type": "pong"})
         elif frame["type"] == "mark_read":
             self.stub.mark_read([frame["id"]])
+        elif frame["type"] == "ack":
+            self.stub.acks.append(("websocket", frame["ids"], "c1"))
 
     def on_close(self) -> None:
         self.stub.peers.discard(self)

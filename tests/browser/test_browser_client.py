@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 RECEIVED = "n => window.received.length >= n"
@@ -107,6 +109,30 @@ def test_a_token_refused_for_a_ticket_stops_reconnecting(page, stub) -> None:
     page.wait_for_timeout(1500)  # an absence: a retry would come within maxDelay (1 s)
     assert stub.stream_uris == []
     assert page.evaluate("window.client._retryTimer") is None
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_what_it_emits_it_acknowledges_in_one_batch(page, stub, transport) -> None:
+    page.goto(f"{stub.url}/client?transport={transport}")
+    connected_over(page, transport)
+    ids = [stub.publish(f"n{i}")["id"] for i in range(3)]
+    page.wait_for_function(RECEIVED, arg=3)
+    page.wait_for_function("n => window.client._unacked.length === 0 && !window.client._ackTimer", arg=0)
+    connection = "c1" if transport == "websocket" else "s1"
+    deadline = time.monotonic() + 5  # the stub records the request on its own thread
+    while sum(len(a[1]) for a in stub.acks) < 3 and time.monotonic() < deadline:
+        page.wait_for_timeout(20)
+    assert stub.acks == [(transport, ids, connection)]
+
+
+def test_ack_false_acknowledges_nothing(page, stub) -> None:
+    page.goto(f"{stub.url}/client?transport=websocket")
+    connected_over(page, "websocket")
+    page.evaluate("window.client.ack = false")
+    stub.publish("not acknowledged")
+    page.wait_for_function(RECEIVED, arg=1)
+    page.wait_for_timeout(300)  # an absence: an ack would go within 100 ms
+    assert stub.acks == []
 
 
 def test_close_stops_for_good(page, stub) -> None:

@@ -26,33 +26,35 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def printed_link(proc: subprocess.Popen[str], timeout: float = WAIT) -> str:
-    """Reads the server's output line by line, within `timeout`, up to the login link."""
+def printed_link(proc: subprocess.Popen[bytes], timeout: float = WAIT) -> str:
+    """Reads the server's output as it comes, within `timeout`, up to the login link. Raw
+    reads of the pipe: a buffered reader could hold the link while select() sees nothing."""
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     deadline = time.monotonic() + timeout
-    seen: list[str] = []
+    printed = ""
     with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
+        sel.register(fd, selectors.EVENT_READ)
         while True:
             left = deadline - time.monotonic()
-            assert left > 0 and sel.select(left), f"no login link within {timeout}s: {seen}"
-            line = proc.stdout.readline()
-            assert line, f"the server exited without printing a login link: {seen}"
-            seen.append(line)
-            found = LINK.search(line)
+            assert left > 0 and sel.select(left), f"no login link within {timeout}s: {printed}"
+            chunk = os.read(fd, 65536).decode()
+            assert chunk, f"the server exited without printing a login link: {printed}"
+            printed += chunk
+            found = LINK.search(printed)
             if found:
                 return found.group(1)
 
 
 @pytest.fixture
-def dev_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def dev_server(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`python server.py --dev` in a temporary data folder; yields (printed link, process)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIDINGS_")}
     proc = subprocess.Popen(
         [sys.executable, "-u", str(ROOT / "server.py"), "--dev", "--port", str(free_port()),
          "--db", str(tmp_path / "data" / "tidings.db"),
          "--vapid-key", str(tmp_path / "data" / "vapid.pem")],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         yield printed_link(proc), proc
     finally:

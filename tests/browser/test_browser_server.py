@@ -104,6 +104,13 @@ def test_tenant_page_sends_a_test_notification(page, browser, live, screenshot) 
     assert page.locator("#notifications tbody tr").count() == 1
 
     demo.wait_for_selector("#inbox li >> text=Hello from the dashboard")
+    # The demo acknowledged what it showed; the page's receipts follow without a reload.
+    row = "#notifications tbody tr:first-child [data-receipts]"
+    page.wait_for_selector(f'{row} [data-field="acknowledged"] >> text="1"', timeout=10000)
+    assert page.inner_text(f'{row} [data-field="pushed"]') == "1"
+    assert page.inner_text(f'{row} [data-field="read"]') == "0"
+    demo.click('#inbox li [data-action="read"]')
+    page.wait_for_selector(f'{row} [data-field="read"] >> text="1"', timeout=10000)
     screenshot(page, "server-tenant")
     screenshot(demo, "server-demo", full_page=False)
     demo.context.close()

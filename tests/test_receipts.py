@@ -1,0 +1,132 @@
+"""Acknowledgements and receipts end to end: an `ack` frame or POST /api/notifications/ack,
+read back per notification, recipient and connection from GET .../receipts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .clients import Api, SSEClient, WSClient, eventually, token
+
+SERVICE = token(user="backend", role="service")
+ADMIN = token(user="root", role="admin")
+ALICE, BOB = token(user="alice"), token(user="bob")
+OTHER_TENANT = token(tenant="globex", user="alice", role="admin")
+
+
+async def receipts(api: Api, nid: int, tok: str = ADMIN) -> list[dict]:
+    return list((await api.json("GET", f"/api/notifications/{nid}/receipts", tok=tok))["receipts"])
+
+
+def by_connection(entry: dict) -> dict[str, dict]:
+    return {c["connection_id"]: c for c in entry["connections"]}
+
+
+async def acknowledged(api: Api, nid: int, connection_id: str, tok: str = ADMIN) -> bool:
+    [entry] = await receipts(api, nid, tok)
+    found = by_connection(entry).get(connection_id)
+    return found is not None and found["acknowledged_at"] is not None
+
+
+@pytest.mark.gen_test
+async def test_two_websockets_one_acknowledges(server, api):
+    first, second = await WSClient.open(server.port, ALICE), await WSClient.open(server.port, ALICE)
+    nid = (await api.send(SERVICE, user_id="alice", title="two tabs"))["notification"]["id"]
+    for ws in (first, second):
+        await ws.notifications(1)
+    first.send({"type": "ack", "ids": [nid]})
+    await eventually(lambda: acknowledged(api, nid, first.hello["connection_id"]))
+
+    [entry] = await receipts(api, nid)
+    assert entry["user_id"] == "alice" and entry["read_at"] is None
+    assert entry["acknowledged_at"] is not None
+    conns = by_connection(entry)
+    assert set(conns) == {first.hello["connection_id"], second.hello["connection_id"]}
+    assert all(c["transport"] == "websocket" and c["pushed_at"] for c in conns.values())
+    assert conns[second.hello["connection_id"]]["acknowledged_at"] is None
+
+    await api.json("POST", f"/api/notifications/{nid}/read", tok=ALICE)
+    [entry] = await receipts(api, nid)
+    assert entry["read_at"] is not None
+    first.close()
+    second.close()
+
+
+@pytest.mark.gen_test
+async def test_sse_acknowledges_over_rest_one_connection_or_all(server, api):
+    streams = [await SSEClient.open(server.port, ALICE) for _ in range(2)]
+    ids = [(await s.next_of("connected"))["data"]["connection_id"] for s in streams]
+    named = (await api.send(SERVICE, user_id="alice", title="named"))["notification"]["id"]
+    unnamed = (await api.send(SERVICE, user_id="alice", title="unnamed"))["notification"]["id"]
+    for s in streams:
+        await s.next_of("notification")
+        await s.next_of("notification")
+
+    await api.json("POST", "/api/notifications/ack", {"ids": [named], "connection_id": ids[0]},
+                   tok=ALICE, expect=204)
+    await api.json("POST", "/api/notifications/ack", {"ids": [unnamed]}, tok=ALICE, expect=204)
+    [entry] = await receipts(api, named)
+    conns = by_connection(entry)
+    assert conns[ids[0]]["acknowledged_at"] and conns[ids[1]]["acknowledged_at"] is None
+    [entry] = await receipts(api, unnamed)
+    assert all(c["acknowledged_at"] and c["transport"] == "sse" for c in entry["connections"])
+    assert len(entry["connections"]) == 2
+    for s in streams:
+        s.close()
+
+
+@pytest.mark.gen_test
+async def test_a_user_sees_only_its_own_entry_even_of_a_broadcast(server, api):
+    alice, bob = await WSClient.open(server.port, ALICE), await WSClient.open(server.port, BOB)
+    nid = (await api.send(SERVICE, broadcast=True, title="all"))["notification"]["id"]
+    await alice.notifications(1)
+    await bob.notifications(1)
+    assert {e["user_id"] for e in await receipts(api, nid)} == {"alice", "bob"}
+    assert [e["user_id"] for e in await receipts(api, nid, ALICE)] == ["alice"]
+    assert [e["user_id"] for e in await receipts(api, nid, BOB)] == ["bob"]
+    alice.close()
+    bob.close()
+
+
+@pytest.mark.gen_test
+async def test_another_users_or_tenants_notification_is_404(server, api):
+    nid = (await api.send(SERVICE, user_id="alice", title="alice's"))["notification"]["id"]
+    for tok in (BOB, OTHER_TENANT):
+        response = await api.call("GET", f"/api/notifications/{nid}/receipts", tok=tok)
+        assert response.code == 404
+    response = await api.call("GET", "/api/notifications/999999/receipts", tok=ADMIN)
+    assert response.code == 404
+
+
+@pytest.mark.gen_test
+async def test_acknowledging_what_is_not_yours_records_nothing(server, api):
+    nid = (await api.send(SERVICE, user_id="alice", title="alice's"))["notification"]["id"]
+    other = await api.send(OTHER_TENANT, user_id="bob", title="globex's")
+    bob = await WSClient.open(server.port, BOB)
+    bob.send({"type": "ack", "ids": [nid, other["notification"]["id"]]})
+    await api.json("POST", "/api/notifications/ack", {"ids": [nid]}, tok=BOB, expect=204)
+    bob.send({"type": "ping"})
+    await bob.next_of("pong")  # the frame before it was handled
+    await server.services.receipts.flush()
+    assert await receipts(api, nid) == []
+    assert await receipts(api, other["notification"]["id"], OTHER_TENANT) == []
+    bob.close()
+
+
+@pytest.mark.gen_test
+async def test_bad_acknowledgements_are_400_naming_the_field(server, api):
+    bad = [({}, "ids"), ({"ids": []}, "ids"), ({"ids": "1"}, "ids"), ({"ids": [True]}, "ids"),
+           ({"ids": [0]}, "ids"), ({"ids": [1.5]}, "ids"), ({"ids": list(range(1, 502))}, "ids"),
+           ({"ids": [2**63]}, "ids"), ({"ids": [1], "connection_id": 5}, "connection_id"),
+           ({"ids": [1], "connection_id": "a b"}, "connection_id"),
+           ({"ids": [1], "extra": 1}, "extra")]
+    for body, field in bad:
+        response = await api.call("POST", "/api/notifications/ack", body, tok=ALICE)
+        assert response.code == 400, body
+        assert json.loads(response.body)["error"]["field"] == field, body
+    ws = await WSClient.open(server.port, ALICE)
+    ws.send({"type": "ack", "ids": "nope"})
+    error = await ws.next_of("error")
+    assert error["error"]["code"] == "invalid_request" and "ids" in error["error"]["message"]
+    ws.close()

@@ -1,0 +1,137 @@
+"""Receipts: which connection was pushed a notification and which acknowledged it.
+
+Recording must not slow the fan-out, so a push is remembered in memory as one entry per
+notification (its connections), and everything remembered is written in one transaction per
+`FLUSH_INTERVAL`. Receipts are a record, not the notification: when the store is away or the
+buffer is full, the oldest wait and the newest are dropped (counted in `dropped`), and a
+notification is never held up for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from . import errors
+from .connections import Connection
+from .models import Principal
+from .store import ReceiptBook, StoreUnavailable
+from .store.protocol import Ack, Push
+
+log = logging.getLogger("tidings.receipts")
+
+FLUSH_INTERVAL = 1.0     # seconds between writes
+MAX_BUFFERED = 200_000   # pushes and acks waiting to be written, at most
+MAX_ACK_IDS = 500        # ids in one acknowledgement
+
+
+def ack_ids(value: Any) -> list[int]:
+    """The `ids` of an acknowledgement: 1 to MAX_ACK_IDS notification ids."""
+    if not isinstance(value, list) or not 0 < len(value) <= MAX_ACK_IDS or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 < i < 2**63 for i in value):
+        raise errors.invalid("ids", f"must be a list of 1 to {MAX_ACK_IDS} notification ids")
+    return list(dict.fromkeys(value))
+
+
+class Receipts:
+    def __init__(self, book: ReceiptBook, clock: Callable[[], float] = time.time) -> None:
+        self.book = book
+        self.clock = clock
+        self.listeners: list[Callable[[set[str]], None]] = []  # tenants whose receipts changed
+        self.dropped = 0
+        self._pushed: list[tuple[int, str, list[Connection], float]] = []
+        self._acks: list[Ack] = []
+        self._buffered = 0
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    # --- recorded on the hot path: an append, nothing more -----------------------------
+    def pushed(self, notification_id: int, tenant_id: str,
+               connections: list[Connection]) -> None:
+        if not connections:
+            return
+        if self._buffered + len(connections) > MAX_BUFFERED:
+            self.dropped += len(connections)
+            return
+        self._buffered += len(connections)
+        self._pushed.append((notification_id, tenant_id, connections, self.clock()))
+
+    def acknowledged(self, who: Principal, ids: Iterable[int], connection_id: str = "") -> None:
+        """`connection_id` '': every SSE connection of the user that was pushed them."""
+        now = self.clock()
+        acks = [Ack(i, who.tenant_id, who.user_id, connection_id, now) for i in ids]
+        if self._buffered + len(acks) > MAX_BUFFERED:
+            self.dropped += len(acks)
+            return
+        self._buffered += len(acks)
+        self._acks.extend(acks)
+
+    # --- written off it ----------------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._flush_loop(), name="tidings-receipts")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(StoreUnavailable):
+            await self.flush()
+
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def flush(self) -> None:
+        """Writes what is buffered; while the store is away it stays buffered (any other
+        failure is a bug, and that batch is dropped rather than retried forever)."""
+        async with self._lock:
+            pushed, acks = self._pushed, self._acks
+            if not pushed and not acks:
+                return
+            self._pushed, self._acks, self._buffered = [], [], 0
+            rows = [Push(n, tenant, c.user_id, c.id, c.transport, at)
+                    for n, tenant, conns, at in pushed for c in conns]
+            try:
+                await self.book.record(rows, acks)
+            except (StoreUnavailable, asyncio.CancelledError):  # kept for the next try
+                self._pushed, self._acks = pushed + self._pushed, acks + self._acks
+                self._buffered += len(rows) + len(acks)
+                raise
+        tenants = {p.tenant_id for p in rows} | {a.tenant_id for a in acks}
+        for listener in self.listeners:
+            listener(tenants)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            try:
+                await self.flush()
+            except StoreUnavailable as e:
+                log.warning("receipts could not be written (%s); trying again", e)
+            except Exception:
+                log.exception("writing receipts failed")
+
+    # --- read -------------------------------------------------------------------------
+    async def of(self, tenant_id: str, notification_ids: list[int],
+                 user_id: str | None = None) -> dict[int, list[dict[str, Any]]]:
+        """Receipts as the API shows them, with this process's latest pushes included."""
+        await self.flush()
+        return await self.book.receipts(tenant_id, notification_ids, user_id)
+
+    async def is_acknowledged(self, notification_id: int, user_id: str) -> bool:
+        await self.flush()
+        return await self.book.acknowledged(notification_id, user_id)
+
+    async def summary(self, tenant_id: str, notification_ids: list[int],
+                      ) -> dict[int, dict[str, int]]:
+        """Per notification, how many recipients were pushed it, acknowledged it, read it."""
+        found = await self.book.receipts(tenant_id, notification_ids)
+        return {n: {"pushed": sum(1 for e in entries if e["connections"] and any(
+                        c["pushed_at"] for c in e["connections"])),
+                    "acknowledged": sum(1 for e in entries if e["acknowledged_at"]),
+                    "read": sum(1 for e in entries if e["read_at"])}
+                for n, entries in found.items()}
