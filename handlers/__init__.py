@@ -13,7 +13,7 @@ from tidings.limits import RateLimiter
 from tidings.outbound import OutboundPolicy
 from tidings.services import Services
 
-from . import admin, api, channels, sse, ws
+from . import admin, api, channels, sse, tenant, ws
 from .base import NotFoundHandler, log_request, proxy_networks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +51,7 @@ def routes(services: Services) -> list[tornado.web.URLSpec]:
         tornado.web.url(r"/api/webhook", channels.WebhookHandler, s),
         tornado.web.url(r"/api/templates/([^/]+)/([^/]+)", channels.TemplateHandler, s),
         tornado.web.url(r"/api/tickets", api.TicketsHandler, s),
+        tornado.web.url(r"/api/tenant", tenant.TenantHandler, s),
         tornado.web.url(r"/api/openapi.json", api.OpenAPIHandler, s),
         tornado.web.url(r"/ws/notifications", ws.NotificationSocket, s),
         tornado.web.url(r"/healthz", api.HealthHandler, s),

@@ -277,8 +277,12 @@ class Orchestrator:
         recipient = await self._recipient(d)
         if recipient is None:
             return await self.queue.finish(group, "skipped", error="the address is gone")
+        notifications = [n for n in [await self.notifications.notification(x.notification_id)
+                                     for x in group] if n is not None]
+        if not notifications:  # removed by retention since it was planned
+            return await self.queue.finish(group, "skipped", error="the notification is gone")
         try:
-            rendered = await self._render(group)
+            rendered = await self._render(group, notifications)
             provider_id = await channel.send(recipient, rendered)
         except SubscriptionGone as e:
             await self.directory.remove_subscription(d.tenant_id, e.endpoint)
@@ -316,10 +320,8 @@ class Orchestrator:
             return Recipient(d.user_id, phone=d.target)
         return Recipient(d.user_id, email=d.target)
 
-    async def _render(self, group: list[Delivery]) -> Any:
+    async def _render(self, group: list[Delivery], notifications: list[dict[str, Any]]) -> Any:
         d = group[0]
-        notifications = [n for n in [await self.notifications.notification(x.notification_id)
-                                     for x in group] if n is not None]
         profile = await self.directory.recipient(d.tenant_id, d.user_id or "") or {}
         extra = {"user": {"id": d.user_id, **profile}}
         if d.digest:

@@ -25,6 +25,7 @@ from .presence import Presence
 from .presence.local import LocalPresence
 from .publisher import Publisher
 from .registry import Registry
+from .retention import Retention
 from .store import DeliveryQueue, Directory, Store, is_postgres, open_backend
 from .tickets import LocalTickets, Tickets
 
@@ -48,6 +49,7 @@ class Services:
     channels: dict[str, Channel]
     orchestrator: Orchestrator
     tickets: Tickets
+    retention: Retention
     started_at: float = field(default_factory=time.time)
 
     @classmethod
@@ -71,9 +73,11 @@ class Services:
                                     presence)
         activity.listeners.append(orchestrator.notification_created)
         await orchestrator.start()
+        retention = Retention(backend.store, settings.housekeeping_interval)
+        retention.start()
         return cls(settings, backend.store, backend.directory, backend.queue, registry, broker,
                    presence, hub, publisher, activity, verifier, dashboard, channels,
-                   orchestrator, _tickets(settings))
+                   orchestrator, _tickets(settings), retention)
 
     async def health(self) -> dict[str, str]:
         """What does not answer or has stopped: empty when all is well."""
@@ -86,11 +90,13 @@ class Services:
             problems["broker"] = "does not answer"
         if not self.presence.healthy():
             problems["presence"] = "does not answer"
-        if not self.publisher.running() or not self.orchestrator.running():
+        if not (self.publisher.running() and self.orchestrator.running()
+                and self.retention.running()):
             problems["background"] = "a background task has stopped"
         return problems
 
     async def close(self) -> None:
+        await self.retention.stop()
         await self.dashboard.stop()
         await self.publisher.stop()
         await self.orchestrator.stop()
