@@ -9,7 +9,12 @@ from typing import Any
 
 import pytest
 
+from tidings.config import Secret
+
 from .clients import Api, SSEClient, WSClient, eventually, inbox_ids, token
+from .deliveries import SENDER, notify, profile, settled, until
+
+pytest_plugins = ["tests.peers.fixtures"]
 
 ADMIN = token(user="root", role="admin")
 SERVICE = token(user="backend", role="service")
@@ -150,6 +155,30 @@ async def test_housekeeping_removes_what_is_older_than_retention_days(server, ap
     assert len(await inbox_ids(server.port, token(tenant="globex", user="alice"))) == 1
     # Stats and a snapshot see only what is kept.
     assert (await api.json("GET", "/api/notifications/stats", tok=ALICE))["total"] == 0
+
+
+@pytest.mark.gen_test(timeout=20)
+async def test_a_pending_email_of_a_removed_notification_is_dropped_quietly(smtp_peer,
+                                                                            start_server):
+    server = await start_server(email_url=Secret(smtp_peer.url), email_from=SENDER)
+    orchestrator = server.services.orchestrator
+    orchestrator.backoff_base, orchestrator.max_attempts = 0.02, 50  # retries in ms, not s
+    api = Api(server.port)
+    await profile(api, email="alice@example.com")
+    smtp_peer.down()
+    old = await notify(api, title="removed before it could be sent")
+    await until(api, old, lambda ds: len(ds) == 1 and len(ds[0]["history"]) >= 1)
+    kept = await notify(api, title="kept")
+    await keep_newest(server, api, 1)
+    gone = await api.call("GET", f"/api/notifications/{old}/deliveries", tok=ADMIN)
+    assert gone.code == 404
+    smtp_peer.up()
+    [got] = await smtp_peer.inbox.arrived(1, timeout=5)
+    assert got.message["Subject"] == "kept"
+    [d] = await settled(api, kept)
+    assert d["status"] == "sent"
+    assert orchestrator.running() and len(smtp_peer.inbox) == 1
+    assert (await api.call("GET", "/healthz")).code == 200
 
 
 # --- honest replay -----------------------------------------------------------------------
