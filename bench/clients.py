@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import os
+import re
 import struct
 from collections.abc import Callable, Iterable
 from typing import Protocol
@@ -164,6 +165,21 @@ class WsClient(StreamClient):
     def close(self) -> None:
         """Start the closing handshake (1000); `done` resolves when the server ends the TCP."""
         self.send(8, struct.pack("!H", 1000))
+
+
+class AckingWsClient(WsClient):
+    """A WebSocket client that acknowledges each notification it gets, as tidings.js does
+    (one `ack` frame per notification: the most a client could send)."""
+
+    def frame(self, opcode: int, payload: bytes) -> None:
+        super().frame(opcode, payload)
+        if opcode == 1 and self.ready.done():
+            found = _NOTIFICATION_ID.search(payload)
+            if found is not None:
+                self.send(1, b'{"type":"ack","ids":[' + found.group(1) + b"]}")
+
+
+_NOTIFICATION_ID = re.compile(rb'"id":(\d+)')  # the notification's own: "tenant_id" has no quote before id
 
 
 class SseClient(StreamClient):

@@ -7,7 +7,9 @@ message. (2) latency: a steady --rate broadcasts per second for a few seconds, e
 its send time in `data.t`; p50/p99 publish-to-receive latency over every delivery.
 All clients and the publisher run in this process on core 1 (raw asyncio clients), the
 server on core 0. Floor: bare Tornado holding the same connections and writing the same JSON.
-Target: delivered/s at least 0.7 x the floor.
+Target: delivered/s at least 0.7 x the floor. Case websocket-ack: the WebSocket case with
+every client acknowledging each notification it gets (what receipts cost); the floor ignores
+the acks, and the run also prints tidings' acknowledging / plain ratio (target >= 0.9).
 
   .venv/bin/python bench/fanout.py [--quick] [--clients 1000] [--case websocket] [--json out.json]
 """
@@ -22,9 +24,17 @@ from typing import Any
 
 from common import TENANT, CpuMeter, Metric, Server, log, main, percentile, token
 
-from clients import HttpConn, SseClient, StreamClient, WsClient, close_clients, open_clients
+from clients import (
+    AckingWsClient,
+    HttpConn,
+    SseClient,
+    StreamClient,
+    WsClient,
+    close_clients,
+    open_clients,
+)
 
-CASES = ["websocket", "sse"]
+CASES = ["websocket", "websocket-ack", "sse"]
 
 
 class Tally:
@@ -52,14 +62,14 @@ class Tally:
 
     def payload(self, data: bytes) -> None:
         doc = json.loads(data)
-        n = doc["notification"] if self.transport == "websocket" else doc
+        n = doc if self.transport == "sse" else doc["notification"]
         self.latencies.append((time.perf_counter() - n["data"]["t"]) * 1000)
 
 
 def client_factory(transport: str, port: int, tally: Tally) -> Any:
     users = iter(range(1_000_000))
-    cls = WsClient if transport == "websocket" else SseClient
-    path = "/ws/notifications" if transport == "websocket" else "/api/notifications/stream"
+    cls = {"websocket": WsClient, "websocket-ack": AckingWsClient, "sse": SseClient}[transport]
+    path = "/api/notifications/stream" if transport == "sse" else "/ws/notifications"
 
     def make() -> StreamClient:
         t = token(f"user{next(users)}")
@@ -183,6 +193,8 @@ METRICS = [
     Metric("websocket", "delivered_per_s", "delivered", "msg/s", min_ratio=0.7),
     Metric("websocket", "p50_ms", "p50 latency", "ms"),
     Metric("websocket", "p99_ms", "p99 latency", "ms"),
+    Metric("websocket-ack", "delivered_per_s", "delivered", "msg/s", min_ratio=0.7),
+    Metric("websocket-ack", "p99_ms", "p99 latency", "ms"),
     Metric("sse", "delivered_per_s", "delivered", "msg/s", min_ratio=0.7),
     Metric("sse", "p50_ms", "p50 latency", "ms"),
     Metric("sse", "p99_ms", "p99 latency", "ms"),
@@ -198,8 +210,14 @@ def options(p: argparse.ArgumentParser) -> None:
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
-    return main("fanout", __doc__, CASES, measure, METRICS,
-                ("delivered_per_s", True), options, argv)
+    result = main("fanout", __doc__, CASES, measure, METRICS,
+                  ("delivered_per_s", True), options, argv)
+    tidings = {case: sides.get("tidings", {}) for case, sides in result["results"].items()}
+    acking, plain = (tidings.get(c, {}).get("delivered_per_s") for c in CASES[1::-1])
+    if acking and plain:  # what receipts cost: the same fan-out with every client acknowledging
+        result["ack_ratio"] = acking / plain
+        print(f"  acknowledging clients vs not (tidings): {acking / plain:.2f}x (target >= 0.9)")
+    return result
 
 
 if __name__ == "__main__":

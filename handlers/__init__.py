@@ -13,7 +13,7 @@ from tidings.limits import RateLimiter
 from tidings.outbound import OutboundPolicy
 from tidings.services import Services
 
-from . import admin, api, channels, email, sse, ws
+from . import admin, api, channels, email, sse, tenant, ws
 from .base import NotFoundHandler, log_request, proxy_networks
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,6 +56,7 @@ def routes(services: Services) -> list[tornado.web.URLSpec]:
         tornado.web.url(r"/api/suppressions", email.SuppressionsHandler, s),
         tornado.web.url(r"/api/suppressions/([^/]+)", email.SuppressionHandler, s),
         tornado.web.url(r"/api/ses/events", email.SesEventsHandler, s),
+        tornado.web.url(r"/api/tenant", tenant.TenantHandler, s),
         tornado.web.url(r"/api/openapi.json", api.OpenAPIHandler, s),
         tornado.web.url(r"/ws/notifications", ws.NotificationSocket, s),
         tornado.web.url(r"/healthz", api.HealthHandler, s),

@@ -155,6 +155,26 @@
       setUnread(info.unread);
     }
   });
+  // The server no longer has all we missed (retention), or not our cursor: draw the inbox
+  // again from REST; what the stream replays meanwhile is added as usual, never twice.
+  async function reload() {
+    items.clear();
+    $("inbox").textContent = "";
+    window.tidingsDemo.reloads = (window.tidingsDemo.reloads || 0) + 1;
+    try {
+      const [page, stats] = await Promise.all([
+        client.request("GET", "/api/notifications?limit=50"),
+        client.request("GET", "/api/notifications/stats")]);
+      page.notifications.forEach((n) => add(n, false));
+      setUnread(stats.unread);
+    } catch (e) {
+      toast({type: "error", title: "Could not reload the inbox", message: e.message});
+    }
+    $("inbox-empty").hidden = items.size > 0;
+    $("inbox-count").textContent = `${items.size} shown`;
+    window.tidingsDemo.reloaded = (window.tidingsDemo.reloaded || 0) + 1;
+  }
+  client.on("reset", reload);
   client.on("disconnected", () => setStatus("offline", "Reconnecting…"));
   client.on("stats", (s) => {
     if (!s || typeof s.unread !== "number") return;

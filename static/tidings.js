@@ -11,6 +11,10 @@
  * resumes from the largest notification id seen (`since` / `last_event_id`), so
  * nothing sent while it was away is lost and nothing is delivered twice.
  *
+ * When the server no longer has everything after the cursor (retention removed some:
+ * "cursor_expired"), or does not know the cursor at all ("cursor_unknown"), it says so
+ * first and the client emits `reset` ({reason, oldest_id}): reload what you show.
+ *
  * The token never goes into a WebSocket or EventSource URL (browser history, proxy logs):
  * before each connection the client asks for a one-time ticket over REST, with the token in
  * the Authorization header, and opens the stream with `?ticket=`.
@@ -214,7 +218,7 @@
         try { data = ev.data ? JSON.parse(ev.data) : null; } catch (e) { return; }
         this._handle(name, data, "sse");
       });
-      ["connected", "notification", "stats_update", "heartbeat", "error"].forEach(on);
+      ["connected", "reset", "notification", "stats_update", "heartbeat", "error"].forEach(on);
       // EventSource would reconnect by itself with its own timing and the id of its
       // last event; the library owns reconnects instead (backoff, the resume cursor).
       es.onerror = () => {
@@ -234,8 +238,9 @@
           this.current = transport;
           this._connectedAt = Date.now();
           this._connectionId = data && data.connection_id;
+          this._startId = data && typeof data.last_id === "number" ? data.last_id : null;
           // A first connection resumes from the server's newest id, so a drop loses nothing.
-          if (this.lastId === null && data && typeof data.last_id === "number") this.lastId = data.last_id;
+          if (this.lastId === null && this._startId !== null) this.lastId = this._startId;
           const info = Object.assign({}, data || {}, {transport});
           delete info.type;
           this._emit("connected", info);
@@ -248,6 +253,19 @@
           if (this.lastId === null || n.id > this.lastId) this.lastId = n.id;
           this._emit("notification", n);
           this._acknowledge(n.id);
+          break;
+        }
+        case "reset": {
+          const detail = Object.assign({}, data || {});
+          delete detail.type;
+          if (detail.reason === "cursor_unknown") {
+            // The server does not know our cursor (its history was reset, or it is another
+            // server): resume from where this connection started, and forget the ids seen,
+            // which may be given again to new notifications.
+            this.lastId = this._startId;
+            this._seen.clear();
+          }
+          this._emit("reset", detail);
           break;
         }
         case "stats_update":

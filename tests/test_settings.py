@@ -31,7 +31,7 @@ def sample(setting: config.Setting, n: int) -> str:
     """A raw value the setting's kind accepts; n picks one of two different ones."""
     if setting.kind in (int, config._port):
         return str(4000 + n)
-    if setting.kind is float:
+    if setting.kind in (float, config._seconds):
         return str(2.5 + n)
     if setting.kind is config._origins:
         return f"https://app{n}.example,https://other{n}.example"

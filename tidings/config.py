@@ -49,6 +49,13 @@ def _port(value: str) -> int:
     return port
 
 
+def _seconds(value: str) -> float:
+    seconds = float(value)
+    if not 0 < seconds <= 86400:
+        raise ValueError(f"{value} is not a number of seconds between 0 and 86400")
+    return seconds
+
+
 def _log_format(value: str) -> str:
     value = value.lower()
     if value not in ("text", "json"):
@@ -85,6 +92,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("heartbeat", 30.0, "Seconds between heartbeats (WebSocket pings, SSE heartbeat "
             "events); a WebSocket peer that leaves a ping unanswered for one interval is "
             "dropped.", float),
+    Setting("housekeeping_interval", 60.0, "Seconds between housekeeping runs, which remove "
+            "what each tenant's retention (PUT /api/tenant) no longer keeps, a few hundred "
+            "notifications per transaction so that creates never wait long.", _seconds),
     Setting("max_connections_per_tenant", 0, "Open connections allowed per tenant across both "
             "transports and every process; 0 means unlimited.", int),
     Setting("max_connections_per_user", 0, "Open connections allowed per user across both "
@@ -151,6 +161,7 @@ class Settings:
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     heartbeat: float = 30.0
+    housekeeping_interval: float = 60.0
     max_connections_per_tenant: int = 0
     max_connections_per_user: int = 0
     max_pending_kib: int = 1024

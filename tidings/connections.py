@@ -50,6 +50,12 @@ class Message:
     def stats(cls, counts: dict[str, int]) -> Message:
         return cls("stats_update", "stats", counts)
 
+    @classmethod
+    def reset(cls, body: dict[str, Any]) -> Message:
+        """`reset`: the WebSocket frame carries the body's fields beside `type`; the SSE
+        event's data is the body."""
+        return cls("reset", None, body)
+
     @property
     def ws(self) -> bytes:
         """The WebSocket text frame's payload, UTF-8 encoded once for every connection."""
@@ -57,6 +63,8 @@ class Message:
             frame = {"type": self.kind}
             if self.key is not None:
                 frame[self.key] = self.payload
+            elif isinstance(self.payload, dict):
+                frame.update(self.payload)
             self._ws = dumps(frame).encode()
         return self._ws
 

@@ -26,6 +26,7 @@ from .models import Principal
 from .presence import Presence
 from .receipts import Receipts
 from .registry import Registry
+from .retention import CURSOR_UNKNOWN, resume_reset
 from .store import Store, StoreUnavailable
 
 log = logging.getLogger("tidings.hub")
@@ -81,7 +82,8 @@ class Hub:
                      greet: Callable[[int], Awaitable[None]]) -> None:
         """Registers a connection, greets it with the position it starts from (`last_id`:
         everything of its user after that id will reach it) and, with `since`, first sends
-        what it missed, oldest first.
+        what it missed, oldest first; a cursor that retention outran, or that is past the
+        newest id there is, first gets a `reset` (after the greeting, before the replay).
 
         Live messages are held from registration until the replay is sent, then released;
         the connection drops any id it has already sent, so a notification committed during
@@ -102,14 +104,25 @@ class Hub:
             await stream.ready.wait()
             if self.streams.get(conn.tenant_id) is not stream:
                 raise StoreUnavailable("the tenant's stream could not be opened")
-            await greet(stream.initial if start is None else start)
+            position = stream.initial if start is None else start
+            await greet(position)
             cursor = since
+            page = await self.store.after(who, since, REPLAY_PAGE) if since is not None else []
+            if since:  # since=0 never gets a reset
+                # Read after the first page: retention raises the watermark in the transaction
+                # that removes, so a removal this page missed is seen here.
+                reset = await resume_reset(self.store, who, since)
+                if reset is not None:
+                    await conn.replay(Message.reset(reset))
+                    if reset["reason"] == CURSOR_UNKNOWN:  # nothing to replay; live from here
+                        conn.last_id, page, cursor = position, [], None
             while cursor is not None and not conn.closed:
-                page = await self.store.after(who, cursor, REPLAY_PAGE)
                 for notification in page:
                     await conn.replay(Message.notification(notification))  # at its pace
                     self.receipts.pushed(notification["id"], conn.tenant_id, [conn])
                 cursor = page[-1]["id"] if len(page) == REPLAY_PAGE else None
+                if cursor is not None:
+                    page = await self.store.after(who, cursor, REPLAY_PAGE)
         finally:
             conn.release()
 

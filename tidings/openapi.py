@@ -60,8 +60,8 @@ _TENANT_DEFAULT = {"name": "tenant_default", "in": "query", "required": False,
 _SSE_EVENT = {
     "type": "object", "required": ["data"],
     "properties": {
-        "event": {"type": "string", "enum": ["connected", "notification", "stats_update",
-                                             "heartbeat", "error"]},
+        "event": {"type": "string", "enum": ["connected", "reset", "notification",
+                                             "stats_update", "heartbeat", "error"]},
         "data": {"type": "string", "contentMediaType": "application/json"},
         "id": {"type": "string", "pattern": "^[0-9]+$"},
         "retry": {"type": "integer", "minimum": 0},
@@ -225,6 +225,31 @@ SCHEMAS: dict[str, Any] = {
             "Signature": {"type": "string"}, "SigningCertURL": {"type": "string"},
         },
     },
+    "TenantSettings": {
+        "type": "object", "additionalProperties": False,
+        "description": "Each field optional: what is not named stays as it was; null is no "
+                       "limit (forever).",
+        "properties": {
+            "retention_days": {"type": ["integer", "null"], "minimum": 1, "maximum": 3650,
+                               "description": "Remove notifications older than this."},
+            "retention_count": {"type": ["integer", "null"], "minimum": 1,
+                                "maximum": 10_000_000,
+                                "description": "Keep only the tenant's newest N, direct and "
+                                               "tenant-wide together."},
+        },
+    },
+    "Tenant": {
+        "type": "object",
+        "required": ["tenant_id", "retention_days", "retention_count", "pruned_through"],
+        "properties": {
+            "tenant_id": {"type": "string"},
+            "retention_days": {"type": ["integer", "null"]},
+            "retention_count": {"type": ["integer", "null"]},
+            "pruned_through": {"type": "integer", "description": "The highest id retention "
+                               "removed (0: none). A stream resuming below it first gets "
+                               "`reset` with reason cursor_expired."},
+        },
+    },
     "Error": {
         "type": "object", "required": ["error"],
         "properties": {"error": {"type": "object", "required": ["code", "message"],
@@ -291,8 +316,9 @@ PATHS: dict[str, Any] = {
                    who="user: own; admin and service: tenant", params=[_TENANT]),
     },
     "/api/notifications/stream": {
-        "get": _op("Server-Sent Events: connected, notification (with id), stats_update, "
-                   "heartbeat", {"200": _ok("An event stream", _SSE_EVENT,
+        "get": _op("Server-Sent Events: connected, reset (when the resume cursor is before "
+                   "what is kept, or after the newest id), notification (with id), "
+                   "stats_update, heartbeat", {"200": _ok("An event stream", _SSE_EVENT,
                                             "text/event-stream")},
                    who="the user",
                    params=[_TENANT, {"name": "Last-Event-ID", "in": "header", "required": False,
@@ -393,6 +419,14 @@ PATHS: dict[str, Any] = {
         "delete": _op("Remove the tenant's webhook", {"204": _ok("Removed")}, who="admin",
                       params=[_TENANT]),
     },
+    "/api/tenant": {
+        "get": _op("The tenant's settings: retention, and how far it has removed",
+                   {"200": _ok("The settings", _ref("Tenant"))}, who="admin", params=[_TENANT]),
+        "put": _op("Change the tenant's retention; housekeeping enforces it at once and then "
+                   "every --housekeeping-interval seconds",
+                   {"200": _ok("The settings as they are now", _ref("Tenant"))},
+                   body=_ref("TenantSettings"), who="admin", params=[_TENANT]),
+    },
     "/api/templates/{type}/{channel}": {
         "get": _op("A tenant's template for one notification type and channel",
                    {"200": _ok("The template", _ref("Template"))}, who="admin",
@@ -488,7 +522,7 @@ def document() -> dict[str, Any]:
         "info": {"title": "tidings", "version": "0.1.0",
                  "description": "Multi-tenant real-time notifications. The WebSocket at "
                                 "/ws/notifications (query token or ticket, tenant_id, since, snapshot) carries the "
-                                "same notifications; see the README. Roles: "
+                                "same notifications and reset frames; see the README. Roles: "
                                 + ", ".join(ROLES) + "."},
         "paths": PATHS,
         "components": {

@@ -50,6 +50,7 @@ SENDS_PER_TENANT = 2                    # one tenant's slow receiver cannot hold
 IDLE_WAKE = 60.0                        # look again at least this often
 LOOP_BACKOFF = (1.0, 30.0)              # a loop that failed waits, doubling, then goes on
 STOP_GRACE = 3.0                        # seconds a stop waits for sends under way
+TURNED_OFF = "turned off in the user's preferences"
 _MISSING = {"email": "no email address", "sms": "no phone number",
             "push": "no push subscription"}
 
@@ -180,11 +181,18 @@ class Orchestrator:
         now = self.clock()
         planned: list[Planned] = []
         for user in users:
-            merged = prefs.merge(defaults, await self.directory.preferences(tenant, user))
+            own = await self.directory.preferences(tenant, user)
+            merged = prefs.merge(defaults, own)
             profile = await self.directory.recipient(tenant, user) or {}
             for channel in addressed:
                 value = prefs.channel_value(merged, type_, channel)
                 if value is False:
+                    # The user's own opt-out (an unsubscribe link, say) shows as a skip where
+                    # there was an address to send to; a default that is off plans nothing.
+                    if prefs.turned_off(own, type_, channel) and \
+                            await self._targets(tenant, user, channel, profile):
+                        planned.append(Planned(n["id"], tenant, user, channel, "skipped",
+                                               last_error=TURNED_OFF))
                     continue
                 row = {"notification_id": n["id"], "tenant_id": tenant, "user_id": user,
                        "channel": channel, "only_offline": value == "offline",
@@ -309,8 +317,12 @@ class Orchestrator:
         if recipient.email and await self.directory.suppressed(
                 d.tenant_id, suppressions.normalize(recipient.email)):
             return await self._finish(group, "skipped", error=suppressions.SKIPPED)
+        notifications = [n for n in [await self.notifications.notification(x.notification_id)
+                                     for x in group] if n is not None]
+        if not notifications:  # removed by retention since it was planned
+            return await self._finish(group, "skipped", error="the notification is gone")
         try:
-            rendered = await self._render(group)
+            rendered = await self._render(group, notifications)
             provider_id = await channel.send(recipient, rendered)
         except SubscriptionGone as e:
             await self.directory.remove_subscription(d.tenant_id, e.endpoint)
@@ -355,10 +367,8 @@ class Orchestrator:
             return Recipient(d.user_id, phone=d.target)
         return Recipient(d.user_id, email=d.target)
 
-    async def _render(self, group: list[Delivery]) -> Any:
+    async def _render(self, group: list[Delivery], notifications: list[dict[str, Any]]) -> Any:
         d = group[0]
-        notifications = [n for n in [await self.notifications.notification(x.notification_id)
-                                     for x in group] if n is not None]
         profile = await self.directory.recipient(d.tenant_id, d.user_id or "") or {}
         extra = {"user": {"id": d.user_id, **profile}}
         if d.digest:

@@ -122,6 +122,16 @@ def channel_value(prefs: dict[str, Any], type_: str, channel: str) -> Value:
     return False
 
 
+def turned_off(own: dict[str, Any], type_: str, channel: str) -> bool:
+    """Whether the user's own preferences (not the tenant's nor the built-in ones) say `false`
+    for this channel of this type: an opt-out a sender should see, not a default."""
+    channels = own.get("channels", {})
+    for key in (type_, "default"):
+        if channel in channels.get(key, {}):
+            return channels[key][channel] is False
+    return False
+
+
 def zone(name: str | None) -> ZoneInfo:
     try:
         return ZoneInfo(name or "UTC")

@@ -28,6 +28,7 @@ from .presence.local import LocalPresence
 from .publisher import Publisher
 from .receipts import Receipts
 from .registry import Registry
+from .retention import Retention
 from .sns import SnsVerifier
 from .store import DeliveryQueue, Directory, Store, is_postgres, open_backend
 from .tickets import LocalTickets, Tickets
@@ -57,6 +58,7 @@ class Services:
     tickets: Tickets
     links: UnsubscribeLinks
     ses_events: SesEvents
+    retention: Retention
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:
@@ -85,12 +87,15 @@ class Services:
                                     presence, metrics, receipts, links=links)
         activity.listeners.append(orchestrator.notification_created)
         await orchestrator.start()
+        retention = Retention(backend.store, settings.housekeeping_interval)
+        retention.start()
         return cls(settings, backend.store, backend.directory, backend.queue, registry, broker,
                    presence, hub, publisher, activity, verifier, dashboard, channels,
                    orchestrator, metrics, receipts, _tickets(settings), links,
                    SesEvents(SnsVerifier(OutboundPolicy.from_settings(settings),
                                          settings.sns_host),
-                             backend.directory, backend.queue))
+                             backend.directory, backend.queue),
+                   retention)
 
     async def health(self) -> dict[str, str]:
         """What does not answer or has stopped: empty when all is well."""
@@ -104,11 +109,12 @@ class Services:
         if not self.presence.healthy():
             problems["presence"] = "does not answer"
         if not (self.publisher.running() and self.orchestrator.running()
-                and self.receipts.running()):
+                and self.receipts.running() and self.retention.running()):
             problems["background"] = "a background task has stopped"
         return problems
 
     async def close(self) -> None:
+        await self.retention.stop()
         await self.dashboard.stop()
         await self.publisher.stop()
         await self.orchestrator.stop()

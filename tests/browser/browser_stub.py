@@ -40,7 +40,7 @@ CLIENT_PAGE = """<!doctype html><meta charset="utf-8"><title>tidings.js test pag
   const auth = q.get("auth") === "callback" ? {getToken: async () => { tokensAsked++; return token; }} : {token};
   window.client = new Tidings(Object.assign({url: "", tenantId: "acme", transport: q.get("transport") || "auto",
                                              minDelay: 100, maxDelay: 1000}, auth));
-  for (const name of ["connected", "disconnected", "notification", "stats", "error"]) {
+  for (const name of ["connected", "disconnected", "reset", "notification", "stats", "error"]) {
     client.on(name, (detail) => {
       log.push({event: name, detail});
       if (name === "notification") received.push(detail.id);
@@ -66,6 +66,11 @@ class StubServer:
         self.refuse_websocket = False
         self.ignore_cursor = False  # replay everything, as a sloppy server would: the client must dedupe
         self.websocket_close_code: int | None = None  # accept, then close with this code
+        # The next stream opened says this first (after `connected`), as the server does when
+        # retention outran the cursor or it does not know it; cursor_unknown replays nothing.
+        self.reset_next: dict[str, Any] | None = None
+        self.next_id = 1  # a "wiped" server starts again from 1
+        self.inbox_requests = 0
         self.overview: dict[str, Any] = {"tenants": [], "global": {"websocket": 0, "sse": 0, "total": 0},
                                          "history": []}
         self.page_context: dict[str, dict[str, Any]] = {}  # template name -> extra context
@@ -123,10 +128,11 @@ class StubServer:
         """Store a notification and push it to the live peers (if the server is up)."""
 
         async def add() -> dict[str, Any]:
-            n = {"id": len(self.notifications) + 1, "tenant_id": "acme", "user_id": user_id,
+            n = {"id": self.next_id, "tenant_id": "acme", "user_id": user_id,
                  "type": "info", "title": title, "message": "", "data": {}, "priority": "normal",
                  "created_at": now_iso(), "read_at": None, **fields}
             self.notifications.append(n)
+            self.next_id += 1
             for peer in list(self.peers):
                 peer.send("notification", n)
             return n
@@ -144,8 +150,12 @@ class StubServer:
 
     # ---- used by the handlers, on the loop thread ----
 
-    def after(self, cursor: str | None) -> list[dict[str, Any]]:
-        if cursor is None:
+    def take_reset(self) -> dict[str, Any] | None:
+        reset, self.reset_next = self.reset_next, None
+        return reset
+
+    def after(self, cursor: str | None, reset: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        if cursor is None or (reset is not None and reset["reason"] == "cursor_unknown"):
             return []
         floor = 0 if self.ignore_cursor else int(cursor)
         return [n for n in self.notifications if n["id"] > floor]
@@ -153,7 +163,8 @@ class StubServer:
     def hello(self, connection_id: str, snapshot: str | None) -> dict[str, Any]:
         """The `connected` payload: counts always, the newest notifications when asked."""
         hello: dict[str, Any] = {"connection_id": connection_id, "user_id": "alice", "tenant_id": "acme",
-                                 "last_id": len(self.notifications), **self.stats()}
+                                 "last_id": max((n["id"] for n in self.notifications), default=0),
+                                 **self.stats()}
         if snapshot:
             hello["recent"] = self.notifications[::-1][:int(snapshot)]
         return hello
@@ -257,6 +268,7 @@ class AckHandler(StubHandler):
 class InboxHandler(StubHandler):
     def get(self) -> None:
         if self.authorized():
+            self.stub.inbox_requests += 1
             self.finish({"notifications": self.stub.notifications[::-1], "next_before": None})
 
 
@@ -292,7 +304,10 @@ class ClientSocket(StubHandler, WebSocketHandler):
         cursor = self.get_query_argument("since", None)
         self.stub.cursors.append(("websocket", cursor))
         self.write_message({"type": "connected", **self.stub.hello("c1", self.get_query_argument("snapshot", None))})
-        for n in self.stub.after(cursor):
+        reset = self.stub.take_reset()
+        if reset is not None:
+            self.write_message({"type": "reset", **reset})
+        for n in self.stub.after(cursor, reset):
             self.send("notification", n)
         self.stub.peers.add(self)
 
@@ -327,7 +342,10 @@ class ClientStream(StubHandler):
         self.queue: asyncio.Queue[str | None] = asyncio.Queue()
         hello = self.stub.hello("s1", self.get_query_argument("snapshot", None))
         self.write(f"retry: 3000\nevent: connected\ndata: {json.dumps(hello)}\n\n")
-        for n in self.stub.after(cursor):
+        reset = self.stub.take_reset()
+        if reset is not None:
+            self.write(f"event: reset\ndata: {json.dumps(reset)}\n\n")
+        for n in self.stub.after(cursor, reset):
             self.send("notification", n)
         self.stub.peers.add(self)
         try:

@@ -32,7 +32,16 @@ from .. import errors
 from ..models import Principal, iso
 from ..validation import MAX_ID
 from .postgres_schema import MIGRATIONS
-from .protocol import Created, CreateRequest, Notification, StoreUnavailable, shape
+from .protocol import (
+    TENANT_SETTINGS,
+    Created,
+    CreateRequest,
+    Notification,
+    StoreUnavailable,
+    doomed,
+    shape,
+    tenant_settings,
+)
 
 if TYPE_CHECKING:
     from . import Backend
@@ -52,6 +61,7 @@ MIGRATION_TIMEOUT = 3600.0  # seconds for one migration statement (indexes on bi
 # Advisory lock keys (any fixed bigints, the same in every process of a deployment).
 MIGRATION_LOCK = 0x7469_6469_6E67_7301  # "tidings" + 1: migrations at start
 CREATE_LOCK = 0x7469_6469_6E67_7302     # "tidings" + 2: ids given and committed in order
+RETENTION_LOCK = 0x7469_6472            # with the tenant's hash: one pruner per tenant at once
 
 # SQLSTATE classes that mean "the database cannot serve now", not "the SQL is wrong":
 # 08 connection exception, 53 insufficient resources (disk full, out of memory, too many
@@ -368,6 +378,54 @@ class PostgresStore:
                 "DO UPDATE SET deleted_at = excluded.deleted_at",
                 who.tenant_id, who.user_id, notification_id, time.time())
 
+    async def put_tenant_settings(self, tenant_id: str,
+                                  changes: dict[str, int | None]) -> dict[str, Any]:
+        names = [n for n in TENANT_SETTINGS if n in changes]
+        async with self.db.transaction() as conn:
+            await conn.execute("INSERT INTO tenants (tenant_id, updated_at) VALUES ($1, $2) "
+                               "ON CONFLICT (tenant_id) DO NOTHING", tenant_id, time.time())
+            if names:
+                sets = ", ".join(f"{n} = ${i}" for i, n in enumerate(names, start=3))
+                await conn.execute(f"UPDATE tenants SET {sets}, updated_at = $2 "
+                                   "WHERE tenant_id = $1", tenant_id, time.time(),
+                                   *[changes[n] for n in names])
+        return await self.tenant_settings(tenant_id)
+
+    async def prune(self, tenant_id: str, *, older_than: float | None, keep: int | None,
+                    limit: int = 500) -> int:
+        """One batch of retention. A per-tenant advisory lock makes a second process pruning
+        the same tenant wait, then find what is left (each statement sees what committed
+        before it); creates take other locks and never wait for it."""
+        async with self.db.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))",
+                               RETENTION_LOCK, tenant_id)
+            cut = 0
+            if keep is not None:  # the newest id beyond the newest `keep`: it and older go
+                cut = await conn.fetchval(
+                    "SELECT id FROM notifications WHERE tenant_id = $1 ORDER BY id DESC "
+                    "LIMIT 1 OFFSET $2", tenant_id, keep) or 0
+            rows = [dict(row) for row in await conn.fetch(
+                "SELECT id, created_at FROM notifications WHERE tenant_id = $1 "
+                "ORDER BY id LIMIT $2", tenant_id, limit)]
+            ids = doomed(rows, older_than, cut)
+            if not ids:
+                return 0
+            await conn.execute(
+                "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries "
+                "WHERE notification_id = ANY($1::bigint[]))", ids)
+            await conn.execute("DELETE FROM deliveries WHERE notification_id = ANY($1::bigint[])",
+                               ids)
+            for table in ("receipts", "pushes", "acks"):
+                await conn.execute(
+                    f"DELETE FROM {table} WHERE notification_id = ANY($1::bigint[])", ids)
+            await conn.execute("DELETE FROM notifications WHERE id = ANY($1::bigint[])", ids)
+            await conn.execute(
+                "INSERT INTO tenants (tenant_id, pruned_through, updated_at) VALUES ($1, $2, $3) "
+                "ON CONFLICT (tenant_id) DO UPDATE SET "
+                "pruned_through = greatest(tenants.pruned_through, excluded.pruned_through)",
+                tenant_id, ids[-1], time.time())
+        return len(ids)
+
     async def prune_idempotency_keys(self, older_than: float) -> int:
         async with self.db.transaction() as conn:
             status = await conn.execute("DELETE FROM idempotency_keys WHERE created_at < $1",
@@ -499,8 +557,21 @@ class PostgresStore:
         return found
 
     async def last_id(self) -> int:
-        row = await self.db.fetchrow("SELECT coalesce(max(id), 0) AS id FROM notifications")
+        # From the tenants' positions, which retention leaves alone: max(id) of notifications
+        # would fall when the newest ones are removed, and a good cursor would look unknown.
+        row = await self.db.fetchrow("SELECT coalesce(max(last_id), 0) AS id "
+                                     "FROM tenant_positions")
         return int(row["id"]) if row else 0
+
+    async def tenant_settings(self, tenant_id: str) -> dict[str, Any]:
+        return tenant_settings(await self.db.fetchrow(
+            "SELECT retention_days, retention_count, pruned_through FROM tenants "
+            "WHERE tenant_id = $1", tenant_id))
+
+    async def retention_tenants(self) -> list[dict[str, Any]]:
+        return await self.db.fetch(
+            "SELECT tenant_id, retention_days, retention_count FROM tenants WHERE "
+            "retention_days IS NOT NULL OR retention_count IS NOT NULL ORDER BY tenant_id")
 
     async def ping(self) -> bool:
         return await self.db.ping()

@@ -284,8 +284,10 @@ class PostgresDeliveryQueue:
             if status != "skipped":
                 await conn.execute(
                     "INSERT INTO delivery_attempts (delivery_id, attempt, at, status, error) "
+                    # Not for a delivery that retention removed while it was being sent.
                     "SELECT i, a, $3, $4, $5 FROM unnest($1::bigint[], $2::integer[]) "
-                    "AS x(i, a) ON CONFLICT (delivery_id, attempt) DO UPDATE SET "
+                    "AS x(i, a) WHERE EXISTS (SELECT 1 FROM deliveries d WHERE d.id = x.i) "
+                    "ON CONFLICT (delivery_id, attempt) DO UPDATE SET "
                     "at = excluded.at, status = excluded.status, error = excluded.error",
                     ids, [d.attempts for d in deliveries], now,
                     "retry" if status == "queued" else status, error)

@@ -3,8 +3,9 @@
 Three protocols, each with a SQLite and a PostgreSQL implementation that pass one contract
 suite (tests/contract/test_store.py):
 
-- `Store`: notifications, per-user read state, idempotency keys and the tenants' stream
-  positions (the id of each tenant's newest notification, used to find gaps in a fan-out);
+- `Store`: notifications, per-user read state, idempotency keys, the tenants' stream
+  positions (the id of each tenant's newest notification, used to find gaps in a fan-out)
+  and the tenants' retention settings, with the removal that enforces them;
 - `Directory`: recipients' addresses, preferences, push subscriptions, webhooks, templates;
 - `DeliveryQueue`: one row per channel delivery, planned once and claimed with a lease, so
   that several processes never send the same delivery at once and a dead one's are taken over.
@@ -144,7 +145,25 @@ class Store(Protocol):
         its tenant's previous id: what a fan-out receiver missed."""
     async def positions(self, tenant_ids: list[str]) -> dict[str, int]:
         """The newest notification id of each tenant (0 when it has none)."""
-    async def last_id(self) -> int: ...
+    async def last_id(self) -> int:
+        """The largest id ever given (0 for none), also when retention has removed it."""
+    async def tenant_settings(self, tenant_id: str) -> dict[str, Any]:
+        """`retention_days`, `retention_count` (None: not limited) and `pruned_through`
+        (the highest id retention removed, 0 for none); the defaults for an unknown tenant."""
+    async def put_tenant_settings(self, tenant_id: str,
+                                  changes: dict[str, int | None]) -> dict[str, Any]:
+        """Changes the settings named in `changes` (others stay); returns them all."""
+    async def retention_tenants(self) -> list[dict[str, Any]]:
+        """Every tenant with a retention limit: `tenant_id`, `retention_days`,
+        `retention_count`."""
+    async def prune(self, tenant_id: str, *, older_than: float | None, keep: int | None,
+                    limit: int = 500) -> int:
+        """Removes, in one transaction, at most `limit` of the tenant's oldest notifications
+        that are older than `older_than` (unix seconds) or not among its newest `keep`, with
+        the rows that refer to them (receipts, deliveries and their attempts), and raises the
+        tenant's `pruned_through` to the highest id removed. Only an unbroken run of the
+        oldest goes, so every id of the tenant up to `pruned_through` is gone. Returns how
+        many were removed; two callers at once remove each notification once."""
     async def prune_idempotency_keys(self, older_than: float) -> int: ...
     async def ping(self) -> bool: ...
     async def close(self) -> None: ...
@@ -208,6 +227,30 @@ class DeliveryQueue(Protocol):
     async def tenant_of_sent(self, channel: str, provider_id: str) -> str | None:
         """The tenant of the delivery sent on `channel` with the provider's id `provider_id`
         (an SES message id), or None."""
+
+
+TENANT_SETTINGS = ("retention_days", "retention_count")
+
+
+def tenant_settings(row: dict[str, Any] | None) -> dict[str, Any]:
+    """A tenant's settings row in the contract's shape; the defaults when there is none."""
+    row = row or {}
+    return {**{name: row.get(name) for name in TENANT_SETTINGS},
+            "pruned_through": int(row.get("pruned_through") or 0)}
+
+
+def doomed(rows: list[dict[str, Any]], older_than: float | None, cut: int) -> list[int]:
+    """Of a tenant's oldest rows (id order), the unbroken run that retention removes: ids up
+    to `cut` (beyond the newest N kept) or created before `older_than`. Stopping at the first
+    one kept keeps "everything up to pruned_through is gone" true, although creation times
+    may be a few milliseconds out of id order."""
+    ids: list[int] = []
+    for row in rows:
+        if row["id"] <= cut or (older_than is not None and row["created_at"] < older_than):
+            ids.append(row["id"])
+        else:
+            break
+    return ids
 
 
 def shape(id_: int, tenant_id: str, user_id: str | None, type_: str, title: str, message: str,

@@ -249,11 +249,13 @@ class SQLiteDeliveryQueue:
                   d.id) for d in deliveries])
             if status != "skipped":
                 await conn.executemany(
+                    # Not for a delivery that retention removed while it was being sent.
                     "INSERT INTO delivery_attempts (delivery_id, attempt, at, status, error) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (delivery_id, attempt) DO UPDATE SET "
+                    "SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM deliveries WHERE id = ?) "
+                    "ON CONFLICT (delivery_id, attempt) DO UPDATE SET "
                     "at = excluded.at, status = excluded.status, error = excluded.error",
-                    [(d.id, d.attempts, now, "retry" if status == "queued" else status, error)
-                     for d in deliveries])
+                    [(d.id, d.attempts, now, "retry" if status == "queued" else status, error,
+                      d.id) for d in deliveries])
 
     async def release(self, deliveries: list[Delivery]) -> None:
         async with self.db.write() as conn:

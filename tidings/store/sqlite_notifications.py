@@ -13,7 +13,15 @@ from typing import Any
 from .. import errors
 from ..models import Principal, iso
 from ..validation import MAX_ID
-from .protocol import Created, CreateRequest, Notification, shape
+from .protocol import (
+    TENANT_SETTINGS,
+    Created,
+    CreateRequest,
+    Notification,
+    doomed,
+    shape,
+    tenant_settings,
+)
 from .sqlite import Database, Row
 
 _COLUMNS = "n.id, n.tenant_id, n.user_id, n.type, n.title, n.message, n.data, n.priority, " \
@@ -145,6 +153,54 @@ class SQLiteStore:
                 "DO UPDATE SET deleted_at = excluded.deleted_at",
                 (who.tenant_id, who.user_id, notification_id, time.time()))
 
+    async def put_tenant_settings(self, tenant_id: str,
+                                  changes: dict[str, int | None]) -> dict[str, Any]:
+        names = [n for n in TENANT_SETTINGS if n in changes]
+        async with self.db.write() as conn:
+            await conn.execute("INSERT INTO tenants (tenant_id, updated_at) VALUES (?, ?) "
+                               "ON CONFLICT (tenant_id) DO NOTHING", (tenant_id, time.time()))
+            if names:
+                sets = ", ".join(f"{n} = :{n}" for n in names)
+                await conn.execute(f"UPDATE tenants SET {sets}, updated_at = :now "
+                                   "WHERE tenant_id = :tenant",
+                                   {**{n: changes[n] for n in names}, "now": time.time(),
+                                    "tenant": tenant_id})
+        return await self.tenant_settings(tenant_id)
+
+    async def prune(self, tenant_id: str, *, older_than: float | None, keep: int | None,
+                    limit: int = 500) -> int:
+        """One batch of retention, under the writer's lock (BEGIN IMMEDIATE): another process
+        pruning at the same time waits, then finds what is left."""
+        async with self.db.write() as conn:
+            cut = 0
+            if keep is not None:  # the newest id beyond the newest `keep`: it and older go
+                async with conn.execute(
+                        "SELECT id FROM notifications WHERE tenant_id = ? ORDER BY id DESC "
+                        "LIMIT 1 OFFSET ?", (tenant_id, keep)) as cursor:
+                    found = await cursor.fetchone()
+                cut = found[0] if found else 0
+            async with conn.execute(
+                    "SELECT id, created_at FROM notifications WHERE tenant_id = ? "
+                    "ORDER BY id LIMIT ?", (tenant_id, limit)) as cursor:
+                rows = [dict(row) for row in await cursor.fetchall()]
+            ids = doomed(rows, older_than, cut)
+            if not ids:
+                return 0
+            marks = ",".join("?" * len(ids))
+            await conn.execute(
+                f"DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries "
+                f"WHERE notification_id IN ({marks}))", ids)
+            await conn.execute(f"DELETE FROM deliveries WHERE notification_id IN ({marks})", ids)
+            for table in ("receipts", "pushes", "acks"):
+                await conn.execute(f"DELETE FROM {table} WHERE notification_id IN ({marks})", ids)
+            await conn.execute(f"DELETE FROM notifications WHERE id IN ({marks})", ids)
+            await conn.execute(
+                "INSERT INTO tenants (tenant_id, pruned_through, updated_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (tenant_id) DO UPDATE SET "
+                "pruned_through = max(tenants.pruned_through, excluded.pruned_through)",
+                (tenant_id, ids[-1], time.time()))
+        return len(ids)
+
     async def prune_idempotency_keys(self, older_than: float) -> int:
         async with self.db.write() as conn:
             cursor = await conn.execute("DELETE FROM idempotency_keys WHERE created_at < ?",
@@ -274,8 +330,21 @@ class SQLiteStore:
         return found
 
     async def last_id(self) -> int:
-        row = await self.db.fetchone("SELECT coalesce(max(id), 0) AS id FROM notifications")
+        # From the tenants' positions, which retention leaves alone: max(id) of notifications
+        # would fall when the newest ones are removed, and a good cursor would look unknown.
+        row = await self.db.fetchone("SELECT coalesce(max(last_id), 0) AS id "
+                                     "FROM tenant_positions")
         return int(row["id"]) if row else 0
+
+    async def tenant_settings(self, tenant_id: str) -> dict[str, Any]:
+        return tenant_settings(await self.db.fetchone(
+            "SELECT retention_days, retention_count, pruned_through FROM tenants "
+            "WHERE tenant_id = ?", (tenant_id,)))
+
+    async def retention_tenants(self) -> list[dict[str, Any]]:
+        return await self.db.fetchall(
+            "SELECT tenant_id, retention_days, retention_count FROM tenants WHERE "
+            "retention_days IS NOT NULL OR retention_count IS NOT NULL ORDER BY tenant_id")
 
     async def ping(self) -> bool:
         return await self.db.ping()

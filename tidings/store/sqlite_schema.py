@@ -204,3 +204,19 @@ MIGRATIONS.append(
     ALTER TABLE deliveries ADD COLUMN unless_acknowledged INTEGER NOT NULL DEFAULT 0;
     """
 )
+
+MIGRATIONS.append(
+    # 6: retention. Each tenant's settings (how long it keeps its notifications) and the highest
+    # id that retention removed (`pruned_through`: a resume cursor below it may have missed
+    # some, and is told so). Receipts are looked up by notification when one is removed.
+    """
+    CREATE TABLE tenants (
+        tenant_id TEXT PRIMARY KEY,
+        retention_days INTEGER,            -- NULL: forever
+        retention_count INTEGER,           -- NULL: no limit; else the newest N are kept
+        pruned_through INTEGER NOT NULL DEFAULT 0,
+        updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX receipts_notification ON receipts (notification_id);
+    """
+)
