@@ -415,7 +415,9 @@ class PostgresStore:
                 "WHERE notification_id = ANY($1::bigint[]))", ids)
             await conn.execute("DELETE FROM deliveries WHERE notification_id = ANY($1::bigint[])",
                                ids)
-            for table in ("receipts", "pushes", "acks"):
+            await conn.execute("DELETE FROM receipts WHERE tenant_id = $2 "
+                               "AND notification_id = ANY($1::bigint[])", ids, tenant_id)
+            for table in ("pushes", "acks"):
                 await conn.execute(
                     f"DELETE FROM {table} WHERE notification_id = ANY($1::bigint[])", ids)
             await conn.execute("DELETE FROM notifications WHERE id = ANY($1::bigint[])", ids)

@@ -220,7 +220,7 @@ MIGRATIONS.append(
 MIGRATIONS.append(
     # 6: retention. Each tenant's settings (how long it keeps its notifications) and the highest
     # id that retention removed (`pruned_through`: a resume cursor below it may have missed
-    # some, and is told so). Receipts are looked up by notification when one is removed.
+    # some, and is told so). A tenant's receipts are looked up by notification when one is removed.
     """
     CREATE TABLE tenants (
         tenant_id TEXT PRIMARY KEY,
@@ -229,6 +229,6 @@ MIGRATIONS.append(
         pruned_through BIGINT NOT NULL DEFAULT 0,
         updated_at DOUBLE PRECISION NOT NULL
     );
-    CREATE INDEX receipts_notification ON receipts (notification_id);
+    CREATE INDEX receipts_notification ON receipts (tenant_id, notification_id);
     """
 )

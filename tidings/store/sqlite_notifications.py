@@ -191,7 +191,9 @@ class SQLiteStore:
                 f"DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries "
                 f"WHERE notification_id IN ({marks}))", ids)
             await conn.execute(f"DELETE FROM deliveries WHERE notification_id IN ({marks})", ids)
-            for table in ("receipts", "pushes", "acks"):
+            await conn.execute(f"DELETE FROM receipts WHERE tenant_id = ? AND notification_id "
+                               f"IN ({marks})", (tenant_id, *ids))
+            for table in ("pushes", "acks"):
                 await conn.execute(f"DELETE FROM {table} WHERE notification_id IN ({marks})", ids)
             await conn.execute(f"DELETE FROM notifications WHERE id IN ({marks})", ids)
             await conn.execute(

@@ -208,7 +208,7 @@ MIGRATIONS.append(
 MIGRATIONS.append(
     # 6: retention. Each tenant's settings (how long it keeps its notifications) and the highest
     # id that retention removed (`pruned_through`: a resume cursor below it may have missed
-    # some, and is told so). Receipts are looked up by notification when one is removed.
+    # some, and is told so). A tenant's receipts are looked up by notification when one is removed.
     """
     CREATE TABLE tenants (
         tenant_id TEXT PRIMARY KEY,
@@ -217,6 +217,6 @@ MIGRATIONS.append(
         pruned_through INTEGER NOT NULL DEFAULT 0,
         updated_at REAL NOT NULL
     ) WITHOUT ROWID;
-    CREATE INDEX receipts_notification ON receipts (notification_id);
+    CREATE INDEX receipts_notification ON receipts (tenant_id, notification_id);
     """
 )
