@@ -159,7 +159,9 @@ class WsClient(StreamClient):
     def send(self, opcode: int, payload: bytes) -> None:
         # A zero masking key is valid and leaves the payload as it is.
         if self.transport is not None and not self.transport.is_closing():
-            head = bytes((0x80 | opcode, 0x80 | len(payload)))
+            n = len(payload)
+            head = bytes((0x80 | opcode, 0x80 | n)) if n < 126 else \
+                bytes((0x80 | opcode, 0x80 | 126)) + struct.pack("!H", n)
             self.transport.write(head + b"\0\0\0\0" + payload)
 
     def close(self) -> None:
@@ -168,17 +170,30 @@ class WsClient(StreamClient):
 
 
 class AckingWsClient(WsClient):
-    """A WebSocket client that acknowledges each notification it gets, as tidings.js does
-    (one `ack` frame per notification: the most a client could send)."""
+    """A WebSocket client that acknowledges the notifications it gets as tidings.js does: the
+    ids of each ACK_DELAY in one `ack` frame (at most 500 ids, which fits 16-bit lengths)."""
 
     def frame(self, opcode: int, payload: bytes) -> None:
         super().frame(opcode, payload)
         if opcode == 1 and self.ready.done():
             found = _NOTIFICATION_ID.search(payload)
             if found is not None:
-                self.send(1, b'{"type":"ack","ids":[' + found.group(1) + b"]}")
+                if not self.unacked:
+                    asyncio.get_running_loop().call_later(ACK_DELAY, self.acknowledge)
+                self.unacked.append(found.group(1))
+
+    def acknowledge(self) -> None:
+        ids, self.unacked = self.unacked, []
+        self.send(1, b'{"type":"ack","ids":[' + b",".join(ids) + b"]}")
+
+    unacked: list[bytes]
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.unacked = []
+        super().connection_made(transport)
 
 
+ACK_DELAY = 0.1  # seconds, as static/tidings.js
 _NOTIFICATION_ID = re.compile(rb'"id":(\d+)')  # the notification's own: "tenant_id" has no quote before id
 
 
