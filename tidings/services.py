@@ -20,6 +20,7 @@ from .dashboard import Dashboard
 from .fanout import Broker
 from .fanout.local import LocalBroker
 from .hub import Hub
+from .inapp import InAppChoices
 from .metrics import Metrics
 from .orchestrator import Orchestrator
 from .outbound import OutboundPolicy
@@ -78,7 +79,7 @@ class Services:
         receipts = Receipts(backend.receipts)
         receipts.start()
         hub = Hub(backend.store, registry, broker, presence, metrics, receipts,
-                  settings.heartbeat)
+                  settings.heartbeat, InAppChoices(backend.directory))
         await hub.start()
         publisher = Publisher(backend.store, hub, broker, presence, activity, metrics)
         await publisher.start()

@@ -193,6 +193,9 @@ class Directory(Protocol):
     async def put_preferences(self, tenant_id: str, user_id: str,
                               body: dict[str, Any]) -> None: ...
     async def preferences(self, tenant_id: str, user_id: str) -> dict[str, Any]: ...
+    async def in_app_preferences(self, tenant_id: str) -> dict[str, dict[str, Any]]:
+        """Every stored preferences body of the tenant that mentions in_app, by owner ('' for
+        the tenant's defaults); others may come too."""
     async def add_subscription(self, tenant_id: str, user_id: str, endpoint: str, p256dh: str,
                                auth: str) -> bool:
         """Registers (or renews) a user's push endpoint; False, changing nothing, when the
