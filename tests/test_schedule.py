@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from .clients import SSEClient, WSClient, eventually, inbox_ids, token
+from .clients import Api, SSEClient, WSClient, eventually, inbox_ids, token
+from .test_admin import _login
 
 ADMIN = token(user="root", role="admin")
 SERVICE = token(user="backend", role="service")
@@ -146,3 +147,24 @@ async def test_idempotency_key_on_a_scheduling_post(server, api):
     third = await api.call("POST", "/api/notifications", body, SERVICE, headers=headers)
     assert third.code == 202 and json.loads(third.body) == json.loads(first.body)
     assert (await api.json("GET", "/api/scheduled", tok=SERVICE))["scheduled"] == []
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_the_tenant_page_lists_what_is_scheduled(start_server):
+    server = await start_server(admin_password="pw")
+    api = Api(server.port)
+    cookie = await _login(api, "pw")
+    page = await api.call("GET", "/admin/tenants/acme", headers={"Cookie": cookie})
+    assert page.code == 200 and b"Nothing scheduled" in page.body
+    entry = (await api.json("POST", "/api/notifications",
+                            {"user_ids": ["alice", "bob"], "title": "Quarterly <review>",
+                             "group": "q3", "send_at": at(3600)}, SERVICE,
+                            expect=202))["scheduled"]
+    page = await api.call("GET", "/admin/tenants/acme", headers={"Cookie": cookie})
+    html = page.body.decode()
+    assert f'<tr data-id="{entry["id"]}">' in html
+    assert "Quarterly &lt;review&gt;" in html and "alice, bob" in html and "q3" in html
+    assert entry["send_at"] in html
+    await api.json("DELETE", f"/api/scheduled/{entry['id']}", tok=SERVICE, expect=204)
+    page = await api.call("GET", "/admin/tenants/acme", headers={"Cookie": cookie})
+    assert entry["id"] not in page.body.decode()
