@@ -52,6 +52,8 @@ def routes(services: Services) -> list[tornado.web.URLSpec]:
         tornado.web.url(r"/api/push/subscriptions", channels.PushSubscriptionsHandler, s),
         tornado.web.url(r"/api/webhook", channels.WebhookHandler, s),
         tornado.web.url(r"/api/templates/([^/]+)/([^/]+)", channels.TemplateHandler, s),
+        tornado.web.url(r"/api/scheduled", api.ScheduledHandler, s),
+        tornado.web.url(r"/api/scheduled/([^/]+)", api.ScheduledEntryHandler, s),
         tornado.web.url(r"/api/tickets", api.TicketsHandler, s),
         tornado.web.url(r"/api/suppressions", email.SuppressionsHandler, s),
         tornado.web.url(r"/api/suppressions/([^/]+)", email.SuppressionHandler, s),

@@ -179,7 +179,8 @@ class TenantHandler(PageHandler):
         self.render_page("admin_tenant.html", tenant_id=tenant_id,
                          tenant=await dashboard.tenant_row(tenant_id),
                          users=dashboard.users(tenant_id),
-                         notifications=await dashboard.recent(tenant_id), **context)
+                         notifications=await dashboard.recent(tenant_id),
+                         scheduled=await self.services.scheduler.pending(tenant_id), **context)
 
 
 class AdminSocket(OperatorMixin, tornado.websocket.WebSocketHandler):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import re
+import time
 
 from tidings import errors, receipts, validation
 from tidings.limits import RateLimiter
@@ -27,10 +28,19 @@ class NotificationsHandler(BaseHandler):
         if key is not None and not 0 < len(key) <= MAX_IDEMPOTENCY_KEY:
             raise errors.invalid("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} "
                                                     "characters")
-        items, as_list = validation.notifications(self.json_body(), who.tenant_id)
+        body = self.json_body()
+        items, as_list = validation.notifications(body, who.tenant_id)
+        send_at = validation.send_at(body.get("send_at"), time.time())
         wait = self.settings["tenant_rate"].take(who.tenant_id, len(items))  # per notification
         if wait:
             raise errors.rate_limited(RateLimiter.retry_after(wait))
+        if send_at is not None:
+            scheduled, replayed = await self.services.scheduler.schedule(items, as_list,
+                                                                         send_at, key)
+            if replayed:
+                self.set_header("Idempotent-Replayed", "true")
+            self.write_json({"scheduled": scheduled}, 202)
+            return
         published = await self.services.publisher.create(items, key)
         if published.replayed:
             self.set_header("Idempotent-Replayed", "true")
@@ -46,9 +56,29 @@ class NotificationsHandler(BaseHandler):
         limit = validation.limit(self.get_query_argument("limit", None))
         before = validation.cursor(self.get_query_argument("before", None), "before")
         unread = validation.flag(self.get_query_argument("unread", None), "unread")
-        page = await self.services.store.inbox(who, unread=unread, limit=limit, before=before)
+        group = validation.group(self.get_query_argument("group", None))
+        page = await self.services.store.inbox(who, unread=unread, limit=limit, before=before,
+                                               group=group)
         next_before = page[-1]["id"] if len(page) == limit else None
         self.write_json({"notifications": page, "next_before": next_before})
+
+
+class ScheduledHandler(BaseHandler):
+    async def get(self) -> None:
+        who = self.authenticate()
+        if not who.acts_for_tenant:
+            raise errors.forbidden("only admin and service tokens may see what is scheduled")
+        self.write_json({"scheduled": await self.services.scheduler.pending(who.tenant_id)})
+
+
+class ScheduledEntryHandler(BaseHandler):
+    async def delete(self, schedule_id: str) -> None:
+        who = self.authenticate()
+        if not who.acts_for_tenant:
+            raise errors.forbidden("only admin and service tokens may cancel what is "
+                                   "scheduled")
+        await self.services.scheduler.cancel(who.tenant_id, schedule_id)
+        self.no_content()
 
 
 class NotificationHandler(BaseHandler):

@@ -68,6 +68,7 @@ class PreferencesHandler(BaseHandler):
         store = self.services.directory
         stored = await store.preferences(who.tenant_id, owner)
         await store.put_preferences(who.tenant_id, owner, preferences.apply(stored, change))
+        await self.services.hub.preferences_changed(who.tenant_id)
         await self.get()
 
 

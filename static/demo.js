@@ -89,7 +89,29 @@
     body.appendChild(el("div", "title", n.title));
     if (n.message) body.appendChild(el("div", "msg", n.message));
     const meta = [ago(n.created_at), n.type, n.priority !== "normal" ? n.priority : "", n.user_id ? "" : "everyone"];
-    body.appendChild(el("div", "meta", meta.filter(Boolean).join(" · ")));
+    const metaLine = el("div", "meta", meta.filter(Boolean).join(" · "));
+    if (n.group) { // a thread: its chip shows only that thread (click again for all)
+      li.dataset.group = n.group;
+      const chip = el("button", "pill plain info thread", "thread " + n.group);
+      chip.type = "button";
+      chip.dataset.action = "thread";
+      chip.addEventListener("click", () => showThread(thread === n.group ? null : n.group));
+      metaLine.append(" ", chip);
+    }
+    body.appendChild(metaLine);
+    if (n.actions && n.actions.length) { // buttons: links the server checked are http(s)
+      const row = el("div", "actions");
+      for (const a of n.actions) {
+        if (!/^https?:\/\//i.test(a.url)) continue;
+        const link = el("a", "btn secondary small", a.label);
+        link.href = a.url;
+        link.target = "_blank";
+        link.rel = "noopener noreferrer";
+        link.dataset.action = "link";
+        row.appendChild(link);
+      }
+      body.appendChild(row);
+    }
     li.appendChild(body);
     if (!n.read_at) {
       const btn = el("button", "btn secondary small", "Mark read");
@@ -99,6 +121,13 @@
       li.appendChild(btn);
     }
     return li;
+  }
+
+  let thread = null; // the group shown alone, or null for every notification
+  function showThread(group) {
+    thread = group;
+    for (const {n, li} of items.values()) li.hidden = group !== null && n.group !== group;
+    $("inbox-count").textContent = group === null ? `${items.size} shown` : `thread ${group}`;
   }
 
   function add(n, live) {
@@ -113,7 +142,8 @@
       list.appendChild(li);
     }
     $("inbox-empty").hidden = true;
-    $("inbox-count").textContent = `${items.size} shown`;
+    li.hidden = thread !== null && n.group !== thread;
+    if (thread === null) $("inbox-count").textContent = `${items.size} shown`;
     return true;
   }
 

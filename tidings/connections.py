@@ -78,6 +78,8 @@ class Message:
 
 
 HEARTBEAT = Message("heartbeat", None, None)
+# Between processes only, never to a client: a tenant's preferences changed.
+PREFERENCES_CHANGED = "preferences_changed"
 
 _ids = itertools.count(1)
 _PROCESS = secrets.token_hex(4)  # this process's part of every connection id

@@ -19,8 +19,9 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .connections import HEARTBEAT, SSE, Connection, Message
-from .fanout import Broker, Envelope
+from .connections import HEARTBEAT, PREFERENCES_CHANGED, SSE, Connection, Message
+from .fanout import Broker, BrokerUnavailable, Envelope
+from .inapp import InAppChoices
 from .metrics import Metrics
 from .models import Principal
 from .presence import Presence
@@ -53,8 +54,10 @@ class TenantStream:
 
 class Hub:
     def __init__(self, store: Store, registry: Registry, broker: Broker, presence: Presence,
-                 metrics: Metrics, receipts: Receipts, heartbeat: float = 30.0) -> None:
+                 metrics: Metrics, receipts: Receipts, heartbeat: float = 30.0,
+                 in_app: InAppChoices | None = None) -> None:
         self.store = store
+        self.in_app = in_app  # who turned off the live push of which types
         self.metrics = metrics
         self.receipts = receipts
         self.registry = registry
@@ -118,6 +121,8 @@ class Hub:
                         conn.last_id, page, cursor = position, [], None
             while cursor is not None and not conn.closed:
                 for notification in page:
+                    if self._muted(conn.tenant_id, conn.user_id, notification):
+                        continue  # not pushed live, so not replayed either: the inbox has it
                     await conn.replay(Message.notification(notification))  # at its pace
                     self.receipts.pushed(notification["id"], conn.tenant_id, [conn])
                 cursor = page[-1]["id"] if len(page) == REPLAY_PAGE else None
@@ -137,6 +142,7 @@ class Hub:
         if stream is not None and stream.ready.is_set() and not self.registry.has_tenant(
                 tenant_id):
             del self.streams[tenant_id]
+            self._forget(tenant_id)
             self._spawn(self.broker.unsubscribe(tenant_id))
 
     async def _open_stream(self, stream: TenantStream) -> None:
@@ -144,6 +150,8 @@ class Hub:
         received; what was received before it is dropped as already covered."""
         try:
             await self.broker.subscribe(stream.tenant_id)
+            if self.in_app is not None:  # after subscribing: a change from now on is heard
+                await self.in_app.load(stream.tenant_id)
             position = (await self.store.positions([stream.tenant_id]))[stream.tenant_id]
         except BaseException:
             if self.streams.get(stream.tenant_id) is stream:
@@ -154,11 +162,37 @@ class Hub:
         stream.ready.set()
         if not self.registry.has_tenant(stream.tenant_id):  # all left while it opened
             del self.streams[stream.tenant_id]
+            self._forget(stream.tenant_id)
             self._spawn(self.broker.unsubscribe(stream.tenant_id))
             return
         pending, stream.pending = stream.pending, []
         for envelope in pending:
             self._ordered(stream, envelope)
+
+    # --- preferences ---------------------------------------------------------------------
+    async def preferences_changed(self, tenant_id: str) -> None:
+        """A tenant's preferences changed: read its in_app choices again here, at once, and
+        tell the other processes that have connections of it."""
+        if self.in_app is not None and tenant_id in self.streams:
+            await self.in_app.load(tenant_id)
+        try:
+            self.broker.publish(Envelope(tenant_id, None, Message(PREFERENCES_CHANGED, None,
+                                                                  None)))
+        except BrokerUnavailable:
+            pass  # when it is back, every process reads them again (catch_up)
+
+    def _reload_in_app(self, tenant_ids: list[str]) -> None:
+        if self.in_app is not None:
+            for tenant_id in tenant_ids:
+                self._spawn(self.in_app.load(tenant_id))
+
+    def _forget(self, tenant_id: str) -> None:
+        if self.in_app is not None:
+            self.in_app.forget(tenant_id)
+
+    def _muted(self, tenant_id: str, user_id: str, notification: dict[str, Any]) -> bool:
+        return self.in_app is not None and self.in_app.muted(tenant_id, user_id,
+                                                             notification["type"])
 
     # --- deliver -----------------------------------------------------------------------
     def receive(self, envelope: Envelope) -> None:
@@ -166,7 +200,9 @@ class Hub:
         stream = self.streams.get(envelope.tenant_id)
         if stream is None:
             return  # no connection of that tenant here
-        if envelope.prev_id is None:
+        if envelope.message.kind == PREFERENCES_CHANGED:
+            self._reload_in_app([envelope.tenant_id])
+        elif envelope.prev_id is None:
             self._deliver(envelope)  # not part of the ordered stream (stats updates)
         elif not stream.ready.is_set() or stream.filling:
             self._hold(stream, envelope)
@@ -194,9 +230,14 @@ class Hub:
             targets = list(self.registry.tenant(envelope.tenant_id))
         else:
             targets = list(self.registry.user(envelope.tenant_id, envelope.user_id))
+        event_id = envelope.message.event_id
+        if event_id is not None and self.in_app is not None and \
+                self.in_app.any(envelope.tenant_id):
+            type_ = envelope.message.payload["type"]
+            targets = [c for c in targets
+                       if not self.in_app.muted(envelope.tenant_id, c.user_id, type_)]
         for conn in targets:
             conn.send(envelope.message)
-        event_id = envelope.message.event_id
         if event_id is not None:  # a notification: observed and recorded once, not per send
             self.metrics.pushed(len(targets), envelope.committed_at)
             self.receipts.pushed(event_id, envelope.tenant_id, targets)
@@ -237,8 +278,10 @@ class Hub:
                 self._ordered(stream, envelope)
 
     def catch_up(self) -> None:
-        """After a broker outage: compare every stream with the store now."""
+        """After a broker outage: compare every stream with the store now, and read the
+        in_app choices again (word of a change may have been lost)."""
         self._spawn(self._sync())
+        self._reload_in_app(list(self.streams))
 
     async def _sync(self) -> None:
         ready = [s for s in self.streams.values() if s.ready.is_set() and not s.filling]

@@ -42,6 +42,8 @@ class NewNotification:
     priority: str = "normal"
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
     channels: tuple[str, ...] | None = None
+    group: str | None = None  # a thread's name, for clients to group by
+    actions: tuple[dict[str, str], ...] = ()  # buttons: {"label", "url"}
 
 
 def iso(ts: float) -> str:

@@ -70,7 +70,21 @@ _SSE_EVENT = {
 _TEXT_PATTERN = r"^[^\x00]*$"  # no NUL (nor lone surrogates, which JSON Schema cannot say)
 _ID_TEXT = {"type": "string", "minLength": 1, "maxLength": 200, "pattern": _TEXT_PATTERN}
 _CHANNEL_VALUE = {"oneOf": [{"type": "boolean"}, {"enum": ["offline", "unacknowledged"]}]}
-_IN_APP_VALUE = {"oneOf": [{"type": "boolean"}, {"const": "offline"}]}
+_IN_APP_VALUE = {"oneOf": [{"type": "boolean"}, {"const": "offline"}],
+                 "description": "false: not pushed live on WebSocket or SSE (nor replayed); "
+                                "the inbox keeps it. \"offline\" is accepted and pushes as "
+                                "true does (a live push only ever reaches a connected user)."}
+_ACTION = {"type": "object", "required": ["label", "url"], "additionalProperties": False,
+           "properties": {"label": {"type": "string", "minLength": 1, "maxLength": 40,
+                                    "pattern": r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$"},
+                          "url": {"type": "string", "format": "uri", "maxLength": 2048,
+                                  "pattern": r"^https?://[^\s/?#]+[^\s]*$",
+                                  "description": "An http(s) link the reader's browser "
+                                                 "opens; tidings never fetches it."}}}
+_ACTIONS = {"type": "array", "items": _ACTION, "maxItems": 3,
+            "examples": [[{"label": "Open", "url": "https://ci.example.com/builds/7"}]]}
+_GROUP = {"type": "string", "maxLength": 200, "pattern": _TEXT_PATTERN,
+          "examples": ["build-7"], "description": "A thread's name, for clients to group by."}
 _COUNTS = {"type": "object", "properties": {"total": {"type": "integer"},
                                             "unread": {"type": "integer"}}}
 _DELIVERY = {"type": "object", "properties": {"websocket": {"type": "integer"},
@@ -91,6 +105,8 @@ SCHEMAS: dict[str, Any] = {
             "priority": {"type": "string", "enum": list(PRIORITIES)},
             "created_at": {"type": "string", "format": "date-time"},
             "read_at": {"type": ["string", "null"], "format": "date-time"},
+            "group": {**_GROUP, "description": "Only when it has one."},
+            "actions": {**_ACTIONS, "description": "Only when it has some."},
         },
     },
     "NewNotification": {
@@ -118,6 +134,37 @@ SCHEMAS: dict[str, Any] = {
             "data": {"type": ["object", "null"], "maxProperties": 1000},
             "channels": {"type": ["array", "null"], "items": {
                 "type": "string", "enum": ["in_app", "email", "sms", "push", "webhook"]}},
+            "group": {"type": ["string", "null"], "maxLength": 200, "pattern": _TEXT_PATTERN,
+                      "description": "A thread's name; GET /api/notifications?group= "
+                                     "filters by it."},
+            "actions": {**_ACTIONS, "type": ["array", "null"],
+                        "description": "Buttons: at most 3, each a label (at most 40 "
+                                       "characters) and an http(s) URL; carried into web "
+                                       "push payloads and as links in emails."},
+            "send_at": {"type": ["string", "null"], "format": "date-time",
+                        "examples": ["2026-11-24T08:00:00Z"],
+                        "description": "Send later (at most 30 days ahead; without an offset "
+                                       "it is UTC): 202 with the scheduled entry. It gets "
+                                       "its id, and is pushed, only then."},
+        },
+    },
+    "Scheduled": {
+        "type": "object", "required": ["id", "send_at", "created_at", "title"],
+        "description": "A notification request to send later: its id, times, and the "
+                       "request's fields (user_id, user_ids or broadcast; optional fields "
+                       "only when given).",
+        "properties": {
+            "id": {"type": "string", "examples": ["sch_5f0c3a9e1b2d4c6e8a7b9d1f"]},
+            "send_at": {"type": "string", "format": "date-time"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "user_id": {"type": "string"},
+            "user_ids": {"type": "array", "items": {"type": "string"}},
+            "broadcast": {"const": True},
+            "title": {"type": "string"}, "message": {"type": "string"},
+            "type": {"type": "string"}, "priority": {"type": "string"},
+            "data": {"type": "object"},
+            "channels": {"type": "array", "items": {"type": "string"}},
+            "group": _GROUP, "actions": _ACTIONS,
         },
     },
     "Recipient": {
@@ -270,7 +317,12 @@ PATHS: dict[str, Any] = {
                                    "notification": _ref("Notification"),
                                    "notifications": {"type": "array",
                                                      "items": _ref("Notification")},
-                                   "delivery": _DELIVERY}})},
+                                   "delivery": _DELIVERY}}),
+                "202": _ok("Scheduled (the body had `send_at`): nothing is stored in inboxes "
+                           "or pushed until then. An `Idempotency-Key` seen before returns "
+                           "the first entry and schedules nothing.", {
+                               "type": "object", "required": ["scheduled"],
+                               "properties": {"scheduled": _ref("Scheduled")}})},
             who="admin, service", body=_ref("NewNotification"),
             params=[_TENANT, {"name": "Idempotency-Key", "in": "header", "required": False,
                               "schema": {"type": "string", "maxLength": 255}}]),
@@ -283,7 +335,22 @@ PATHS: dict[str, Any] = {
             params=[_TENANT, _query("unread", {"type": "boolean"}, "Only unread ones."),
                     _query("limit", {"type": "integer", "minimum": 1, "maximum": 200,
                                      "default": 50}, "Page size."),
-                    _query("before", _CURSOR, "Only ids below this (next page).")]),
+                    _query("before", _CURSOR, "Only ids below this (next page)."),
+                    _query("group", _GROUP, "Only notifications of this group.")]),
+    },
+    "/api/scheduled": {
+        "get": _op("The tenant's pending scheduled notifications, soonest first",
+                   {"200": _ok("Pending entries", {"type": "object", "properties": {
+                       "scheduled": {"type": "array", "items": _ref("Scheduled")}}})},
+                   who="admin, service", params=[_TENANT]),
+    },
+    "/api/scheduled/{id}": {
+        "delete": _op("Cancel a pending scheduled notification (404 once sent or cancelled, "
+                      "or when it is unknown or another tenant's)", {"204": _ok("Cancelled")},
+                      who="admin, service",
+                      params=[{"name": "id", "in": "path", "required": True,
+                               "schema": {"type": "string", "minLength": 1,
+                                          "pattern": r"^[^/\x00]+$"}}, _TENANT]),
     },
     "/api/notifications/{id}": {
         "delete": _op("Remove a notification from the caller's inbox",

@@ -231,14 +231,22 @@ class Orchestrator:
             merged = prefs.merge(defaults, await self.directory.preferences(tenant, n["user_id"])
                                  if n["user_id"] else {})
             value = prefs.channel_value(merged, type_, "webhook")
-            if value is not False:
+            # "offline" and "unacknowledged" look at the notification's user; a broadcast has
+            # no one user, so for it they send as true does.
+            user = n["user_id"]
+            online = user is not None and value in ("offline", "unacknowledged") and \
+                await self.presence.is_online(tenant, user)
+            if value == "offline" and online:
+                planned.append(Planned(n["id"], tenant, user, "webhook", "skipped",
+                                       last_error="user was online", only_offline=True))
+            elif value is not False:
                 # A direct notification's webhook may wait for its user's acknowledgement.
-                wait = value == "unacknowledged" and n["user_id"] is not None and \
-                    await self.presence.is_online(tenant, n["user_id"])
+                wait = value == "unacknowledged" and online
                 planned.append(Planned(
-                    n["id"], tenant, n["user_id"], "webhook", "held" if wait else "queued",
+                    n["id"], tenant, user, "webhook", "held" if wait else "queued",
                     next_attempt_at=now + merged["escalate_after"] if wait else now,
-                    unless_acknowledged=value == "unacknowledged" and n["user_id"] is not None))
+                    only_offline=value == "offline" and user is not None,
+                    unless_acknowledged=value == "unacknowledged" and user is not None))
         return planned
 
     async def _targets(self, tenant: str, user: str, channel: str,

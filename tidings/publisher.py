@@ -86,12 +86,15 @@ class Publisher:
         return failed is not None and time.monotonic() - failed < STORE_FAILING_FOR
 
     # --- create ------------------------------------------------------------------------
-    async def create(self, items: list[NewNotification],
-                     idempotency_key: str | None = None) -> Published:
+    async def create(self, items: list[NewNotification], idempotency_key: str | None = None,
+                     schedule_id: str | None = None) -> Published:
+        """Creates, commits, pushes, then answers. With `schedule_id` (the scheduler sending
+        an entry) nothing is created unless the entry is still pending: `notifications` is
+        then empty."""
         if self._stopping:
             raise errors.unavailable("tidings is shutting down; try again shortly")
         future: asyncio.Future[Published] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((CreateRequest(items, idempotency_key), future))
+        self._queue.put_nowait((CreateRequest(items, idempotency_key, schedule_id), future))
         return await future
 
     async def _write_loop(self) -> None:

@@ -20,6 +20,7 @@ from .dashboard import Dashboard
 from .fanout import Broker
 from .fanout.local import LocalBroker
 from .hub import Hub
+from .inapp import InAppChoices
 from .metrics import Metrics
 from .orchestrator import Orchestrator
 from .outbound import OutboundPolicy
@@ -29,6 +30,7 @@ from .publisher import Publisher
 from .receipts import Receipts
 from .registry import Registry
 from .retention import Retention
+from .scheduler import Scheduler
 from .sns import SnsVerifier
 from .store import DeliveryQueue, Directory, Store, is_postgres, open_backend
 from .tickets import LocalTickets, Tickets
@@ -59,6 +61,7 @@ class Services:
     links: UnsubscribeLinks
     ses_events: SesEvents
     retention: Retention
+    scheduler: Scheduler
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:
@@ -76,7 +79,7 @@ class Services:
         receipts = Receipts(backend.receipts)
         receipts.start()
         hub = Hub(backend.store, registry, broker, presence, metrics, receipts,
-                  settings.heartbeat)
+                  settings.heartbeat, InAppChoices(backend.directory))
         await hub.start()
         publisher = Publisher(backend.store, hub, broker, presence, activity, metrics)
         await publisher.start()
@@ -89,13 +92,15 @@ class Services:
         await orchestrator.start()
         retention = Retention(backend.store, settings.housekeeping_interval)
         retention.start()
+        scheduler = Scheduler(backend.schedule, publisher)
+        scheduler.start()
         return cls(settings, backend.store, backend.directory, backend.queue, registry, broker,
                    presence, hub, publisher, activity, verifier, dashboard, channels,
                    orchestrator, metrics, receipts, _tickets(settings), links,
                    SesEvents(SnsVerifier(OutboundPolicy.from_settings(settings),
                                          settings.sns_host),
                              backend.directory, backend.queue),
-                   retention)
+                   retention, scheduler)
 
     async def health(self) -> dict[str, str]:
         """What does not answer or has stopped: empty when all is well."""
@@ -109,11 +114,13 @@ class Services:
         if not self.presence.healthy():
             problems["presence"] = "does not answer"
         if not (self.publisher.running() and self.orchestrator.running()
-                and self.receipts.running() and self.retention.running()):
+                and self.receipts.running() and self.retention.running()
+                and self.scheduler.running()):
             problems["background"] = "a background task has stopped"
         return problems
 
     async def close(self) -> None:
+        await self.scheduler.stop()  # before the publisher: a send under way finishes there
         await self.retention.stop()
         await self.dashboard.stop()
         await self.publisher.stop()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import re
 from collections.abc import Callable
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from . import errors
@@ -24,6 +26,11 @@ _DIGITS = re.compile(r"[0-9]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 MAX_ID_LENGTH = 200
 CHANNELS = ("in_app", "email", "sms", "push", "webhook")
+MAX_GROUP = 200
+MAX_ACTIONS = 3
+MAX_ACTION_LABEL = 40
+MAX_ACTION_URL = 2048
+MAX_SCHEDULE_AHEAD = 30 * 86400  # seconds: `send_at` at most 30 days ahead
 
 
 def _no_constant(name: str) -> Any:
@@ -192,10 +199,90 @@ def notifications(body: dict[str, Any], tenant_id: str,
     message = _text(body, "message", MAX_MESSAGE)
     type_ = _choice(body, "type", types, "info")
     priority = _choice(body, "priority", PRIORITIES, "normal")
+    group = _text(body, "group", MAX_GROUP) or None
     items = [NewNotification(tenant_id=tenant_id, user_id=r, title=title, message=message,
-                             type=type_, priority=priority, data=data, channels=channels)
+                             type=type_, priority=priority, data=data, channels=channels,
+                             group=group, actions=actions(body.get("actions")))
              for r in recipients]
     return items, targets == ["user_ids"]
+
+
+def actions(value: Any) -> tuple[dict[str, str], ...]:
+    """`actions`: at most MAX_ACTIONS buttons, each {"label", "url"} with an http(s) URL
+    (a link the reader's browser opens: tidings never fetches it)."""
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise errors.invalid("actions", 'must be a list of {"label", "url"} objects')
+    if len(value) > MAX_ACTIONS:
+        raise errors.invalid("actions", f"may hold at most {MAX_ACTIONS} actions")
+    clean = []
+    for i, action in enumerate(value):
+        where = f"actions[{i}]"
+        if not isinstance(action, dict):
+            raise errors.invalid(where, 'must be an object {"label", "url"}')
+        unknown = sorted(set(action) - {"label", "url"})
+        if unknown:
+            raise errors.invalid(f"{where}.{unknown[0]}", "unknown field; expected label or url")
+        label = action.get("label")
+        if not isinstance(label, str) or not label.strip():
+            raise errors.invalid(f"{where}.label", "must be a non-empty string")
+        if len(label) > MAX_ACTION_LABEL:
+            raise errors.invalid(f"{where}.label",
+                                 f"must be at most {MAX_ACTION_LABEL} characters")
+        if _CONTROL.search(text(label, f"{where}.label")):
+            raise errors.invalid(f"{where}.label", "must not contain control characters")
+        clean.append({"label": label, "url": _action_url(action.get("url"), f"{where}.url")})
+    return tuple(clean)
+
+
+def _action_url(url: Any, field: str) -> str:
+    if not isinstance(url, str) or not url:
+        raise errors.invalid(field, "must be an absolute http(s) URL")
+    if len(url) > MAX_ACTION_URL:
+        raise errors.invalid(field, f"must be at most {MAX_ACTION_URL} characters")
+    if _CONTROL.search(url) or " " in url:
+        raise errors.invalid(field, "must not contain spaces or control characters")
+    try:
+        parts = urlsplit(text(url, field))
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError:
+        raise errors.invalid(field, "is not a valid URL") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise errors.invalid(field, "must be an absolute http(s) URL")
+    return url
+
+
+def send_at(value: Any, now: float) -> float | None:
+    """`send_at`: when a scheduled notification goes (unix seconds), or None to send now.
+    ISO 8601; without an offset it is UTC. In the past, or more than 30 days ahead: 400."""
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise errors.invalid("send_at", "must be an ISO 8601 date and time, like "
+                                        "2026-11-24T04:00:00Z")
+    try:
+        when = datetime.datetime.fromisoformat(text(value, "send_at"))
+    except ValueError:
+        raise errors.invalid("send_at", "must be an ISO 8601 date and time, like "
+                                        "2026-11-24T04:00:00Z") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.UTC)
+    at = when.timestamp()
+    if at <= now:
+        raise errors.invalid("send_at", "is in the past")
+    if at > now + MAX_SCHEDULE_AHEAD:
+        raise errors.invalid("send_at", "must be at most 30 days ahead")
+    return at
+
+
+def group(raw: str | None) -> str | None:
+    """`?group=` on an inbox page."""
+    if raw is None or raw == "":
+        return None
+    if len(raw) > MAX_GROUP:
+        raise errors.invalid("group", f"must be at most {MAX_GROUP} characters")
+    return text(raw, "group")
 
 
 def limit(raw: str | None, default: int = 50, maximum: int = 200) -> int:

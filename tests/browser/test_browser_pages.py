@@ -175,3 +175,27 @@ def test_demo_phone_and_setup(page, stub, screenshot) -> None:
     stub.publish("Hello on a phone", message="Toasts fit a 390 px screen.")
     page.wait_for_selector("#toasts .toast")
     screenshot(page, "demo-phone", full_page=False)
+
+
+def test_demo_threads_and_action_buttons(page, stub, screenshot) -> None:
+    actions = [{"label": "Open build", "url": "https://ci.example.com/b/7"},
+               {"label": "Logs", "url": "https://ci.example.com/b/7/log"}]
+    first = stub.publish("Build 7 running", group="build-7")
+    other = stub.publish("Lunch is served")
+    page.goto(f"{stub.url}/demo?token=test-token&tenant_id=acme")
+    page.wait_for_selector('#conn-status[data-state="live"]')
+    live = stub.publish("Build 7 passed", type="success", group="build-7", actions=actions)
+    page.wait_for_selector(f'#inbox li[data-id="{live["id"]}"]')
+    links = page.locator(f'#inbox li[data-id="{live["id"]}"] a[data-action="link"]')
+    assert links.count() == 2
+    assert [links.nth(i).get_attribute("href") for i in range(2)] == [a["url"] for a in actions]
+    assert links.nth(0).inner_text() == "Open build"
+    assert links.nth(0).get_attribute("rel") == "noopener noreferrer"
+    # a thread's chip shows only that thread; again, everything
+    page.click(f'#inbox li[data-id="{live["id"]}"] [data-action="thread"]')
+    assert page.is_hidden(f'#inbox li[data-id="{other["id"]}"]')
+    assert page.is_visible(f'#inbox li[data-id="{first["id"]}"]')
+    assert page.inner_text("#inbox-count") == "thread build-7"
+    screenshot(page, "demo-thread")
+    page.click(f'#inbox li[data-id="{first["id"]}"] [data-action="thread"]')
+    assert page.is_visible(f'#inbox li[data-id="{other["id"]}"]')

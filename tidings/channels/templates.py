@@ -47,12 +47,16 @@ _EMAIL_HTML = """\
 <html><body style="font-family: sans-serif">
 <h2>{{ title }}</h2>
 {% if message %}<p>{{ message }}</p>{% endif %}
+{% if actions %}<p>{% for a in actions %}<a href="{{ a.url }}">{{ a.label }}</a>
+{%- if not loop.last %} · {% endif %}{% endfor %}</p>{% endif %}
 <p style="color: #888; font-size: small">{{ type }} · {{ priority }}</p>
 </body></html>
 """
 
 DEFAULTS: Mapping[str, MessageTemplate] = {
-    "email": MessageTemplate("{{ title }}", "{{ title }}\n\n{{ message }}\n", _EMAIL_HTML),
+    "email": MessageTemplate("{{ title }}", "{{ title }}\n\n{{ message }}\n"
+                             "{% for a in actions %}\n{{ a.label }}: {{ a.url }}{% endfor %}"
+                             "{% if actions %}\n{% endif %}", _EMAIL_HTML),
     "sms": MessageTemplate(text="{{ title }}{% if message %}: {{ message }}{% endif %}"),
     "push": MessageTemplate("{{ title }}", "{{ message }}"),
     "webhook": MessageTemplate(),  # the body is the notification JSON itself
@@ -73,7 +77,8 @@ def sample() -> tuple[dict[str, Any], dict[str, Any]]:
     notification = {"id": 1, "tenant_id": "acme", "user_id": "alice", "type": "info",
                     "title": "Build finished", "message": "main is green", "data": {"build": 7},
                     "priority": "normal", "created_at": "2026-01-01T00:00:00.000Z",
-                    "read_at": None}
+                    "read_at": None, "group": "build-7",
+                    "actions": [{"label": "Open", "url": "https://example.com/builds/7"}]}
     # Sends also give templates the recipient as `user` (the orchestrator's `extra`).
     user = {"id": "alice", "email": "alice@example.com", "phone": "+14155550123",
             "timezone": "Europe/Berlin", "locale": "en"}

@@ -77,11 +77,13 @@ def public_key_b64(key: ec.EllipticCurvePrivateKey) -> str:
 
 
 def payload(message: Rendered) -> str:
-    """What the service worker receives: title and body, plus the notification's fields."""
+    """What the service worker receives: title and body, plus the notification's fields
+    (its `group` and `actions` when it has them: a thread tag and buttons to show)."""
     n = message.notification
     body: dict[str, Any] = {
         "title": message.subject, "body": message.text,
-        **{k: n[k] for k in ("id", "tenant_id", "type", "priority", "created_at") if k in n},
+        **{k: n[k] for k in ("id", "tenant_id", "type", "priority", "created_at", "group",
+                             "actions") if k in n},
         "data": n.get("data"),
     }
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))

@@ -15,13 +15,15 @@ from .protocol import (
     Notification,
     Planned,
     ReceiptBook,
+    ScheduleBook,
+    Scheduled,
     Store,
     StoreUnavailable,
 )
 
 __all__ = ["DUE", "LEASE", "Backend", "Created", "CreateRequest", "Delivery", "DeliveryQueue",
-           "Directory", "Notification", "Planned", "ReceiptBook", "Store", "StoreUnavailable", "is_postgres",
-           "open_backend"]
+           "Directory", "Notification", "Planned", "ReceiptBook", "ScheduleBook", "Scheduled", "Store",
+           "StoreUnavailable", "is_postgres", "open_backend"]
 
 
 @dataclass
@@ -32,6 +34,7 @@ class Backend:
     directory: Directory
     queue: DeliveryQueue
     receipts: ReceiptBook
+    schedule: ScheduleBook
 
 
 def is_postgres(db: str) -> bool:
@@ -47,6 +50,7 @@ async def open_backend(db: str, synchronous: str = "NORMAL") -> Backend:
     from .sqlite_channels import SQLiteDeliveryQueue, SQLiteDirectory
     from .sqlite_notifications import SQLiteStore
     from .sqlite_receipts import SQLiteReceiptBook
+    from .sqlite_schedule import SQLiteScheduleBook
     database = await Database.open(db, synchronous)
     return Backend(SQLiteStore(database), SQLiteDirectory(database), SQLiteDeliveryQueue(database),
-                   SQLiteReceiptBook(database))
+                   SQLiteReceiptBook(database), SQLiteScheduleBook(database))

@@ -38,6 +38,7 @@ from .protocol import (
     CreateRequest,
     Notification,
     StoreUnavailable,
+    actions_json,
     doomed,
     shape,
     tenant_settings,
@@ -206,15 +207,16 @@ async def open_postgres(url: str) -> Backend:
     from . import Backend
     from .postgres_channels import PostgresDeliveryQueue, PostgresDirectory
     from .postgres_receipts import PostgresReceiptBook
+    from .postgres_schedule import PostgresScheduleBook
     db = await PgDatabase.open(url)
     return Backend(PostgresStore(db), PostgresDirectory(db), PostgresDeliveryQueue(db),
-                   PostgresReceiptBook(db))
+                   PostgresReceiptBook(db), PostgresScheduleBook(db))
 
 
 # --- the notification store ------------------------------------------------------------------
 
 _COLUMNS = "n.id, n.tenant_id, n.user_id, n.type, n.title, n.message, n.data, n.priority, " \
-           "n.created_at, r.read_at"
+           "n.created_at, n.group_name, n.actions, r.read_at"
 _BARE_COLUMNS = _COLUMNS.replace(", r.read_at", ", NULL::double precision AS read_at")
 _JOIN = ("LEFT JOIN receipts r ON r.tenant_id = n.tenant_id AND r.user_id = $2 "
          "AND r.notification_id = n.id")
@@ -244,9 +246,13 @@ class PostgresStore:
         async with self.db.transaction() as conn:
             await conn.execute("SELECT pg_advisory_xact_lock($1)", CREATE_LOCK)
             earlier = await self._idempotent(conn, requests)
+            # Scheduled entries being sent: created only if still pending, marked sent here.
+            gone = await _mark_sent(conn, requests, now)
             count = 0
             seen_keys: set[tuple[str, str]] = set()
             for request in requests:
+                if request.schedule_id is not None and request.schedule_id in gone:
+                    continue
                 key = (request.items[0].tenant_id, request.idempotency_key or "")
                 if request.idempotency_key and (key in earlier or key in seen_keys):
                     continue
@@ -262,11 +268,14 @@ class PostgresStore:
                 "SELECT tenant_id, last_id FROM tenant_positions WHERE tenant_id = ANY($1)",
                 tenants)}
             results: list[Created] = []
-            columns: list[list[Any]] = [[] for _ in range(10)]
+            columns: list[list[Any]] = [[] for _ in range(12)]
             keys: list[tuple[str, str, str]] = []
             seen: dict[tuple[str, str], Created] = {}
             next_ids = iter(ids)
             for request in requests:
+                if request.schedule_id is not None and request.schedule_id in gone:
+                    results.append(Created(notifications=[]))  # cancelled, or sent already
+                    continue
                 key = (request.items[0].tenant_id, request.idempotency_key or "")
                 if request.idempotency_key:
                     found = seen.get(key) or earlier.get(key)
@@ -279,12 +288,14 @@ class PostgresStore:
                     row = (id_, item.tenant_id, item.user_id, item.type, item.title,
                            item.message, json.dumps(item.data, separators=(",", ":")),
                            item.priority, now,
-                           json.dumps(item.channels) if item.channels is not None else None)
+                           json.dumps(item.channels) if item.channels is not None else None,
+                           item.group, actions_json(item.actions))
                     for column, value in zip(columns, row, strict=True):
                         column.append(value)
                     created.notifications.append(shape(
                         id_, item.tenant_id, item.user_id, item.type, item.title,
-                        item.message, item.data, item.priority, created_at, None))
+                        item.message, item.data, item.priority, created_at, None, item.group,
+                        item.actions))
                     created.prev_ids.append(positions.get(item.tenant_id, 0))
                     positions[item.tenant_id] = id_
                 if request.idempotency_key:
@@ -295,9 +306,10 @@ class PostgresStore:
             if ids:
                 await conn.execute(
                     "INSERT INTO notifications (id, tenant_id, user_id, type, title, message, "
-                    "data, priority, created_at, channels) SELECT * FROM unnest($1::bigint[], "
-                    "$2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], "
-                    "$8::text[], $9::double precision[], $10::text[])", *columns)
+                    "data, priority, created_at, channels, group_name, actions) SELECT * FROM "
+                    "unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], "
+                    "$6::text[], $7::text[], $8::text[], $9::double precision[], $10::text[], "
+                    "$11::text[], $12::text[])", *columns)
                 moved = [t for t in tenants if t in positions]
                 await conn.execute(
                     "INSERT INTO tenant_positions (tenant_id, last_id) "
@@ -452,7 +464,7 @@ class PostgresStore:
 
     async def _page(self, who: Principal, order: str, limit: int, *,
                     before: int | None = None, after: int | None = None,
-                    unread: bool = False) -> list[Notification]:
+                    unread: bool = False, group: str | None = None) -> list[Notification]:
         """Direct and tenant-wide notifications, each range walked in index order, then merged.
 
         Two ranges joined by UNION ALL keep every query an index walk of at most `limit` rows;
@@ -470,6 +482,9 @@ class PostgresStore:
         if unread:
             params.append(through)
             where += f" AND n.id > ${len(params)}::bigint AND r.read_at IS NULL"
+        if group is not None:
+            params.append(group)
+            where += f" AND n.group_name = ${len(params)}"
         one = (f"(SELECT {_COLUMNS} FROM notifications n {_JOIN} "
                f"WHERE n.tenant_id = $1 AND n.user_id {{}} AND r.deleted_at IS NULL"
                f"{where} ORDER BY n.id {order} LIMIT $3)")
@@ -479,8 +494,9 @@ class PostgresStore:
         return [_row(row, through, read_at) for row in rows]
 
     async def inbox(self, who: Principal, *, unread: bool = False, limit: int = 50,
-                    before: int | None = None) -> list[Notification]:
-        return await self._page(who, "DESC", limit, before=before, unread=unread)
+                    before: int | None = None, group: str | None = None,
+                    ) -> list[Notification]:
+        return await self._page(who, "DESC", limit, before=before, unread=unread, group=group)
 
     async def after(self, who: Principal, after_id: int, limit: int = 500) -> list[Notification]:
         """What a reconnecting client missed: ids above `after_id`, oldest first."""
@@ -582,6 +598,19 @@ class PostgresStore:
         await self.db.close()
 
 
+async def _mark_sent(conn: asyncpg.Connection, requests: list[CreateRequest],
+                     now: float) -> set[str]:
+    """Marks the requests' pending scheduled entries sent; returns the ids of those that are
+    not pending any more (cancelled, or sent by another process)."""
+    wanted = [r.schedule_id for r in requests if r.schedule_id is not None]
+    if not wanted:
+        return set()
+    marked = {row["id"] for row in await conn.fetch(
+        "UPDATE scheduled SET status = 'sent', done_at = $2 WHERE id = ANY($1::text[]) "
+        "AND status = 'pending' RETURNING id", wanted, now)}
+    return set(wanted) - marked
+
+
 def affected(status: str) -> int:
     """The row count of a command's status string ("UPDATE 3", "INSERT 0 1", "DELETE 0")."""
     try:
@@ -596,4 +625,5 @@ def _row(row: Row, through: int = 0, marked_at: float | None = None) -> Notifica
         read_at = marked_at
     return shape(row["id"], row["tenant_id"], row["user_id"], row["type"], row["title"],
                  row["message"], json.loads(row["data"]), row["priority"],
-                 iso(row["created_at"]), read_at)
+                 iso(row["created_at"]), read_at, row["group_name"],
+                 json.loads(row["actions"]) if row["actions"] else None)

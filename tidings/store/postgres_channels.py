@@ -73,6 +73,13 @@ class PostgresDirectory:
         found: dict[str, Any] = json.loads(row["body"]) if row else {}
         return found
 
+    async def in_app_preferences(self, tenant_id: str) -> dict[str, dict[str, Any]]:
+        """The tenant's stored preferences that mention in_app, by owner ('' for defaults)."""
+        rows = await self.db.fetch(
+            "SELECT user_id, body FROM preferences WHERE tenant_id = $1 "
+            "AND strpos(body, '\"in_app\"') > 0", tenant_id)
+        return {row["user_id"]: json.loads(row["body"]) for row in rows}
+
     # --- push subscriptions, webhooks, templates ---------------------------------------
     async def add_subscription(self, tenant_id: str, user_id: str, endpoint: str, p256dh: str,
                                auth: str) -> bool:

@@ -17,6 +17,7 @@ raises `StoreUnavailable`, which the API answers with 503.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -41,6 +42,9 @@ class CreateRequest:
 
     items: list[NewNotification]
     idempotency_key: str | None = None
+    # A scheduled entry being sent: created only if the entry is still pending, and marked
+    # sent in the same transaction, so it is created once however many processes try.
+    schedule_id: str | None = None
 
 
 @dataclass
@@ -51,6 +55,17 @@ class Created:
     prev_ids: list[int] = field(default_factory=list)
     replayed_response: dict[str, Any] | None = None  # set when the idempotency key was seen
     replayed: bool = False
+
+
+@dataclass
+class Scheduled:
+    """A notification request to create at `send_at` (unix seconds)."""
+
+    id: str
+    tenant_id: str
+    send_at: float
+    created_at: float
+    request: dict[str, Any]  # "recipients" and the notification's fields (scheduler.py)
 
 
 @dataclass
@@ -127,7 +142,8 @@ class Store(Protocol):
         """Creates every request in one transaction; ids are given in commit order."""
     async def save_responses(self, answers: list[tuple[str, str, dict[str, Any]]]) -> None: ...
     async def inbox(self, who: Principal, *, unread: bool = False, limit: int = 50,
-                    before: int | None = None) -> list[Notification]: ...
+                    before: int | None = None, group: str | None = None,
+                    ) -> list[Notification]: ...
     async def after(self, who: Principal, after_id: int, limit: int = 500,
                     ) -> list[Notification]: ...
     async def counts(self, who: Principal, upto: int | None = None) -> dict[str, int]: ...
@@ -177,6 +193,9 @@ class Directory(Protocol):
     async def put_preferences(self, tenant_id: str, user_id: str,
                               body: dict[str, Any]) -> None: ...
     async def preferences(self, tenant_id: str, user_id: str) -> dict[str, Any]: ...
+    async def in_app_preferences(self, tenant_id: str) -> dict[str, dict[str, Any]]:
+        """Every stored preferences body of the tenant that mentions in_app, by owner ('' for
+        the tenant's defaults); others may come too."""
     async def add_subscription(self, tenant_id: str, user_id: str, endpoint: str, p256dh: str,
                                auth: str) -> bool:
         """Registers (or renews) a user's push endpoint; False, changing nothing, when the
@@ -229,6 +248,30 @@ class DeliveryQueue(Protocol):
         (an SES message id), or None."""
 
 
+class ScheduleBook(Protocol):
+    """Notifications to create later. An entry is pending until the create that sends it
+    marks it sent (`CreateRequest.schedule_id`) or a cancel does; a sender claims due ones
+    with a lease, so several processes do not all try, and one that died is taken over."""
+
+    async def add(self, entry: Scheduled, idempotency_key: str | None = None,
+                  ) -> tuple[Scheduled, bool]:
+        """Stores a pending entry. With an idempotency key the tenant used before, stores
+        nothing and returns that first entry (whatever became of it) and True."""
+    async def pending(self, tenant_id: str, limit: int = 500) -> list[Scheduled]:
+        """The tenant's pending entries, soonest first."""
+    async def cancel(self, tenant_id: str, schedule_id: str, now: float) -> bool:
+        """Cancels a pending entry of the tenant; False when there is none (sent, cancelled,
+        unknown or another tenant's)."""
+    async def claim(self, now: float, limit: int = 50, lease: float = LEASE,
+                    ) -> list[Scheduled]:
+        """Pending entries due by `now` whose lease (if any) ran out, each leased to this
+        caller until `now + lease`."""
+    async def next_due(self) -> float | None:
+        """When the soonest pending entry can be claimed, or None."""
+    async def prune(self, older_than: float) -> int:
+        """Forgets sent and cancelled entries done before `older_than`."""
+
+
 TENANT_SETTINGS = ("retention_days", "retention_count")
 
 
@@ -254,11 +297,23 @@ def doomed(rows: list[dict[str, Any]], older_than: float | None, cut: int) -> li
 
 
 def shape(id_: int, tenant_id: str, user_id: str | None, type_: str, title: str, message: str,
-          data: Any, priority: str, created_at: str, read_at: float | None) -> Notification:
-    """A notification in the contract's shape."""
-    return {"id": id_, "tenant_id": tenant_id, "user_id": user_id, "type": type_,
-            "title": title, "message": message, "data": data, "priority": priority,
-            "created_at": created_at, "read_at": iso(read_at) if read_at else None}
+          data: Any, priority: str, created_at: str, read_at: float | None,
+          group: str | None = None, actions: Any = None) -> Notification:
+    """A notification in the contract's shape; `group` and `actions` only when it has them,
+    so the many that have neither stay as small as they were."""
+    found = {"id": id_, "tenant_id": tenant_id, "user_id": user_id, "type": type_,
+             "title": title, "message": message, "data": data, "priority": priority,
+             "created_at": created_at, "read_at": iso(read_at) if read_at else None}
+    if group is not None:
+        found["group"] = group
+    if actions:
+        found["actions"] = list(actions)
+    return found
+
+
+def actions_json(actions: Any) -> str | None:
+    """`actions` as stored: a JSON list, or NULL for none."""
+    return json.dumps(list(actions), separators=(",", ":")) if actions else None
 
 
 def ts(value: float | None) -> str | None:

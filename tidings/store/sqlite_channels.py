@@ -63,6 +63,13 @@ class SQLiteDirectory:
             (tenant_id, user_id))
         return json.loads(row["body"]) if row else {}
 
+    async def in_app_preferences(self, tenant_id: str) -> dict[str, dict[str, Any]]:
+        """The tenant's stored preferences that mention in_app, by owner ('' for defaults)."""
+        rows = await self.db.fetchall(
+            "SELECT user_id, body FROM preferences WHERE tenant_id = ? "
+            "AND instr(body, '\"in_app\"') > 0", (tenant_id,))
+        return {row["user_id"]: json.loads(row["body"]) for row in rows}
+
     # --- push subscriptions, webhooks, templates ---------------------------------------
     async def add_subscription(self, tenant_id: str, user_id: str, endpoint: str, p256dh: str,
                                auth: str) -> bool:

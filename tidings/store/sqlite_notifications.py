@@ -18,6 +18,7 @@ from .protocol import (
     Created,
     CreateRequest,
     Notification,
+    actions_json,
     doomed,
     shape,
     tenant_settings,
@@ -25,7 +26,7 @@ from .protocol import (
 from .sqlite import Database, Row
 
 _COLUMNS = "n.id, n.tenant_id, n.user_id, n.type, n.title, n.message, n.data, n.priority, " \
-           "n.created_at, r.read_at"
+           "n.created_at, n.group_name, n.actions, r.read_at"
 _BARE_COLUMNS = _COLUMNS.replace(", r.read_at", ", NULL AS read_at")
 _JOIN = ("LEFT JOIN receipts r ON r.tenant_id = n.tenant_id AND r.user_id = :user "
          "AND r.notification_id = n.id")
@@ -62,6 +63,10 @@ class SQLiteStore:
                 positions = {row[0]: row[1] for row in await cursor.fetchall()}
             seen: dict[tuple[str, str], Created] = {}
             for request in requests:
+                if request.schedule_id is not None and not await _mark_sent(
+                        conn, request.schedule_id, now):
+                    results.append(Created(notifications=[]))  # cancelled, or sent already
+                    continue
                 key = (request.items[0].tenant_id, request.idempotency_key or "")
                 if request.idempotency_key:
                     earlier = seen.get(key) or await self._idempotent(conn, *key)
@@ -73,10 +78,12 @@ class SQLiteStore:
                     data = json.dumps(item.data, separators=(",", ":"))
                     channels = json.dumps(item.channels) if item.channels is not None else None
                     rows.append((next_id, item.tenant_id, item.user_id, item.type, item.title,
-                                 item.message, data, item.priority, now, channels))
+                                 item.message, data, item.priority, now, channels, item.group,
+                                 actions_json(item.actions)))
                     created.notifications.append(shape(
                         next_id, item.tenant_id, item.user_id, item.type, item.title,
-                        item.message, item.data, item.priority, created_at, None))
+                        item.message, item.data, item.priority, created_at, None, item.group,
+                        item.actions))
                     created.prev_ids.append(positions.get(item.tenant_id, 0))
                     positions[item.tenant_id] = next_id
                     next_id += 1
@@ -88,8 +95,8 @@ class SQLiteStore:
             if rows:
                 await conn.executemany(
                     "INSERT INTO notifications (id, tenant_id, user_id, type, title, message, "
-                    "data, priority, created_at, channels) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows)
+                    "data, priority, created_at, channels, group_name, actions) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
                 await conn.executemany(
                     "INSERT INTO tenant_positions (tenant_id, last_id) VALUES (?, ?) "
                     "ON CONFLICT (tenant_id) DO UPDATE SET last_id = excluded.last_id",
@@ -245,13 +252,16 @@ class SQLiteStore:
         return [_row(row, through, read_at) for row in rows]
 
     async def inbox(self, who: Principal, *, unread: bool = False, limit: int = 50,
-                    before: int | None = None) -> list[Notification]:
+                    before: int | None = None, group: str | None = None,
+                    ) -> list[Notification]:
         where = ""
         if before is not None:
             where += " AND n.id < :before"
         if unread:
             where += " AND n.id > :through AND r.read_at IS NULL"
-        return await self._page(who, where, "DESC", limit, {"before": before})
+        if group is not None:
+            where += " AND n.group_name = :group"
+        return await self._page(who, where, "DESC", limit, {"before": before, "group": group})
 
     async def after(self, who: Principal, after_id: int, limit: int = 500) -> list[Notification]:
         """What a reconnecting client missed: ids above `after_id`, oldest first."""
@@ -355,10 +365,19 @@ class SQLiteStore:
         await self.db.close()
 
 
+async def _mark_sent(conn: Any, schedule_id: str, now: float) -> bool:
+    """Marks a pending scheduled entry sent; False when it is not pending any more."""
+    cursor = await conn.execute(
+        "UPDATE scheduled SET status = 'sent', done_at = ? WHERE id = ? AND status = 'pending'",
+        (now, schedule_id))
+    return bool(cursor.rowcount > 0)
+
+
 def _row(row: Row, through: int = 0, marked_at: float | None = None) -> Notification:
     read_at = row["read_at"]
     if read_at is None and row["id"] <= through:
         read_at = marked_at
     return shape(row["id"], row["tenant_id"], row["user_id"], row["type"], row["title"],
                  row["message"], json.loads(row["data"]), row["priority"],
-                 iso(row["created_at"]), read_at)
+                 iso(row["created_at"]), read_at, row["group_name"],
+                 json.loads(row["actions"]) if row["actions"] else None)

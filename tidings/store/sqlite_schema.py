@@ -220,3 +220,32 @@ MIGRATIONS.append(
     CREATE INDEX receipts_notification ON receipts (tenant_id, notification_id);
     """
 )
+
+MIGRATIONS.append(
+    # 8: schedule, group, actions. A notification's thread (`group_name`, filtered on) and its
+    # buttons (`actions`, a JSON list); notifications to create later (`scheduled`): pending
+    # until sent or cancelled, claimed with a lease so that one process sends each, and kept a
+    # day after (an Idempotency-Key that comes again finds its first answer).
+    """
+    ALTER TABLE notifications ADD COLUMN group_name TEXT;
+    ALTER TABLE notifications ADD COLUMN actions TEXT;
+    CREATE INDEX notifications_group ON notifications (tenant_id, group_name, user_id)
+        WHERE group_name IS NOT NULL;
+    CREATE TABLE scheduled (
+        id TEXT PRIMARY KEY,
+        tenant_id TEXT NOT NULL,
+        request TEXT NOT NULL,             -- JSON: recipients and the notification's fields
+        send_at REAL NOT NULL,
+        created_at REAL NOT NULL,
+        status TEXT NOT NULL DEFAULT 'pending',  -- pending, sent or cancelled
+        claimed_until REAL,                -- a sender's lease; another may claim it after
+        idempotency_key TEXT,
+        done_at REAL                       -- when it was sent or cancelled
+    );
+    CREATE INDEX scheduled_due ON scheduled (send_at) WHERE status = 'pending';
+    CREATE INDEX scheduled_tenant ON scheduled (tenant_id, send_at) WHERE status = 'pending';
+    CREATE UNIQUE INDEX scheduled_key ON scheduled (tenant_id, idempotency_key)
+        WHERE idempotency_key IS NOT NULL;
+    CREATE INDEX scheduled_done ON scheduled (done_at) WHERE status <> 'pending';
+    """
+)
