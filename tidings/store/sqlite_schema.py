@@ -222,7 +222,7 @@ MIGRATIONS.append(
 )
 
 MIGRATIONS.append(
-    # 8: schedule, group, actions. A notification's thread (`group_name`, filtered on) and its
+    # 7: schedule, group, actions. A notification's thread (`group_name`, filtered on) and its
     # buttons (`actions`, a JSON list); notifications to create later (`scheduled`): pending
     # until sent or cancelled, claimed with a lease so that one process sends each, and kept a
     # day after (an Idempotency-Key that comes again finds its first answer).
