@@ -54,8 +54,12 @@ class NotificationsHandler(BaseHandler):
 class NotificationHandler(BaseHandler):
     async def delete(self, notification_id: str) -> None:
         who = self.authenticate()
-        await self.services.store.delete(who, validation.whole_id(notification_id, "id"))
-        await self.services.publisher.send_stats(who)
+        nid = validation.whole_id(notification_id, "id")
+        if who.acts_for_tenant:  # a recall: gone for every recipient
+            await self.services.publisher.recall(who, nid)
+        else:  # from the user's own inbox only
+            await self.services.store.delete(who, nid)
+            await self.services.publisher.send_stats(who)
         self.no_content()
 
 

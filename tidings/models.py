@@ -42,6 +42,8 @@ class NewNotification:
     priority: str = "normal"
     data: dict[str, Any] = dataclasses.field(default_factory=dict)
     channels: tuple[str, ...] | None = None
+    key: str | None = None           # replaces the recipients' live notification with this key
+    expires_at: float | None = None  # unix seconds: leaves inboxes and replays after it
 
 
 def iso(ts: float) -> str:

@@ -17,6 +17,7 @@ from .bounces import SesEvents
 from .channels import Channel, build_channels, close_channels
 from .config import Secret, Settings
 from .dashboard import Dashboard
+from .expiry import Expiry
 from .fanout import Broker
 from .fanout.local import LocalBroker
 from .hub import Hub
@@ -59,6 +60,7 @@ class Services:
     links: UnsubscribeLinks
     ses_events: SesEvents
     retention: Retention
+    expiry: Expiry
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:
@@ -89,13 +91,15 @@ class Services:
         await orchestrator.start()
         retention = Retention(backend.store, settings.housekeeping_interval)
         retention.start()
+        expiry = Expiry(backend.store, publisher.publish_removals, settings.housekeeping_interval)
+        expiry.start()
         return cls(settings, backend.store, backend.directory, backend.queue, registry, broker,
                    presence, hub, publisher, activity, verifier, dashboard, channels,
                    orchestrator, metrics, receipts, _tickets(settings), links,
                    SesEvents(SnsVerifier(OutboundPolicy.from_settings(settings),
                                          settings.sns_host),
                              backend.directory, backend.queue),
-                   retention)
+                   retention, expiry)
 
     async def health(self) -> dict[str, str]:
         """What does not answer or has stopped: empty when all is well."""
@@ -109,11 +113,13 @@ class Services:
         if not self.presence.healthy():
             problems["presence"] = "does not answer"
         if not (self.publisher.running() and self.orchestrator.running()
-                and self.receipts.running() and self.retention.running()):
+                and self.receipts.running() and self.retention.running()
+                and self.expiry.running()):
             problems["background"] = "a background task has stopped"
         return problems
 
     async def close(self) -> None:
+        await self.expiry.stop()
         await self.retention.stop()
         await self.dashboard.stop()
         await self.publisher.stop()

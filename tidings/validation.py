@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -24,6 +26,7 @@ _DIGITS = re.compile(r"[0-9]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 MAX_ID_LENGTH = 200
 CHANNELS = ("in_app", "email", "sms", "push", "webhook")
+MAX_TTL = 366 * 86400  # a notification lives at most a year (and a day) before it expires
 
 
 def _no_constant(name: str) -> Any:
@@ -147,8 +150,37 @@ def user_id(value: Any, field: str = "user_id") -> str:
     return text(value, field)
 
 
-def notifications(body: dict[str, Any], tenant_id: str,
-                  types: tuple[str, ...] = TYPES) -> tuple[list[NewNotification], bool]:
+def expiry(body: dict[str, Any], now: float) -> float | None:
+    """`expires_at` (ISO 8601 with a time zone) or `ttl` (whole seconds), as unix seconds;
+    in the future and at most MAX_TTL ahead."""
+    at, ttl = body.get("expires_at"), body.get("ttl")
+    if at is not None and ttl is not None:
+        raise errors.invalid("ttl", "give either expires_at or ttl, not both")
+    if ttl is not None:
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 0 < ttl <= MAX_TTL:
+            raise errors.invalid("ttl", f"must be a whole number of seconds from 1 to {MAX_TTL}")
+        return now + ttl
+    if at is None:
+        return None
+    problem = "must be an ISO 8601 time with a time zone, like 2030-01-01T12:00:00Z"
+    if not isinstance(at, str) or len(at) > 64:
+        raise errors.invalid("expires_at", problem)
+    try:
+        parsed = datetime.datetime.fromisoformat(text(at, "expires_at"))
+        when = parsed.timestamp()
+    except (ValueError, OverflowError):
+        raise errors.invalid("expires_at", problem) from None
+    if parsed.tzinfo is None:
+        raise errors.invalid("expires_at", problem)
+    if when <= now:
+        raise errors.invalid("expires_at", "must be in the future")
+    if when > now + MAX_TTL:
+        raise errors.invalid("expires_at", f"must be at most {MAX_TTL} seconds ahead")
+    return when
+
+
+def notifications(body: dict[str, Any], tenant_id: str, types: tuple[str, ...] = TYPES,
+                  now: float | None = None) -> tuple[list[NewNotification], bool]:
     """The notifications a POST asks for, and whether it used `user_ids` (a list answer)."""
     targets = [k for k in ("user_id", "user_ids", "broadcast") if body.get(k) not in (None, False)]
     if len(targets) != 1:
@@ -192,8 +224,11 @@ def notifications(body: dict[str, Any], tenant_id: str,
     message = _text(body, "message", MAX_MESSAGE)
     type_ = _choice(body, "type", types, "info")
     priority = _choice(body, "priority", PRIORITIES, "normal")
+    key = None if body.get("key") is None else user_id(body["key"], "key")
+    expires_at = expiry(body, time.time() if now is None else now)
     items = [NewNotification(tenant_id=tenant_id, user_id=r, title=title, message=message,
-                             type=type_, priority=priority, data=data, channels=channels)
+                             type=type_, priority=priority, data=data, channels=channels,
+                             key=key, expires_at=expires_at)
              for r in recipients]
     return items, targets == ["user_ids"]
 

@@ -12,16 +12,19 @@ from .protocol import (
     Delivery,
     DeliveryQueue,
     Directory,
+    Entry,
     Notification,
     Planned,
     ReceiptBook,
+    Removal,
     Store,
     StoreUnavailable,
+    position,
 )
 
 __all__ = ["DUE", "LEASE", "Backend", "Created", "CreateRequest", "Delivery", "DeliveryQueue",
-           "Directory", "Notification", "Planned", "ReceiptBook", "Store", "StoreUnavailable", "is_postgres",
-           "open_backend"]
+           "Directory", "Entry", "Notification", "Planned", "ReceiptBook", "Removal", "Store",
+           "StoreUnavailable", "is_postgres", "open_backend", "position"]
 
 
 @dataclass
