@@ -461,10 +461,11 @@ def _removal(row: Row) -> Removal:
 
 async def _keyed(conn: Any, tenant_id: str, key: str) -> dict[str | None, int]:
     """Each recipient's live notification with this key (None: the tenant-wide one)."""
+    # No GROUP BY: with one, SQLite prefers an index ordered by user over notifications_key.
     async with conn.execute(
-            "SELECT user_id, max(id) FROM notifications WHERE tenant_id = ? AND key = ? "
-            "AND removed IS NULL GROUP BY user_id", (tenant_id, key)) as cursor:
-        return {row[0]: row[1] for row in await cursor.fetchall()}
+            "SELECT user_id, id FROM notifications WHERE tenant_id = ? AND key = ? "
+            "AND removed IS NULL ORDER BY id", (tenant_id, key)) as cursor:
+        return {row[0]: row[1] for row in await cursor.fetchall()}  # the newest wins
 
 
 async def _remove(conn: Any, found: list[tuple[Any, ...]], reason: str,
