@@ -231,15 +231,13 @@ _LIVE = " AND n.removed IS NULL AND (n.expires_at IS NULL OR n.expires_at > ${})
 # Of one range of a user's notifications, those that left (or expired) and that the user had
 # not deleted (`deleted`) or, above the read-all mark, neither read nor deleted (`unread`):
 # the counts subtract them. The first term matches notifications_ending's own.
-_ENDED = ("(SELECT count(*) FROM notifications n WHERE n.tenant_id = $1 AND n.user_id {} "
+_ENDED = ("(SELECT count(*) FROM notifications n LEFT JOIN receipts r ON r.tenant_id = "
+          "n.tenant_id AND r.user_id = $2 AND r.notification_id = n.id "
+          "WHERE n.tenant_id = $1 AND n.user_id {} "
           "AND (n.expires_at IS NOT NULL OR n.removed IS NOT NULL) AND n.id <= $4 {} "
-          "AND (n.removed IS NOT NULL OR n.expires_at <= $5) AND NOT EXISTS (SELECT 1 "
-          "FROM receipts r WHERE r.tenant_id = $1 AND r.user_id = $2 "
-          "AND r.notification_id = n.id AND ({})))")
-_ENDED_TOTAL = " + ".join(_ENDED.format(u, "", "r.deleted_at IS NOT NULL")
-                          for u in ("= $2", "IS NULL"))
-_ENDED_UNREAD = " + ".join(_ENDED.format(u, "AND n.id > $3",
-                                         "r.read_at IS NOT NULL OR r.deleted_at IS NOT NULL")
+          "AND (n.removed IS NOT NULL OR n.expires_at <= $5) AND r.deleted_at IS NULL{})")
+_ENDED_TOTAL = " + ".join(_ENDED.format(u, "", "") for u in ("= $2", "IS NULL"))
+_ENDED_UNREAD = " + ".join(_ENDED.format(u, "AND n.id > $3", " AND r.read_at IS NULL")
                            for u in ("= $2", "IS NULL"))
 _SKIP = ("UPDATE deliveries SET status = 'skipped', last_error = $2 "
          "WHERE notification_id = ANY($1::bigint[]) AND status IN ('queued', 'held')")
