@@ -29,8 +29,10 @@ class NotificationsHandler(BaseHandler):
             raise errors.invalid("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} "
                                                     "characters")
         body = self.json_body()
-        items, as_list = validation.notifications(body, who.tenant_id)
         send_at = validation.send_at(body.get("send_at"), time.time())
+        # A scheduled notification's `ttl` counts from when it is sent, and its `expires_at`
+        # must come after that.
+        items, as_list = validation.notifications(body, who.tenant_id, now=send_at)
         wait = self.settings["tenant_rate"].take(who.tenant_id, len(items))  # per notification
         if wait:
             raise errors.rate_limited(RateLimiter.retry_after(wait))
@@ -84,8 +86,12 @@ class ScheduledEntryHandler(BaseHandler):
 class NotificationHandler(BaseHandler):
     async def delete(self, notification_id: str) -> None:
         who = self.authenticate()
-        await self.services.store.delete(who, validation.whole_id(notification_id, "id"))
-        await self.services.publisher.send_stats(who)
+        nid = validation.whole_id(notification_id, "id")
+        if who.acts_for_tenant:  # a recall: gone for every recipient
+            await self.services.publisher.recall(who, nid)
+        else:  # from the user's own inbox only
+            await self.services.store.delete(who, nid)
+            await self.services.publisher.send_stats(who)
         self.no_content()
 
 

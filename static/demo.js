@@ -213,9 +213,32 @@
   });
   client.on("error", (e) => { if (e.fatal) setStatus("offline", "Token refused"); });
   client.on("notification", (n) => {
+    if (n.replaces && items.has(n.replaces)) return; // swapped in place on "updated"
     if (!add(n, true)) return;
     if (!n.read_at) setUnread(unread + 1);
     toast(n);
+  });
+  // A notification with the same key replaced one shown here: the new one takes its place.
+  client.on("updated", ({notification: n, replaces}) => {
+    const old = items.get(replaces);
+    if (!old || items.has(n.id)) return;
+    const li = render(n);
+    li.classList.add("new");
+    old.li.replaceWith(li);
+    items.delete(replaces);
+    items.set(n.id, {n, li});
+    setUnread(unread + (n.read_at ? 0 : 1) - (old.n.read_at ? 0 : 1));
+    toast(n);
+  });
+  // Recalled by the sender, or expired: it goes.
+  client.on("deleted", ({id}) => {
+    const item = items.get(id);
+    if (!item) return;
+    item.li.remove();
+    items.delete(id);
+    if (!item.n.read_at) setUnread(unread - 1);
+    $("inbox-empty").hidden = items.size > 0;
+    $("inbox-count").textContent = `${items.size} shown`;
   });
 
   function start() {

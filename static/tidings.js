@@ -4,12 +4,20 @@
  *   // or: new Tidings({getToken: async () => (await fetch("/my/token")).text()})
  *   t.on("notification", n => console.log(n.title));
  *   t.on("stats", s => badge.textContent = s.unread);
+ *   t.on("updated", ({notification, replaces}) => swap(replaces, notification));
+ *   t.on("deleted", ({id, reason}) => remove(id));
  *   t.markRead(42); t.close();
  *
  * WebSocket first; Server-Sent Events when the WebSocket never opens (blocked by a
  * proxy, refused). Reconnects by itself with exponential backoff and full jitter and
  * resumes from the largest notification id seen (`since` / `last_event_id`), so
  * nothing sent while it was away is lost and nothing is delivered twice.
+ *
+ * A notification that replaces an earlier one (the same `key`) carries `replaces`: it is
+ * emitted as `notification`, then as `updated` ({notification, replaces}) for a page that
+ * keeps an inbox to swap it in place. A notification recalled by the sender, or expired, comes
+ * as `deleted` ({id, reason}): take it out. Each of those comes once, live or on resume; the
+ * cursor advances with their event ids too.
  *
  * When the server no longer has everything after the cursor (retention removed some:
  * "cursor_expired"), or does not know the cursor at all ("cursor_unknown"), it says so
@@ -27,7 +35,7 @@
   "use strict";
 
   const AUTH_CLOSE_CODES = new Set([1008, 4401, 4403]); // the token was refused: retrying will not help
-  const SEEN_LIMIT = 2000; // ids remembered for de-duplication
+  const SEEN_LIMIT = 2000; // notification and event ids remembered for de-duplication
   const ACK_DELAY = 100; // ms: acknowledgements of a burst go in one frame or request
 
   class Tidings {
@@ -218,7 +226,8 @@
         try { data = ev.data ? JSON.parse(ev.data) : null; } catch (e) { return; }
         this._handle(name, data, "sse");
       });
-      ["connected", "reset", "notification", "stats_update", "heartbeat", "error"].forEach(on);
+      ["connected", "reset", "notification", "notification_deleted", "stats_update", "heartbeat",
+       "error"].forEach(on);
       // EventSource would reconnect by itself with its own timing and the id of its
       // last event; the library owns reconnects instead (backoff, the resume cursor).
       es.onerror = () => {
@@ -247,14 +256,16 @@
           break;
         case "notification": {
           const n = transport === "websocket" ? data.notification : data;
-          if (!n || typeof n.id !== "number" || this._seen.has(n.id)) return; // never shown twice
-          this._seen.add(n.id);
-          if (this._seen.size > SEEN_LIMIT) this._seen.delete(this._seen.values().next().value);
-          if (this.lastId === null || n.id > this.lastId) this.lastId = n.id;
+          if (!n || !this._first(n.id)) return; // never shown twice
           this._emit("notification", n);
+          if (typeof n.replaces === "number") this._emit("updated", {notification: n, replaces: n.replaces});
           this._acknowledge(n.id);
           break;
         }
+        case "notification_deleted": // recalled or expired; its event id has its place in the stream
+          if (!data || typeof data.id !== "number" || !this._first(data.event_id)) return;
+          this._emit("deleted", {id: data.id, reason: data.reason});
+          break;
         case "reset": {
           const detail = Object.assign({}, data || {});
           delete detail.type;
@@ -276,6 +287,15 @@
           break;
         default: // pong, heartbeat: liveness only
       }
+    }
+
+    /** True the first time a stream id (notification or event) comes; moves the cursor past it. */
+    _first(id) {
+      if (typeof id !== "number" || this._seen.has(id)) return false;
+      this._seen.add(id);
+      if (this._seen.size > SEEN_LIMIT) this._seen.delete(this._seen.values().next().value);
+      if (this.lastId === null || id > this.lastId) this.lastId = id;
+      return true;
     }
 
     /** Queue an acknowledgement; a burst goes out as one frame (WebSocket) or request (SSE). */

@@ -23,8 +23,9 @@ from tidings.channels import (
     close_channels,
     render,
 )
-from tidings.channels.webpush import WebPush
+from tidings.channels.webpush import TTL, WebPush, push_ttl
 from tidings.config import Settings
+from tidings.models import iso
 
 pytest_plugins = ["tests.peers.fixtures"]
 
@@ -157,3 +158,15 @@ def test_unusable_subscription_keys_are_permanent(push_service: PushService,
 def test_subscription_json_is_checked(body: dict[str, object], problem: str) -> None:
     with pytest.raises(ValueError, match=f"^{problem}:"):
         PushSubscription.from_json(body)
+
+
+def test_a_notification_that_expires_is_pushed_with_the_time_it_has_left(
+        push_service: PushService, tmp_path: Path) -> None:
+    push = push_channel(tmp_path)
+    browser = push_service.subscribe(push.public_key)
+    expiring = {**NOTIFICATION, "expires_at": iso(time.time() + 90)}
+    send(push, Recipient("alice", push=browser.subscription), message=render(expiring, "push"))
+    [got] = push_service.inbox.wait(1)
+    assert 80 <= got.ttl <= 90
+    assert push_ttl(NOTIFICATION, time.time()) == TTL  # no expiry: the default day
+    assert push_ttl({"expires_at": iso(time.time() - 5)}, time.time()) == 0

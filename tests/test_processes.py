@@ -347,3 +347,60 @@ async def test_receipts_see_pushes_and_acknowledgements_of_every_process(shared)
         sse.close()
     finally:
         await stop(a, b, c)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_recalls_on_one_process_reach_connections_on_another_in_stream_order(shared):
+    a, b = await started(shared, 2)
+    try:
+        ws = await WSClient.open(b.port, ALICE)
+        sse = await SSEClient.open(a.port, ALICE)
+        await sse.next_of("connected")
+        await eventually(lambda: _total(Api(a.port), 2))
+        made = [(await Api(a.port).send(SERVICE, user_id="alice", title=f"#{i}"))
+                ["notification"]["id"] for i in range(10)]
+        recalled = made[::2]
+
+        async def recall(nid: int) -> None:
+            r = await Api(a.port).call("DELETE", f"/api/notifications/{nid}", tok=ADMIN)
+            assert r.code == 204
+
+        async def create(i: int) -> int:
+            r = await Api(b.port).send(SERVICE, user_id="alice", title=f"late {i}")
+            return int(r["notification"]["id"])
+
+        results = await asyncio.gather(*(recall(n) for n in recalled),
+                                       *(create(i) for i in range(5)))
+        late = sorted(r for r in results if r is not None)
+
+        async def entries(client: WSClient | SSEClient, n: int) -> list[tuple[str, int, int]]:
+            got = []
+            while len(got) < n:
+                if isinstance(client, WSClient):
+                    frame = await client.next()
+                    kind = frame["type"]
+                    body = frame.get("notification", frame)
+                else:
+                    event = await client.event()
+                    kind, body = event["event"], event["data"]
+                    if kind in ("notification", "notification_deleted"):
+                        assert int(event["id"]) == body.get("event_id", body["id"])
+                if kind == "notification":
+                    got.append((kind, body["id"], body["id"]))
+                elif kind == "notification_deleted":
+                    got.append((kind, body["id"], body["event_id"]))
+            return got
+
+        live_ws, live_sse = await entries(ws, 20), await entries(sse, 20)
+        assert live_ws == live_sse
+        positions = [p for _, _, p in live_ws]
+        assert positions == sorted(set(positions)), "not in stream order"
+        assert [n for k, n, _ in live_ws if k == "notification"] == made + late
+        assert sorted(n for k, n, _ in live_ws if k == "notification_deleted") == recalled
+        # A resume on the other process gives the same entries after the cursor, once.
+        resumed = await WSClient.open(a.port, ALICE, since=made[-1])
+        assert await entries(resumed, 10) == live_ws[10:]
+        for client in (ws, sse, resumed):
+            client.close()
+    finally:
+        await stop(a, b)

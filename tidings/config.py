@@ -93,8 +93,9 @@ SETTINGS: tuple[Setting, ...] = (
             "events); a WebSocket peer that leaves a ping unanswered for one interval is "
             "dropped.", float),
     Setting("housekeeping_interval", 60.0, "Seconds between housekeeping runs, which remove "
-            "what each tenant's retention (PUT /api/tenant) no longer keeps, a few hundred "
-            "notifications per transaction so that creates never wait long.", _seconds),
+            "what each tenant's retention (PUT /api/tenant) no longer keeps and what has "
+            "expired (telling connections), a few hundred notifications per transaction so "
+            "that creates never wait long.", _seconds),
     Setting("max_connections_per_tenant", 0, "Open connections allowed per tenant across both "
             "transports and every process; 0 means unlimited.", int),
     Setting("max_connections_per_user", 0, "Open connections allowed per user across both "

@@ -38,13 +38,19 @@ class Message:
         self.kind = kind              # the WebSocket `type` and the SSE `event`
         self.key = key                # the WebSocket field that carries the payload
         self.payload = payload
-        self.event_id = event_id      # notification id: SSE `id:` and the resume cursor
+        self.event_id = event_id      # notification or event id: SSE `id:`, resume cursor
         self._ws: bytes | None = None
         self._sse: bytes | None = None
 
     @classmethod
     def notification(cls, notification: dict[str, Any]) -> Message:
         return cls("notification", "notification", notification, notification["id"])
+
+    @classmethod
+    def deleted(cls, body: dict[str, Any]) -> Message:
+        """`notification_deleted` ({id, reason, event_id}): an entry of the ordered stream,
+        with its own place in it (`event_id`), framed as `reset` is."""
+        return cls("notification_deleted", None, body, body["event_id"])
 
     @classmethod
     def stats(cls, counts: dict[str, int]) -> Message:
@@ -99,7 +105,7 @@ class Connection:
         self.remote_ip = remote_ip
         self.user_agent = user_agent
         self.opened_at = time.time()
-        self.last_id = 0              # largest notification id sent: nothing at or below again
+        self.last_id = 0              # largest notification or event id sent: none at or below again
         self.closed = False
         self.close_reason: str | None = None  # why the server ended it, when it did
         self.max_pending = max_pending

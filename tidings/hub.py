@@ -10,6 +10,10 @@ the missing ones from the store, delivers them in order, then goes on. With a re
 the streams are also compared with the store every `SYNC_EVERY` seconds and after a broker
 outage, so a lost last message is found too. Each connection drops any id at or below the
 last one it was sent, which makes a replay and live pushes meet exactly once.
+
+A recall or an expiry (`notification_deleted`) is an entry of the same stream: its event id is
+taken from the notification id sequence, so it is ordered, gap-filled and replayed like a
+notification.
 """
 
 from __future__ import annotations
@@ -28,7 +32,9 @@ from .presence import Presence
 from .receipts import Receipts
 from .registry import Registry
 from .retention import CURSOR_UNKNOWN, resume_reset
-from .store import Store, StoreUnavailable
+from .store import Entry, Notification, Removal, Store, StoreUnavailable
+from .store import position as stream_position
+from .store.protocol import merge
 
 log = logging.getLogger("tidings.hub")
 
@@ -109,8 +115,9 @@ class Hub:
                 raise StoreUnavailable("the tenant's stream could not be opened")
             position = stream.initial if start is None else start
             await greet(position)
-            cursor = since
-            page = await self.store.after(who, since, REPLAY_PAGE) if since is not None else []
+            if since is None:
+                return
+            page, more = await self._replay_page(who, since, since)
             if since:  # since=0 never gets a reset
                 # Read after the first page: retention raises the watermark in the transaction
                 # that removes, so a removal this page missed is seen here.
@@ -118,18 +125,31 @@ class Hub:
                 if reset is not None:
                     await conn.replay(Message.reset(reset))
                     if reset["reason"] == CURSOR_UNKNOWN:  # nothing to replay; live from here
-                        conn.last_id, page, cursor = position, [], None
-            while cursor is not None and not conn.closed:
-                for notification in page:
-                    if self._muted(conn.tenant_id, conn.user_id, notification):
+                        conn.last_id, page, more = position, [], False
+            while not conn.closed:
+                for entry in page:
+                    if not isinstance(entry, Removal) and \
+                            self._muted(conn.tenant_id, conn.user_id, entry):
                         continue  # not pushed live, so not replayed either: the inbox has it
-                    await conn.replay(Message.notification(notification))  # at its pace
-                    self.receipts.pushed(notification["id"], conn.tenant_id, [conn])
-                cursor = page[-1]["id"] if len(page) == REPLAY_PAGE else None
-                if cursor is not None:
-                    page = await self.store.after(who, cursor, REPLAY_PAGE)
+                    await conn.replay(_message(entry))  # at its pace
+                    if not isinstance(entry, Removal):
+                        self.receipts.pushed(entry["id"], conn.tenant_id, [conn])
+                if not more or not page:
+                    break
+                page, more = await self._replay_page(who, since, stream_position(page[-1]))
         finally:
             conn.release()
+
+    async def _replay_page(self, who: Principal, since: int, after: int,
+                           ) -> tuple[list[Entry], bool]:
+        """What a client resuming from `since` missed after `after`, in stream order: the
+        user's live notifications and the removals of those it could have seen. Whether more
+        may follow."""
+        notifications = await self.store.after(who, after, REPLAY_PAGE)
+        removals = await self.store.removals_after(who, since, after, REPLAY_PAGE) \
+            if since else []
+        more = len(notifications) == REPLAY_PAGE or len(removals) == REPLAY_PAGE
+        return merge(notifications, removals, REPLAY_PAGE), more
 
     def detach(self, conn: Connection, reason: str) -> None:
         """Unregisters a connection that has ended; `reason` is why (see metrics.CLOSE_REASONS)."""
@@ -230,17 +250,18 @@ class Hub:
             targets = list(self.registry.tenant(envelope.tenant_id))
         else:
             targets = list(self.registry.user(envelope.tenant_id, envelope.user_id))
-        event_id = envelope.message.event_id
-        if event_id is not None and self.in_app is not None and \
-                self.in_app.any(envelope.tenant_id):
-            type_ = envelope.message.payload["type"]
+        message = envelope.message
+        is_notification = message.kind == "notification"  # not a deletion, nor stats
+        if is_notification and self.in_app is not None and self.in_app.any(envelope.tenant_id):
+            type_ = message.payload["type"]
             targets = [c for c in targets
                        if not self.in_app.muted(envelope.tenant_id, c.user_id, type_)]
         for conn in targets:
-            conn.send(envelope.message)
-        if event_id is not None:  # a notification: observed and recorded once, not per send
+            conn.send(message)
+        if is_notification and message.event_id is not None:
+            # observed and recorded once, not per send
             self.metrics.pushed(len(targets), envelope.committed_at)
-            self.receipts.pushed(event_id, envelope.tenant_id, targets)
+            self.receipts.pushed(message.event_id, envelope.tenant_id, targets)
 
     def _fill(self, stream: TenantStream, through: int) -> None:
         if not stream.filling:
@@ -256,11 +277,13 @@ class Hub:
                                                      FILL_PAGE)
                 if not rows:
                     break
-                for notification, prev_id in rows:
-                    if notification["id"] > stream.last:
-                        stream.last = notification["id"]
-                        self._deliver(Envelope(stream.tenant_id, notification["user_id"],
-                                               Message.notification(notification), prev_id))
+                for entry, prev_id in rows:
+                    if stream_position(entry) > stream.last:
+                        stream.last = stream_position(entry)
+                        user_id = entry.user_id if isinstance(entry, Removal) else \
+                            entry["user_id"]
+                        self._deliver(Envelope(stream.tenant_id, user_id, _message(entry),
+                                               prev_id))
         except (StoreUnavailable, OSError) as e:
             log.warning("filling a gap of tenant=%s failed (%s); trying again shortly",
                         stream.tenant_id, e)
@@ -325,4 +348,10 @@ class Hub:
 
 def _event_id(envelope: Envelope) -> int:
     return envelope.message.event_id or 0
+
+
+def _message(entry: Notification | Removal) -> Message:
+    if isinstance(entry, Removal):
+        return Message.deleted(entry.payload())
+    return Message.notification(entry)
 

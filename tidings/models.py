@@ -44,6 +44,8 @@ class NewNotification:
     channels: tuple[str, ...] | None = None
     group: str | None = None  # a thread's name, for clients to group by
     actions: tuple[dict[str, str], ...] = ()  # buttons: {"label", "url"}
+    key: str | None = None           # replaces the recipients' live notification with this key
+    expires_at: float | None = None  # unix seconds: leaves inboxes and replays after it
 
 
 def iso(ts: float) -> str:

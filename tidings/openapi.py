@@ -61,7 +61,8 @@ _SSE_EVENT = {
     "type": "object", "required": ["data"],
     "properties": {
         "event": {"type": "string", "enum": ["connected", "reset", "notification",
-                                             "stats_update", "heartbeat", "error"]},
+                                             "notification_deleted", "stats_update",
+                                             "heartbeat", "error"]},
         "data": {"type": "string", "contentMediaType": "application/json"},
         "id": {"type": "string", "pattern": "^[0-9]+$"},
         "retry": {"type": "integer", "minimum": 0},
@@ -107,7 +108,31 @@ SCHEMAS: dict[str, Any] = {
             "read_at": {"type": ["string", "null"], "format": "date-time"},
             "group": {**_GROUP, "description": "Only when it has one."},
             "actions": {**_ACTIONS, "description": "Only when it has some."},
+            "key": {"type": "string", "description": "Only when given at create.",
+                    "examples": ["build-7"]},
+            "replaces": {"type": "integer", "description": "The id of the notification with "
+                         "the same key (and recipients) that this one replaced; that one has "
+                         "left inboxes, counts and replays. Only when it replaced one.",
+                         "examples": [41]},
+            "expires_at": {"type": "string", "format": "date-time",
+                           "description": "Only when given (as expires_at or ttl): after it, "
+                           "it leaves inboxes, counts and replays.",
+                           "examples": ["2030-01-01T12:00:00.000Z"]},
         },
+    },
+    "NotificationDeleted": {
+        "type": "object", "required": ["id", "reason", "event_id"],
+        "description": "A stream entry (WebSocket frame with type notification_deleted; SSE "
+                       "event notification_deleted whose id: is event_id): a notification "
+                       "recalled by an admin or service, or expired. Sent live and on resume "
+                       "to clients that could have seen it (ids up to their cursor).",
+        "properties": {
+            "id": {"type": "integer", "description": "The notification's id."},
+            "reason": {"type": "string", "enum": ["recalled", "expired"]},
+            "event_id": {"type": "integer", "description": "From the notification id "
+                         "sequence: a resume cursor like a notification id."},
+        },
+        "examples": [{"id": 42, "reason": "recalled", "event_id": 57}],
     },
     "NewNotification": {
         "type": "object", "required": ["title"],
@@ -146,7 +171,27 @@ SCHEMAS: dict[str, Any] = {
                         "description": "Send later (at most 30 days ahead; without an offset "
                                        "it is UTC): 202 with the scheduled entry. It gets "
                                        "its id, and is pushed, only then."},
+            "key": {"type": ["string", "null"], "minLength": 1, "maxLength": 200,
+                    "pattern": _TEXT_PATTERN, "examples": ["build-7"],
+                    "description": "Replaces the live notification with this key of the same "
+                                   "recipients (each user of user_ids its own; a broadcast the "
+                                   "tenant-wide one). The new one carries `replaces`; the old "
+                                   "one's unsent deliveries are skipped (\"replaced\")."},
+            "ttl": {"type": ["integer", "null"], "minimum": 1, "maximum": 366 * 86400,
+                    "examples": [300],
+                    "description": "Seconds until it expires; not with expires_at."},
+            "expires_at": {"type": ["string", "null"], "format": "date-time",
+                           "examples": ["2030-01-01T12:00:00Z"],
+                           "description": "When it expires: in the future, at most 366 days "
+                                          "ahead, with a time zone. After it, it leaves "
+                                          "inboxes, counts and replays; connections get "
+                                          "notification_deleted (reason expired) within one "
+                                          "housekeeping interval; unsent deliveries are "
+                                          "skipped (\"expired\"); web push carries the time "
+                                          "left as its TTL."},
         },
+        "examples": [{"user_id": "alice", "title": "Build 7 passed", "key": "build-7"},
+                     {"user_id": "alice", "title": "Your code is 123456", "ttl": 300}],
     },
     "Scheduled": {
         "type": "object", "required": ["id", "send_at", "created_at", "title"],
@@ -353,8 +398,14 @@ PATHS: dict[str, Any] = {
                                           "pattern": r"^[^/\x00]+$"}}, _TENANT]),
     },
     "/api/notifications/{id}": {
-        "delete": _op("Remove a notification from the caller's inbox",
-                      {"204": _ok("Removed")}, who="the user", params=[_ID, _TENANT]),
+        "delete": _op("A user: remove a notification from the caller's own inbox. An admin or "
+                      "service: recall it for every recipient; their connections get "
+                      "notification_deleted (reason recalled), live and on resume, and its "
+                      "unsent deliveries are skipped (\"recalled\"). 404 when there is no such "
+                      "notification (in the caller's inbox, or live in the tenant)",
+                      {"204": _ok("Removed or recalled")},
+                      who="the user (own inbox); admin, service (recall)",
+                      params=[_ID, _TENANT]),
     },
     "/api/notifications/{id}/read": {
         "post": _op("Mark one notification read; the user's connections get a stats_update",
@@ -385,6 +436,7 @@ PATHS: dict[str, Any] = {
     "/api/notifications/stream": {
         "get": _op("Server-Sent Events: connected, reset (when the resume cursor is before "
                    "what is kept, or after the newest id), notification (with id), "
+                   "notification_deleted (with id: its event_id; data a NotificationDeleted), "
                    "stats_update, heartbeat", {"200": _ok("An event stream", _SSE_EVENT,
                                             "text/event-stream")},
                    who="the user",
@@ -589,7 +641,8 @@ def document() -> dict[str, Any]:
         "info": {"title": "tidings", "version": "0.1.0",
                  "description": "Multi-tenant real-time notifications. The WebSocket at "
                                 "/ws/notifications (query token or ticket, tenant_id, since, snapshot) carries the "
-                                "same notifications and reset frames; see the README. Roles: "
+                                "same notifications, notification_deleted and reset frames; "
+                                "see the README. Roles: "
                                 + ", ".join(ROLES) + "."},
         "paths": PATHS,
         "components": {

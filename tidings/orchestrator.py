@@ -36,7 +36,8 @@ from .channels import (
 from .metrics import Metrics
 from .presence import Presence
 from .receipts import Receipts
-from .store import Delivery, DeliveryQueue, Directory, Planned, Store, StoreUnavailable
+from .store import DUE, Delivery, DeliveryQueue, Directory, Planned, Store, StoreUnavailable
+from .store.protocol import gone
 from .unsubscribe import ALL_TYPES, UnsubscribeLinks, Unsubscription
 
 log = logging.getLogger("tidings.deliveries")
@@ -152,7 +153,9 @@ class Orchestrator:
                         tenant = notification["tenant_id"]
                         if tenant not in tenants:
                             tenants[tenant] = await self._tenant_view(tenant)
-                        planned += await self.plan(notification, tenants[tenant])
+                        planned += _unsent(await self.plan(notification, tenants[tenant]),
+                                           gone(notification.get("removed"),
+                                                notification.get("expires_at"), self.clock()))
                     except Exception:
                         log.exception("planning deliveries of notification %d failed",
                                       notification["id"])
@@ -309,6 +312,15 @@ class Orchestrator:
                 pass
 
     async def _send(self, group: list[Delivery]) -> None:
+        # Replaced, recalled or expired since it was planned: what has not gone out never does.
+        removed = await self.notifications.removed([x.notification_id for x in group],
+                                                   self.clock())
+        for reason in sorted(set(removed.values())):
+            await self._finish([x for x in group if removed.get(x.notification_id) == reason],
+                               "skipped", error=reason)
+        group = [x for x in group if x.notification_id not in removed]
+        if not group:
+            return
         d = group[0]
         channel = self.channels.get(d.channel)
         if channel is None:
@@ -392,6 +404,15 @@ class Orchestrator:
             headers = self.links.headers(Unsubscription(d.tenant_id, d.user_id, type_))
             rendered = dataclasses.replace(rendered, headers=headers)
         return rendered
+
+
+def _unsent(planned: list[Planned], reason: str | None) -> list[Planned]:
+    """The plan of a notification that left before it was planned (`reason`): every row that
+    would go is skipped, so its deliveries show why they never went."""
+    if reason is None:
+        return planned
+    return [dataclasses.replace(row, status="skipped", last_error=reason, next_attempt_at=None)
+            if row.status in DUE else row for row in planned]
 
 
 def _groups(due: list[Delivery]) -> list[list[Delivery]]:

@@ -23,7 +23,7 @@ from .hub import Hub
 from .metrics import Metrics
 from .models import NewNotification, Principal
 from .presence import Presence
-from .store import Created, CreateRequest, Store, StoreUnavailable
+from .store import Created, CreateRequest, Removal, Store, StoreUnavailable
 
 log = logging.getLogger("tidings.publisher")
 
@@ -191,6 +191,23 @@ class Publisher:
                 self._warned_at = now
                 log.warning("the broker is away (%s): other processes' clients catch up "
                             "from the store when it is back", e)
+
+    def publish_removals(self, removals: list[tuple[Removal, int]]) -> None:
+        """`notification_deleted` for each committed removal (with its tenant's previous
+        position), in id order: entries of the ordered stream, like notifications."""
+        for removal, prev_id in removals:
+            self._publish(Envelope(removal.tenant_id, removal.user_id,
+                                   Message.deleted(removal.payload()), prev_id))
+
+    async def recall(self, who: Principal, notification_id: int) -> None:
+        """Removes a notification of the caller's tenant for every recipient; their
+        connections on every process are told at once, and on resume."""
+        found = await self.store.recall(who.tenant_id, notification_id)
+        if found is None:
+            raise errors.not_found(f"notification {notification_id}")
+        self.publish_removals([found])  # no await since the commit: in commit order
+        log.info("notification %d recalled tenant=%s by=%s", notification_id, who.tenant_id,
+                 who.user_id)
 
     def to_user(self, tenant_id: str, user_id: str, message: Message) -> None:
         self._publish(Envelope(tenant_id, user_id, message))

@@ -71,6 +71,8 @@ def shown(entry: Scheduled) -> dict[str, Any]:
     fields that were not given are left out."""
     request = {k: v for k, v in entry.request.items()
                if k in _TARGETS or not (v is None or (k == "actions" and not v))}
+    if "expires_at" in request:
+        request["expires_at"] = iso(request["expires_at"])
     return {"id": entry.id, "send_at": iso(entry.send_at),
             "created_at": iso(entry.created_at), **request}
 

@@ -17,6 +17,7 @@ from .bounces import SesEvents
 from .channels import Channel, build_channels, close_channels
 from .config import Secret, Settings
 from .dashboard import Dashboard
+from .expiry import Expiry
 from .fanout import Broker
 from .fanout.local import LocalBroker
 from .hub import Hub
@@ -62,6 +63,7 @@ class Services:
     ses_events: SesEvents
     retention: Retention
     scheduler: Scheduler
+    expiry: Expiry
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:
@@ -94,13 +96,15 @@ class Services:
         retention.start()
         scheduler = Scheduler(backend.schedule, publisher)
         scheduler.start()
+        expiry = Expiry(backend.store, publisher.publish_removals, settings.housekeeping_interval)
+        expiry.start()
         return cls(settings, backend.store, backend.directory, backend.queue, registry, broker,
                    presence, hub, publisher, activity, verifier, dashboard, channels,
                    orchestrator, metrics, receipts, _tickets(settings), links,
                    SesEvents(SnsVerifier(OutboundPolicy.from_settings(settings),
                                          settings.sns_host),
                              backend.directory, backend.queue),
-                   retention, scheduler)
+                   retention, scheduler, expiry)
 
     async def health(self) -> dict[str, str]:
         """What does not answer or has stopped: empty when all is well."""
@@ -115,12 +119,13 @@ class Services:
             problems["presence"] = "does not answer"
         if not (self.publisher.running() and self.orchestrator.running()
                 and self.receipts.running() and self.retention.running()
-                and self.scheduler.running()):
+                and self.scheduler.running() and self.expiry.running()):
             problems["background"] = "a background task has stopped"
         return problems
 
     async def close(self) -> None:
         await self.scheduler.stop()  # before the publisher: a send under way finishes there
+        await self.expiry.stop()
         await self.retention.stop()
         await self.dashboard.stop()
         await self.publisher.stop()

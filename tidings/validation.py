@@ -6,6 +6,7 @@ import datetime
 import json
 import math
 import re
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -31,6 +32,7 @@ MAX_ACTIONS = 3
 MAX_ACTION_LABEL = 40
 MAX_ACTION_URL = 2048
 MAX_SCHEDULE_AHEAD = 30 * 86400  # seconds: `send_at` at most 30 days ahead
+MAX_TTL = 366 * 86400  # a notification lives at most a year (and a day) before it expires
 
 
 def _no_constant(name: str) -> Any:
@@ -154,8 +156,37 @@ def user_id(value: Any, field: str = "user_id") -> str:
     return text(value, field)
 
 
-def notifications(body: dict[str, Any], tenant_id: str,
-                  types: tuple[str, ...] = TYPES) -> tuple[list[NewNotification], bool]:
+def expiry(body: dict[str, Any], now: float) -> float | None:
+    """`expires_at` (ISO 8601 with a time zone) or `ttl` (whole seconds), as unix seconds;
+    in the future and at most MAX_TTL ahead."""
+    at, ttl = body.get("expires_at"), body.get("ttl")
+    if at is not None and ttl is not None:
+        raise errors.invalid("ttl", "give either expires_at or ttl, not both")
+    if ttl is not None:
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 0 < ttl <= MAX_TTL:
+            raise errors.invalid("ttl", f"must be a whole number of seconds from 1 to {MAX_TTL}")
+        return now + ttl
+    if at is None:
+        return None
+    problem = "must be an ISO 8601 time with a time zone, like 2030-01-01T12:00:00Z"
+    if not isinstance(at, str) or len(at) > 64:
+        raise errors.invalid("expires_at", problem)
+    try:
+        parsed = datetime.datetime.fromisoformat(text(at, "expires_at"))
+        when = parsed.timestamp()
+    except (ValueError, OverflowError):
+        raise errors.invalid("expires_at", problem) from None
+    if parsed.tzinfo is None:
+        raise errors.invalid("expires_at", problem)
+    if when <= now:
+        raise errors.invalid("expires_at", "must be in the future")
+    if when > now + MAX_TTL:
+        raise errors.invalid("expires_at", f"must be at most {MAX_TTL} seconds ahead")
+    return when
+
+
+def notifications(body: dict[str, Any], tenant_id: str, types: tuple[str, ...] = TYPES,
+                  now: float | None = None) -> tuple[list[NewNotification], bool]:
     """The notifications a POST asks for, and whether it used `user_ids` (a list answer)."""
     targets = [k for k in ("user_id", "user_ids", "broadcast") if body.get(k) not in (None, False)]
     if len(targets) != 1:
@@ -200,9 +231,13 @@ def notifications(body: dict[str, Any], tenant_id: str,
     type_ = _choice(body, "type", types, "info")
     priority = _choice(body, "priority", PRIORITIES, "normal")
     group = _text(body, "group", MAX_GROUP) or None
+    notification_actions = actions(body.get("actions"))
+    key = None if body.get("key") is None else user_id(body["key"], "key")
+    expires_at = expiry(body, time.time() if now is None else now)
     items = [NewNotification(tenant_id=tenant_id, user_id=r, title=title, message=message,
                              type=type_, priority=priority, data=data, channels=channels,
-                             group=group, actions=actions(body.get("actions")))
+                             group=group, actions=notification_actions, key=key,
+                             expires_at=expires_at)
              for r in recipients]
     return items, targets == ["user_ids"]
 

@@ -35,15 +35,17 @@ CLIENT_PAGE = """<!doctype html><meta charset="utf-8"><title>tidings.js test pag
   const q = new URLSearchParams(location.search);
   window.log = [];       // every event, in order: {event, detail}
   window.received = [];  // notification ids as delivered to the page
+  window.deleted = [];   // {id, reason} as delivered to the page
   const token = q.get("token") || "test-token";
   window.tokensAsked = 0;
   const auth = q.get("auth") === "callback" ? {getToken: async () => { tokensAsked++; return token; }} : {token};
   window.client = new Tidings(Object.assign({url: "", tenantId: "acme", transport: q.get("transport") || "auto",
                                              minDelay: 100, maxDelay: 1000}, auth));
-  for (const name of ["connected", "disconnected", "reset", "notification", "stats", "error"]) {
+  for (const name of ["connected", "disconnected", "reset", "notification", "updated", "deleted", "stats", "error"]) {
     client.on(name, (detail) => {
       log.push({event: name, detail});
       if (name === "notification") received.push(detail.id);
+      if (name === "deleted") deleted.push(detail);
     });
   }
 </script>"""
@@ -56,6 +58,7 @@ def now_iso() -> str:
 class StubServer:
     def __init__(self) -> None:
         self.notifications: list[dict[str, Any]] = []
+        self.removals: list[dict[str, Any]] = []  # notification_deleted entries: {id, reason, event_id}
         self.cursors: list[tuple[str, str | None]] = []  # (transport, cursor) per accepted stream
         self.refused_websockets = 0
         self.read_ids: list[int] = []
@@ -140,6 +143,22 @@ class StubServer:
         result: dict[str, Any] = self.call(add)
         return result
 
+    def remove(self, notification_id: int, reason: str = "recalled") -> dict[str, Any]:
+        """Recall (or expire) a notification: an entry of the stream with the next id, pushed
+        to the live peers (if the server is up) and replayed after a cursor below it."""
+
+        async def remove() -> dict[str, Any]:
+            removal = {"id": notification_id, "reason": reason, "event_id": self.next_id}
+            self.next_id += 1
+            self.notifications = [n for n in self.notifications if n["id"] != notification_id]
+            self.removals.append(removal)
+            for peer in list(self.peers):
+                peer.send("notification_deleted", removal)
+            return removal
+
+        result: dict[str, Any] = self.call(remove)
+        return result
+
     def push_overview(self, overview: dict[str, Any]) -> None:
         async def push() -> None:
             self.overview = overview
@@ -154,16 +173,21 @@ class StubServer:
         reset, self.reset_next = self.reset_next, None
         return reset
 
-    def after(self, cursor: str | None, reset: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    def after(self, cursor: str | None, reset: dict[str, Any] | None = None) -> list[tuple[str, dict[str, Any]]]:
+        """(kind, payload) in stream order after the cursor: notifications and removals."""
         if cursor is None or (reset is not None and reset["reason"] == "cursor_unknown"):
             return []
         floor = 0 if self.ignore_cursor else int(cursor)
-        return [n for n in self.notifications if n["id"] > floor]
+        entries = [(n["id"], "notification", n) for n in self.notifications if n["id"] > floor]
+        entries += [(r["event_id"], "notification_deleted", r) for r in self.removals
+                    if r["event_id"] > floor and (self.ignore_cursor or r["id"] <= floor)]
+        return [(kind, payload) for _, kind, payload in sorted(entries, key=lambda e: e[0])]
 
     def hello(self, connection_id: str, snapshot: str | None) -> dict[str, Any]:
         """The `connected` payload: counts always, the newest notifications when asked."""
         hello: dict[str, Any] = {"connection_id": connection_id, "user_id": "alice", "tenant_id": "acme",
-                                 "last_id": max((n["id"] for n in self.notifications), default=0),
+                                 "last_id": max([n["id"] for n in self.notifications] +
+                                                [r["event_id"] for r in self.removals], default=0),
                                  **self.stats()}
         if snapshot:
             hello["recent"] = self.notifications[::-1][:int(snapshot)]
@@ -307,12 +331,17 @@ class ClientSocket(StubHandler, WebSocketHandler):
         reset = self.stub.take_reset()
         if reset is not None:
             self.write_message({"type": "reset", **reset})
-        for n in self.stub.after(cursor, reset):
-            self.send("notification", n)
+        for kind, payload in self.stub.after(cursor, reset):
+            self.send(kind, payload)
         self.stub.peers.add(self)
 
     def send(self, kind: str, payload: dict[str, Any]) -> None:
-        frame = {"type": kind, "notification": payload} if kind == "notification" else {"type": kind, "stats": payload}
+        if kind == "notification_deleted":
+            frame = {"type": kind, **payload}
+        elif kind == "notification":
+            frame = {"type": kind, "notification": payload}
+        else:
+            frame = {"type": kind, "stats": payload}
         try:
             self.write_message(frame)
         except WebSocketClosedError:  # closing; on_close drops it
@@ -345,8 +374,8 @@ class ClientStream(StubHandler):
         reset = self.stub.take_reset()
         if reset is not None:
             self.write(f"event: reset\ndata: {json.dumps(reset)}\n\n")
-        for n in self.stub.after(cursor, reset):
-            self.send("notification", n)
+        for kind, payload in self.stub.after(cursor, reset):
+            self.send(kind, payload)
         self.stub.peers.add(self)
         try:
             await self.flush()
@@ -360,7 +389,8 @@ class ClientStream(StubHandler):
         self.finish()
 
     def send(self, kind: str, payload: dict[str, Any]) -> None:
-        event_id = f"id: {payload['id']}\n" if kind == "notification" else ""
+        event_id = {"notification": f"id: {payload.get('id')}\n",
+                    "notification_deleted": f"id: {payload.get('event_id')}\n"}.get(kind, "")
         self.queue.put_nowait(f"event: {kind}\n{event_id}data: {json.dumps(payload)}\n\n")
 
     def close(self, code: int = 1001) -> None:

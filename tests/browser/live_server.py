@@ -95,6 +95,16 @@ class LiveServer:
         result: dict[str, Any] = self.call(send)
         return result
 
+    def recall(self, tok: str, notification_id: int) -> None:
+        """DELETE /api/notifications/{id} as a service would: gone for every recipient."""
+
+        async def recall() -> None:
+            response = await Api(self.port).call("DELETE", f"/api/notifications/{notification_id}",
+                                                 tok=tok)
+            assert response.code == 204, (response.code, response.body)
+
+        self.call(recall)
+
     def create_offline(self, tenant_id: str, **body: Any) -> dict[str, Any]:
         """Create a notification while the server is down, straight into its database."""
 

@@ -6,6 +6,7 @@ that pushes to the same service reuse their connection."""
 from __future__ import annotations
 
 import base64
+import datetime
 import json
 import logging
 import os
@@ -74,6 +75,17 @@ def public_key_b64(key: ec.EllipticCurvePrivateKey) -> str:
     raw = key.public_key().public_bytes(serialization.Encoding.X962,
                                         serialization.PublicFormat.UncompressedPoint)
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def push_ttl(notification: Any, now: float) -> int:
+    """How long the push service may keep it for an offline browser: the day it is kept by
+    default, or what is left until the notification expires (at least 0: deliver now or
+    never)."""
+    expires_at = notification.get("expires_at")
+    if not expires_at:
+        return TTL
+    left = datetime.datetime.fromisoformat(expires_at).timestamp() - now
+    return max(0, min(TTL, int(left)))
 
 
 def payload(message: Rendered) -> str:
@@ -166,7 +178,7 @@ class WebPush:
                 sub.to_json(), payload(message),
                 vapid_private_key=self._vapid,
                 vapid_claims={"sub": self.subject},  # aud and exp are filled in per push
-                ttl=TTL, timeout=self._timeout,
+                ttl=push_ttl(message.notification, time.time()), timeout=self._timeout,
                 headers={"Urgency": URGENCY.get(priority, "normal")},
                 aiohttp_session=_NoRedirects(self._session),
             )

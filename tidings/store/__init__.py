@@ -12,18 +12,22 @@ from .protocol import (
     Delivery,
     DeliveryQueue,
     Directory,
+    Entry,
     Notification,
     Planned,
     ReceiptBook,
+    Removal,
     ScheduleBook,
     Scheduled,
     Store,
     StoreUnavailable,
+    position,
 )
 
 __all__ = ["DUE", "LEASE", "Backend", "Created", "CreateRequest", "Delivery", "DeliveryQueue",
-           "Directory", "Notification", "Planned", "ReceiptBook", "ScheduleBook", "Scheduled", "Store",
-           "StoreUnavailable", "is_postgres", "open_backend"]
+           "Directory", "Entry", "Notification", "Planned", "ReceiptBook", "Removal",
+           "ScheduleBook", "Scheduled", "Store", "StoreUnavailable", "is_postgres",
+           "open_backend", "position"]
 
 
 @dataclass

@@ -33,13 +33,22 @@ from ..models import Principal, iso
 from ..validation import MAX_ID
 from .postgres_schema import MIGRATIONS
 from .protocol import (
+    EXPIRED,
+    RECALLED,
+    REPLACED,
     TENANT_SETTINGS,
     Created,
     CreateRequest,
+    Entry,
     Notification,
+    Removal,
     StoreUnavailable,
     actions_json,
+    chain,
     doomed,
+    gone,
+    merge,
+    position,
     shape,
     tenant_settings,
 )
@@ -216,10 +225,24 @@ async def open_postgres(url: str) -> Backend:
 # --- the notification store ------------------------------------------------------------------
 
 _COLUMNS = "n.id, n.tenant_id, n.user_id, n.type, n.title, n.message, n.data, n.priority, " \
-           "n.created_at, n.group_name, n.actions, r.read_at"
+           "n.created_at, n.group_name, n.actions, n.key, n.replaces, n.expires_at, r.read_at"
 _BARE_COLUMNS = _COLUMNS.replace(", r.read_at", ", NULL::double precision AS read_at")
 _JOIN = ("LEFT JOIN receipts r ON r.tenant_id = n.tenant_id AND r.user_id = $2 "
          "AND r.notification_id = n.id")
+_LIVE = " AND n.removed IS NULL AND (n.expires_at IS NULL OR n.expires_at > ${})"
+# Of one range of a user's notifications, those that left (or expired) and that the user had
+# not deleted (`deleted`) or, above the read-all mark, neither read nor deleted (`unread`):
+# the counts subtract them. The first term matches notifications_ending's own.
+_ENDED = ("(SELECT count(*) FROM notifications n LEFT JOIN receipts r ON r.tenant_id = "
+          "n.tenant_id AND r.user_id = $2 AND r.notification_id = n.id "
+          "WHERE n.tenant_id = $1 AND n.user_id {} "
+          "AND (n.expires_at IS NOT NULL OR n.removed IS NOT NULL) AND n.id <= $4 {} "
+          "AND (n.removed IS NOT NULL OR n.expires_at <= $5) AND r.deleted_at IS NULL{})")
+_ENDED_TOTAL = " + ".join(_ENDED.format(u, "", "") for u in ("= $2", "IS NULL"))
+_ENDED_UNREAD = " + ".join(_ENDED.format(u, "AND n.id > $3", " AND r.read_at IS NULL")
+                           for u in ("= $2", "IS NULL"))
+_SKIP = ("UPDATE deliveries SET status = 'skipped', last_error = $2 "
+         "WHERE notification_id = ANY($1::bigint[]) AND status IN ('queued', 'held')")
 
 
 class PostgresStore:
@@ -268,7 +291,9 @@ class PostgresStore:
                 "SELECT tenant_id, last_id FROM tenant_positions WHERE tenant_id = ANY($1)",
                 tenants)}
             results: list[Created] = []
-            columns: list[list[Any]] = [[] for _ in range(12)]
+            columns: list[list[Any]] = [[] for _ in range(15)]
+            keyed: dict[tuple[str, str], dict[str | None, int]] = {}  # (tenant, key): user -> id
+            replaced: list[int] = []
             keys: list[tuple[str, str, str]] = []
             seen: dict[tuple[str, str], Created] = {}
             next_ids = iter(ids)
@@ -285,17 +310,29 @@ class PostgresStore:
                 created = Created(notifications=[])
                 for item in request.items:
                     id_ = next(next_ids)
+                    replaces = None
+                    if item.key is not None:  # the recipients' live one with this key goes
+                        live = keyed.get((item.tenant_id, item.key))
+                        if live is None:
+                            live = keyed[(item.tenant_id, item.key)] = await _keyed(
+                                conn, item.tenant_id, item.key)
+                        replaces = live.get(item.user_id)
+                        live[item.user_id] = id_
+                        if replaces is not None:
+                            replaced.append(replaces)
                     row = (id_, item.tenant_id, item.user_id, item.type, item.title,
                            item.message, json.dumps(item.data, separators=(",", ":")),
                            item.priority, now,
                            json.dumps(item.channels) if item.channels is not None else None,
-                           item.group, actions_json(item.actions))
+                           item.group, actions_json(item.actions), item.key, replaces,
+                           item.expires_at)
                     for column, value in zip(columns, row, strict=True):
                         column.append(value)
                     created.notifications.append(shape(
                         id_, item.tenant_id, item.user_id, item.type, item.title,
                         item.message, item.data, item.priority, created_at, None, item.group,
-                        item.actions))
+                        item.actions, key=item.key, replaces=replaces,
+                        expires_at=item.expires_at))
                     created.prev_ids.append(positions.get(item.tenant_id, 0))
                     positions[item.tenant_id] = id_
                 if request.idempotency_key:
@@ -306,10 +343,15 @@ class PostgresStore:
             if ids:
                 await conn.execute(
                     "INSERT INTO notifications (id, tenant_id, user_id, type, title, message, "
-                    "data, priority, created_at, channels, group_name, actions) SELECT * FROM "
-                    "unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], "
-                    "$6::text[], $7::text[], $8::text[], $9::double precision[], $10::text[], "
-                    "$11::text[], $12::text[])", *columns)
+                    "data, priority, created_at, channels, group_name, actions, key, replaces, "
+                    "expires_at) SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], "
+                    "$4::text[], $5::text[], $6::text[], $7::text[], $8::text[], "
+                    "$9::double precision[], $10::text[], $11::text[], $12::text[], "
+                    "$13::text[], $14::bigint[], $15::double precision[])", *columns)
+                if replaced:
+                    await conn.execute("UPDATE notifications SET removed = $2 "
+                                       "WHERE id = ANY($1::bigint[])", replaced, REPLACED)
+                    await conn.execute(_SKIP, replaced, REPLACED)
                 moved = [t for t in tenants if t in positions]
                 await conn.execute(
                     "INSERT INTO tenant_positions (tenant_id, last_id) "
@@ -429,7 +471,7 @@ class PostgresStore:
                                ids)
             await conn.execute("DELETE FROM receipts WHERE tenant_id = $2 "
                                "AND notification_id = ANY($1::bigint[])", ids, tenant_id)
-            for table in ("pushes", "acks"):
+            for table in ("pushes", "acks", "notification_events"):
                 await conn.execute(
                     f"DELETE FROM {table} WHERE notification_id = ANY($1::bigint[])", ids)
             await conn.execute("DELETE FROM notifications WHERE id = ANY($1::bigint[])", ids)
@@ -439,6 +481,25 @@ class PostgresStore:
                 "pruned_through = greatest(tenants.pruned_through, excluded.pruned_through)",
                 tenant_id, ids[-1], time.time())
         return len(ids)
+
+    async def recall(self, tenant_id: str, notification_id: int) -> tuple[Removal, int] | None:
+        async with self.db.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", CREATE_LOCK)
+            found = [tuple(row) for row in await conn.fetch(
+                "SELECT id, tenant_id, user_id FROM notifications WHERE id = $1 "
+                "AND tenant_id = $2 AND removed IS NULL", notification_id, tenant_id)]
+            if not found:
+                return None
+            return (await _remove(conn, found, RECALLED))[0]
+
+    async def expire(self, now: float, limit: int = 500) -> list[tuple[Removal, int]]:
+        async with self.db.transaction() as conn:
+            await conn.execute("SELECT pg_advisory_xact_lock($1)", CREATE_LOCK)
+            found = sorted(tuple(row) for row in await conn.fetch(
+                "SELECT id, tenant_id, user_id FROM notifications WHERE expires_at IS NOT NULL "
+                "AND removed IS NULL AND expires_at <= $1 ORDER BY expires_at LIMIT $2",
+                now, limit))
+            return await _remove(conn, found, EXPIRED) if found else []
 
     async def prune_idempotency_keys(self, older_than: float) -> int:
         async with self.db.transaction() as conn:
@@ -451,8 +512,8 @@ class PostgresStore:
     async def _visible_or_404(self, who: Principal, notification_id: int) -> None:
         row = await self.db.fetchrow(
             f"SELECT 1 AS ok FROM notifications n {_JOIN} WHERE n.id = $3 AND n.tenant_id = $1 "
-            "AND (n.user_id = $2 OR n.user_id IS NULL) AND r.deleted_at IS NULL",
-            who.tenant_id, who.user_id, notification_id)
+            "AND (n.user_id = $2 OR n.user_id IS NULL) AND r.deleted_at IS NULL" +
+            _LIVE.format(4), who.tenant_id, who.user_id, notification_id, time.time())
         if row is None:
             raise errors.not_found(f"notification {notification_id}")
 
@@ -471,8 +532,8 @@ class PostgresStore:
         an `OR` on user_id would collect and sort the whole inbox.
         """
         through, read_at = await self._read_mark(who)
-        params: list[Any] = [who.tenant_id, who.user_id, limit]
-        where = ""
+        params: list[Any] = [who.tenant_id, who.user_id, limit, time.time()]
+        where = _LIVE.format(4)
         if before is not None:
             params.append(before)
             where += f" AND n.id < ${len(params)}::bigint"
@@ -520,21 +581,25 @@ class PostgresStore:
             "  AND notification_id <= $4 AND deleted_at IS NOT NULL) AS deleted, "
             " (SELECT count(*) FROM receipts WHERE tenant_id = $1 AND user_id = $2"
             "  AND notification_id > $3 AND notification_id <= $4"
-            "  AND (read_at IS NOT NULL OR deleted_at IS NOT NULL)) AS gone_above",
-            who.tenant_id, who.user_id, through, MAX_ID if upto is None else upto)
+            "  AND (read_at IS NOT NULL OR deleted_at IS NOT NULL)) AS gone_above, "
+            f"{_ENDED_TOTAL} AS ended, {_ENDED_UNREAD} AS ended_unread",
+            who.tenant_id, who.user_id, through, MAX_ID if upto is None else upto, time.time())
         assert row is not None
-        return {"total": row["all_"] - row["deleted"], "unread": row["above"] - row["gone_above"]}
+        return {"total": row["all_"] - row["deleted"] - row["ended"],
+                "unread": row["above"] - row["gone_above"] - row["ended_unread"]}
 
     async def by_type(self, who: Principal) -> dict[str, int]:
+        now = time.time()
         rows = await self.db.fetch(
-            "SELECT type, count(*) AS n FROM notifications WHERE tenant_id = $1 "
-            "AND (user_id = $2 OR user_id IS NULL) GROUP BY type",
-            who.tenant_id, who.user_id)
+            "SELECT type, count(*) AS n FROM notifications n WHERE tenant_id = $1 "
+            f"AND (user_id = $2 OR user_id IS NULL){_LIVE.format(3)} GROUP BY type",
+            who.tenant_id, who.user_id, now)
         result = {row["type"]: row["n"] for row in rows}
         for row in await self.db.fetch(
                 "SELECT n.type, count(*) AS n FROM receipts r JOIN notifications n "
                 "ON n.id = r.notification_id WHERE r.tenant_id = $1 AND r.user_id = $2 "
-                "AND r.deleted_at IS NOT NULL GROUP BY n.type", who.tenant_id, who.user_id):
+                f"AND r.deleted_at IS NOT NULL{_LIVE.format(3)} GROUP BY n.type",
+                who.tenant_id, who.user_id, now):
             result[row["type"]] -= row["n"]
         return {t: n for t, n in sorted(result.items()) if n > 0}
 
@@ -551,19 +616,43 @@ class PostgresStore:
 
     async def unplanned(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
         rows = await self.db.fetch(
-            "SELECT id, tenant_id, user_id, type, priority, channels FROM notifications "
-            "WHERE id > $1 ORDER BY id LIMIT $2", after_id, limit)
+            "SELECT id, tenant_id, user_id, type, priority, channels, removed, expires_at "
+            "FROM notifications WHERE id > $1 ORDER BY id LIMIT $2", after_id, limit)
         return [{**row, "channels": json.loads(row["channels"]) if row["channels"] else None}
                 for row in rows]
 
     async def tenant_range(self, tenant_id: str, after_id: int, through_id: int,
-                           limit: int = 500) -> list[tuple[Notification, int]]:
-        rows = await self.db.fetch(
-            f"SELECT {_BARE_COLUMNS}, (SELECT max(p.id) FROM notifications p "
-            "WHERE p.tenant_id = n.tenant_id AND p.id < n.id) AS prev_id FROM notifications n "
-            "WHERE n.tenant_id = $1 AND n.id > $2 AND n.id <= $3 ORDER BY n.id LIMIT $4",
-            tenant_id, after_id, through_id, limit)
-        return [(_row(row), row["prev_id"] or 0) for row in rows]
+                           limit: int = 500) -> list[tuple[Entry, int]]:
+        args = (tenant_id, after_id, through_id, limit)
+        notifications = [_row(row) for row in await self.db.fetch(
+            f"SELECT {_BARE_COLUMNS} FROM notifications n WHERE n.tenant_id = $1 "
+            "AND n.id > $2 AND n.id <= $3 ORDER BY n.id LIMIT $4", *args)]
+        removals = [_removal(row) for row in await self.db.fetch(
+            "SELECT * FROM notification_events WHERE tenant_id = $1 AND id > $2 AND id <= $3 "
+            "ORDER BY id LIMIT $4", *args)]
+        entries = merge(notifications, removals, limit)
+        if not entries:
+            return []
+        row = await self.db.fetchrow(
+            "SELECT greatest(coalesce((SELECT max(id) FROM notifications WHERE tenant_id = $1 "
+            "AND id < $2), 0), coalesce((SELECT max(id) FROM notification_events "
+            "WHERE tenant_id = $1 AND id < $2), 0)) AS prev", tenant_id, position(entries[0]))
+        return chain(entries, int(row["prev"]) if row else 0)
+
+    async def removals_after(self, who: Principal, since: int, after_id: int,
+                             limit: int = 500) -> list[Removal]:
+        return [_removal(row) for row in await self.db.fetch(
+            "SELECT * FROM notification_events WHERE tenant_id = $1 AND id > $2 "
+            "AND notification_id <= $3 AND (user_id = $4 OR user_id IS NULL) "
+            "ORDER BY id LIMIT $5", who.tenant_id, after_id, since, who.user_id, limit)]
+
+    async def removed(self, notification_ids: list[int], now: float) -> dict[int, str]:
+        if not notification_ids:
+            return {}
+        rows = await self.db.fetch("SELECT id, removed, expires_at FROM notifications "
+                                   "WHERE id = ANY($1::bigint[])", notification_ids)
+        reasons = {row["id"]: gone(row["removed"], row["expires_at"], now) for row in rows}
+        return {id_: reason for id_, reason in reasons.items() if reason}
 
     async def positions(self, tenant_ids: list[str]) -> dict[str, int]:
         found = {t: 0 for t in tenant_ids}
@@ -626,4 +715,50 @@ def _row(row: Row, through: int = 0, marked_at: float | None = None) -> Notifica
     return shape(row["id"], row["tenant_id"], row["user_id"], row["type"], row["title"],
                  row["message"], json.loads(row["data"]), row["priority"],
                  iso(row["created_at"]), read_at, row["group_name"],
-                 json.loads(row["actions"]) if row["actions"] else None)
+                 json.loads(row["actions"]) if row["actions"] else None, key=row["key"],
+                 replaces=row["replaces"], expires_at=row["expires_at"])
+
+
+def _removal(row: Row) -> Removal:
+    return Removal(row["id"], row["notification_id"], row["tenant_id"], row["user_id"],
+                   row["reason"])
+
+
+async def _keyed(conn: asyncpg.Connection, tenant_id: str, key: str) -> dict[str | None, int]:
+    """Each recipient's live notification with this key (None: the tenant-wide one)."""
+    return {row["user_id"]: row["id"] for row in await conn.fetch(
+        "SELECT user_id, max(id) AS id FROM notifications WHERE tenant_id = $1 AND key = $2 "
+        "AND removed IS NULL GROUP BY user_id", tenant_id, key)}
+
+
+async def _remove(conn: asyncpg.Connection, found: list[tuple[Any, ...]], reason: str,
+                  ) -> list[tuple[Removal, int]]:
+    """Marks notifications (id, tenant, user; in id order) removed and writes one removal
+    each, with ids from the notifications' sequence (the caller holds CREATE_LOCK, so they
+    commit in order), moving each tenant's position; unsent deliveries are skipped."""
+    ids = sorted(r[0] for r in await conn.fetch(
+        "SELECT nextval('notifications_id_seq') FROM generate_series(1, $1)", len(found)))
+    tenants = sorted({row[1] for row in found})
+    positions = {row["tenant_id"]: row["last_id"] for row in await conn.fetch(
+        "SELECT tenant_id, last_id FROM tenant_positions WHERE tenant_id = ANY($1)", tenants)}
+    removals: list[tuple[Removal, int]] = []
+    for event_id, (notification_id, tenant_id, user_id) in zip(ids, found, strict=True):
+        removals.append((Removal(event_id, notification_id, tenant_id, user_id, reason),
+                         positions.get(tenant_id, 0)))
+        positions[tenant_id] = event_id
+    gone_ids = [row[0] for row in found]
+    await conn.execute(
+        "INSERT INTO notification_events (id, tenant_id, user_id, notification_id, reason, "
+        "created_at) SELECT e, t, u, n, $5, $6 FROM unnest($1::bigint[], $2::text[], "
+        "$3::text[], $4::bigint[]) AS x(e, t, u, n)",
+        [r.event_id for r, _ in removals], [r.tenant_id for r, _ in removals],
+        [r.user_id for r, _ in removals], gone_ids, reason, time.time())
+    await conn.execute("UPDATE notifications SET removed = $2 WHERE id = ANY($1::bigint[])",
+                       gone_ids, reason)
+    await conn.execute(_SKIP, gone_ids, reason)
+    await conn.execute(
+        "INSERT INTO tenant_positions (tenant_id, last_id) "
+        "SELECT * FROM unnest($1::text[], $2::bigint[]) "
+        "ON CONFLICT (tenant_id) DO UPDATE SET last_id = excluded.last_id",
+        tenants, [positions[t] for t in tenants])
+    return removals

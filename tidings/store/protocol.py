@@ -57,6 +57,53 @@ class Created:
     replayed: bool = False
 
 
+# Why a notification left every inbox (its `removed` column and its deliveries' skip reason).
+REPLACED, RECALLED, EXPIRED = "replaced", "recalled", "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """A `notification_deleted` entry of a tenant's stream: its `event_id` comes from the
+    notification id sequence, so it has its place in the stream's order."""
+
+    event_id: int
+    notification_id: int
+    tenant_id: str
+    user_id: str | None  # None: the notification was tenant-wide
+    reason: str          # RECALLED or EXPIRED
+
+    def payload(self) -> dict[str, Any]:
+        return {"id": self.notification_id, "reason": self.reason, "event_id": self.event_id}
+
+
+Entry = Notification | Removal  # one step of a tenant's ordered stream
+
+
+def position(entry: Entry) -> int:
+    """An entry's place in its tenant's stream: a notification's id or an event's id."""
+    return entry.event_id if isinstance(entry, Removal) else int(entry["id"])
+
+
+def merge(notifications: list[Notification], removals: list[Removal],
+          limit: int) -> list[Entry]:
+    """Two pages, each in id order and at most `limit` long, as one page in stream order that
+    stops where either page stopped short of what it holds: what follows is read next."""
+    ends = [position(page[-1]) for page in (notifications, removals) if len(page) >= limit]
+    bound = min(ends) if ends else None
+    entries: list[Entry] = sorted([*notifications, *removals], key=position)
+    return [e for e in entries if bound is None or position(e) <= bound][:limit]
+
+
+def chain(entries: list[Entry], prev: int) -> list[tuple[Entry, int]]:
+    """Consecutive entries of a tenant's stream, each with the position before it (`prev` for
+    the first)."""
+    chained: list[tuple[Entry, int]] = []
+    for entry in entries:
+        chained.append((entry, prev))
+        prev = position(entry)
+    return chained
+
+
 @dataclass
 class Scheduled:
     """A notification request to create at `send_at` (unix seconds)."""
@@ -154,11 +201,28 @@ class Store(Protocol):
     async def recent(self, tenant_id: str, limit: int = 20) -> list[Notification]: ...
     async def notification(self, notification_id: int) -> Notification | None: ...
     async def unplanned(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
-        """What delivery planning reads of notifications after an id, oldest first."""
+        """What delivery planning reads of notifications after an id, oldest first (with
+        `removed` and `expires_at`, so a plan for one that is gone is all skips)."""
     async def tenant_range(self, tenant_id: str, after_id: int, through_id: int,
-                           limit: int = 500) -> list[tuple[Notification, int]]:
-        """A tenant's notifications with after_id < id <= through_id, oldest first, each with
-        its tenant's previous id: what a fan-out receiver missed."""
+                           limit: int = 500) -> list[tuple[Entry, int]]:
+        """A tenant's stream entries (notifications, whether removed since or not, and
+        removals) with after_id < position <= through_id, oldest first, each with its
+        tenant's previous position: what a fan-out receiver missed."""
+    async def removals_after(self, who: Principal, since: int, after_id: int,
+                             limit: int = 500) -> list[Removal]:
+        """What a client resuming from `since` is told was removed: the user's removals with
+        event ids above `after_id`, of notifications it could have seen (ids up to `since`),
+        oldest first."""
+    async def recall(self, tenant_id: str, notification_id: int) -> tuple[Removal, int] | None:
+        """Removes a live notification of the tenant for every recipient and writes its
+        removal (with its tenant's previous position) in one transaction, its id taken in
+        order with the notifications'; unsent deliveries are skipped. None when there is no
+        such live notification."""
+    async def expire(self, now: float, limit: int = 500) -> list[tuple[Removal, int]]:
+        """Removes at most `limit` live notifications whose `expires_at` has passed, writing
+        each one's removal as `recall` does, in one transaction; returns them in id order."""
+    async def removed(self, notification_ids: list[int], now: float) -> dict[int, str]:
+        """Of these notifications, the ones no longer live, each with why."""
     async def positions(self, tenant_ids: list[str]) -> dict[str, int]:
         """The newest notification id of each tenant (0 when it has none)."""
     async def last_id(self) -> int:
@@ -298,9 +362,11 @@ def doomed(rows: list[dict[str, Any]], older_than: float | None, cut: int) -> li
 
 def shape(id_: int, tenant_id: str, user_id: str | None, type_: str, title: str, message: str,
           data: Any, priority: str, created_at: str, read_at: float | None,
-          group: str | None = None, actions: Any = None) -> Notification:
-    """A notification in the contract's shape; `group` and `actions` only when it has them,
-    so the many that have neither stay as small as they were."""
+          group: str | None = None, actions: Any = None, *, key: str | None = None,
+          replaces: int | None = None, expires_at: float | None = None) -> Notification:
+    """A notification in the contract's shape; `group`, `actions`, `key`, `replaces` and
+    `expires_at` only when it has them, so the many that have none stay as small as they
+    were."""
     found = {"id": id_, "tenant_id": tenant_id, "user_id": user_id, "type": type_,
              "title": title, "message": message, "data": data, "priority": priority,
              "created_at": created_at, "read_at": iso(read_at) if read_at else None}
@@ -308,12 +374,25 @@ def shape(id_: int, tenant_id: str, user_id: str | None, type_: str, title: str,
         found["group"] = group
     if actions:
         found["actions"] = list(actions)
+    if key is not None:
+        found["key"] = key
+    if replaces is not None:
+        found["replaces"] = replaces
+    if expires_at is not None:
+        found["expires_at"] = iso(expires_at)
     return found
 
 
 def actions_json(actions: Any) -> str | None:
     """`actions` as stored: a JSON list, or NULL for none."""
     return json.dumps(list(actions), separators=(",", ":")) if actions else None
+
+
+def gone(removed: str | None, expires_at: float | None, now: float) -> str | None:
+    """Why a notification is no longer live, or None when it is."""
+    if removed:
+        return removed
+    return EXPIRED if expires_at is not None and expires_at <= now else None
 
 
 def ts(value: float | None) -> str | None:

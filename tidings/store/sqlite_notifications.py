@@ -14,22 +14,45 @@ from .. import errors
 from ..models import Principal, iso
 from ..validation import MAX_ID
 from .protocol import (
+    EXPIRED,
+    RECALLED,
+    REPLACED,
     TENANT_SETTINGS,
     Created,
     CreateRequest,
+    Entry,
     Notification,
+    Removal,
     actions_json,
+    chain,
     doomed,
+    gone,
+    merge,
+    position,
     shape,
     tenant_settings,
 )
 from .sqlite import Database, Row
 
 _COLUMNS = "n.id, n.tenant_id, n.user_id, n.type, n.title, n.message, n.data, n.priority, " \
-           "n.created_at, n.group_name, n.actions, r.read_at"
+           "n.created_at, n.group_name, n.actions, n.key, n.replaces, n.expires_at, r.read_at"
 _BARE_COLUMNS = _COLUMNS.replace(", r.read_at", ", NULL AS read_at")
 _JOIN = ("LEFT JOIN receipts r ON r.tenant_id = n.tenant_id AND r.user_id = :user "
          "AND r.notification_id = n.id")
+_LIVE = " AND n.removed IS NULL AND (n.expires_at IS NULL OR n.expires_at > :now)"
+# Of one range of a user's notifications, those that left (or expired) and that the user had
+# not deleted (`deleted`) or, above the read-all mark, neither read nor deleted (`unread`):
+# the counts subtract them. The first term matches notifications_ending's own.
+_ENDED = ("(SELECT count(*) FROM notifications n LEFT JOIN receipts r ON r.tenant_id = "
+          "n.tenant_id AND r.user_id = :user AND r.notification_id = n.id "
+          "WHERE n.tenant_id = :tenant AND n.user_id {} "
+          "AND (n.expires_at IS NOT NULL OR n.removed IS NOT NULL) AND n.id <= :upto {} "
+          "AND (n.removed IS NOT NULL OR n.expires_at <= :now) AND r.deleted_at IS NULL{})")
+_ENDED_TOTAL = " + ".join(_ENDED.format(u, "", "") for u in ("= :user", "IS NULL"))
+_ENDED_UNREAD = " + ".join(_ENDED.format(u, "AND n.id > :through", " AND r.read_at IS NULL")
+                           for u in ("= :user", "IS NULL"))
+_SKIP = ("UPDATE deliveries SET status = 'skipped', last_error = ? WHERE notification_id "
+         "IN ({}) AND status IN ('queued', 'held')")
 
 
 class SQLiteStore:
@@ -52,6 +75,8 @@ class SQLiteStore:
         rows: list[tuple[Any, ...]] = []
         keys: list[tuple[str, str, str, float]] = []
         tenants = sorted({r.items[0].tenant_id for r in requests})
+        keyed: dict[tuple[str, str], dict[str | None, int]] = {}  # (tenant, key): user -> id
+        replaced: list[int] = []
         async with self.db.write() as conn:
             async with conn.execute("SELECT seq FROM sqlite_sequence "
                                     "WHERE name = 'notifications'") as cursor:
@@ -77,13 +102,25 @@ class SQLiteStore:
                 for item in request.items:
                     data = json.dumps(item.data, separators=(",", ":"))
                     channels = json.dumps(item.channels) if item.channels is not None else None
+                    replaces = None
+                    if item.key is not None:  # the recipients' live one with this key goes
+                        live = keyed.get((item.tenant_id, item.key))
+                        if live is None:
+                            live = keyed[(item.tenant_id, item.key)] = await _keyed(
+                                conn, item.tenant_id, item.key)
+                        replaces = live.get(item.user_id)
+                        live[item.user_id] = next_id
+                        if replaces is not None:
+                            replaced.append(replaces)
                     rows.append((next_id, item.tenant_id, item.user_id, item.type, item.title,
                                  item.message, data, item.priority, now, channels, item.group,
-                                 actions_json(item.actions)))
+                                 actions_json(item.actions), item.key, replaces,
+                                 item.expires_at))
                     created.notifications.append(shape(
                         next_id, item.tenant_id, item.user_id, item.type, item.title,
                         item.message, item.data, item.priority, created_at, None, item.group,
-                        item.actions))
+                        item.actions, key=item.key, replaces=replaces,
+                        expires_at=item.expires_at))
                     created.prev_ids.append(positions.get(item.tenant_id, 0))
                     positions[item.tenant_id] = next_id
                     next_id += 1
@@ -95,8 +132,13 @@ class SQLiteStore:
             if rows:
                 await conn.executemany(
                     "INSERT INTO notifications (id, tenant_id, user_id, type, title, message, "
-                    "data, priority, created_at, channels, group_name, actions) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                    "data, priority, created_at, channels, group_name, actions, key, replaces, "
+                    "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                if replaced:
+                    marks = ",".join("?" * len(replaced))
+                    await conn.execute(f"UPDATE notifications SET removed = ? WHERE id IN "
+                                       f"({marks})", (REPLACED, *replaced))
+                    await conn.execute(_SKIP.format(marks), (REPLACED, *replaced))
                 await conn.executemany(
                     "INSERT INTO tenant_positions (tenant_id, last_id) VALUES (?, ?) "
                     "ON CONFLICT (tenant_id) DO UPDATE SET last_id = excluded.last_id",
@@ -200,7 +242,7 @@ class SQLiteStore:
             await conn.execute(f"DELETE FROM deliveries WHERE notification_id IN ({marks})", ids)
             await conn.execute(f"DELETE FROM receipts WHERE tenant_id = ? AND notification_id "
                                f"IN ({marks})", (tenant_id, *ids))
-            for table in ("pushes", "acks"):
+            for table in ("pushes", "acks", "notification_events"):
                 await conn.execute(f"DELETE FROM {table} WHERE notification_id IN ({marks})", ids)
             await conn.execute(f"DELETE FROM notifications WHERE id IN ({marks})", ids)
             await conn.execute(
@@ -209,6 +251,25 @@ class SQLiteStore:
                 "pruned_through = max(tenants.pruned_through, excluded.pruned_through)",
                 (tenant_id, ids[-1], time.time()))
         return len(ids)
+
+    async def recall(self, tenant_id: str, notification_id: int) -> tuple[Removal, int] | None:
+        async with self.db.write() as conn:
+            async with conn.execute(
+                    "SELECT id, tenant_id, user_id FROM notifications WHERE id = ? "
+                    "AND tenant_id = ? AND removed IS NULL", (notification_id, tenant_id)) as c:
+                found = [tuple(row) for row in await c.fetchall()]
+            if not found:
+                return None
+            return (await _remove(conn, found, RECALLED))[0]
+
+    async def expire(self, now: float, limit: int = 500) -> list[tuple[Removal, int]]:
+        async with self.db.write() as conn:
+            async with conn.execute(
+                    "SELECT id, tenant_id, user_id FROM notifications WHERE expires_at IS NOT "
+                    "NULL AND removed IS NULL AND expires_at <= ? ORDER BY expires_at LIMIT ?",
+                    (now, limit)) as cursor:
+                found = sorted(tuple(row) for row in await cursor.fetchall())
+            return await _remove(conn, found, EXPIRED) if found else []
 
     async def prune_idempotency_keys(self, older_than: float) -> int:
         async with self.db.write() as conn:
@@ -222,8 +283,8 @@ class SQLiteStore:
         row = await self.db.fetchone(
             "SELECT 1 FROM notifications n " + _JOIN.replace(":user", "?") +
             " WHERE n.id = ? AND n.tenant_id = ? AND (n.user_id = ? OR n.user_id IS NULL) "
-            "AND r.deleted_at IS NULL",
-            (who.user_id, notification_id, who.tenant_id, who.user_id))
+            "AND r.deleted_at IS NULL" + _LIVE.replace(":now", "?"),
+            (who.user_id, notification_id, who.tenant_id, who.user_id, time.time()))
         if row is None:
             raise errors.not_found(f"notification {notification_id}")
 
@@ -242,10 +303,10 @@ class SQLiteStore:
         """
         through, read_at = await self._read_mark(who)
         params = {**params, "tenant": who.tenant_id, "user": who.user_id, "limit": limit,
-                  "through": through}
+                  "through": through, "now": time.time()}
         one = (f"SELECT * FROM (SELECT {_COLUMNS} FROM notifications n {_JOIN} "
                f"WHERE n.tenant_id = :tenant AND n.user_id {{}} AND r.deleted_at IS NULL "
-               f"{where} ORDER BY n.id {order} LIMIT :limit)")
+               f"{_LIVE}{where} ORDER BY n.id {order} LIMIT :limit)")
         sql = (one.format("= :user") + " UNION ALL " + one.format("IS NULL") +
                f" ORDER BY id {order} LIMIT :limit")
         rows = await self.db.fetchall(sql, params)
@@ -272,7 +333,7 @@ class SQLiteStore:
         receipts (few per user) are subtracted."""
         through, _ = await self._read_mark(who)
         p = {"tenant": who.tenant_id, "user": who.user_id, "through": through,
-             "upto": MAX_ID if upto is None else upto}
+             "upto": MAX_ID if upto is None else upto, "now": time.time()}
         row = await self.db.fetchone(
             "SELECT "
             " (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id = :user"
@@ -287,20 +348,22 @@ class SQLiteStore:
             "  AND notification_id <= :upto AND deleted_at IS NOT NULL) AS deleted, "
             " (SELECT count(*) FROM receipts WHERE tenant_id = :tenant AND user_id = :user"
             "  AND notification_id > :through AND notification_id <= :upto"
-            "  AND (read_at IS NOT NULL OR deleted_at IS NOT NULL)) AS gone_above", p)
+            "  AND (read_at IS NOT NULL OR deleted_at IS NOT NULL)) AS gone_above, "
+            f"{_ENDED_TOTAL} AS ended, {_ENDED_UNREAD} AS ended_unread", p)
         assert row is not None
-        return {"total": row["all_"] - row["deleted"], "unread": row["above"] - row["gone_above"]}
+        return {"total": row["all_"] - row["deleted"] - row["ended"],
+                "unread": row["above"] - row["gone_above"] - row["ended_unread"]}
 
     async def by_type(self, who: Principal) -> dict[str, int]:
+        p = {"tenant": who.tenant_id, "user": who.user_id, "now": time.time()}
         rows = await self.db.fetchall(
-            "SELECT type, count(*) AS n FROM notifications WHERE tenant_id = :tenant "
-            "AND (user_id = :user OR user_id IS NULL) GROUP BY type",
-            {"tenant": who.tenant_id, "user": who.user_id})
+            "SELECT type, count(*) AS n FROM notifications n WHERE tenant_id = :tenant "
+            f"AND (user_id = :user OR user_id IS NULL){_LIVE} GROUP BY type", p)
         result = {row["type"]: row["n"] for row in rows}
         for row in await self.db.fetchall(
                 "SELECT n.type, count(*) AS n FROM receipts r JOIN notifications n "
-                "ON n.id = r.notification_id WHERE r.tenant_id = ? AND r.user_id = ? "
-                "AND r.deleted_at IS NOT NULL GROUP BY n.type", (who.tenant_id, who.user_id)):
+                "ON n.id = r.notification_id WHERE r.tenant_id = :tenant AND r.user_id = :user "
+                f"AND r.deleted_at IS NOT NULL{_LIVE} GROUP BY n.type", p):
             result[row["type"]] -= row["n"]
         return {t: n for t, n in sorted(result.items()) if n > 0}
 
@@ -317,19 +380,45 @@ class SQLiteStore:
 
     async def unplanned(self, after_id: int, limit: int = 500) -> list[dict[str, Any]]:
         rows = await self.db.fetchall(
-            "SELECT id, tenant_id, user_id, type, priority, channels FROM notifications "
-            "WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
+            "SELECT id, tenant_id, user_id, type, priority, channels, removed, expires_at "
+            "FROM notifications WHERE id > ? ORDER BY id LIMIT ?", (after_id, limit))
         return [{**row, "channels": json.loads(row["channels"]) if row["channels"] else None}
                 for row in rows]
 
     async def tenant_range(self, tenant_id: str, after_id: int, through_id: int,
-                           limit: int = 500) -> list[tuple[Notification, int]]:
-        rows = await self.db.fetchall(
-            f"SELECT {_BARE_COLUMNS}, (SELECT max(p.id) FROM notifications p "
-            "WHERE p.tenant_id = n.tenant_id AND p.id < n.id) AS prev_id FROM notifications n "
-            "WHERE n.tenant_id = ? AND n.id > ? AND n.id <= ? ORDER BY n.id LIMIT ?",
-            (tenant_id, after_id, through_id, limit))
-        return [(_row(row), row["prev_id"] or 0) for row in rows]
+                           limit: int = 500) -> list[tuple[Entry, int]]:
+        args = (tenant_id, after_id, through_id, limit)
+        notifications = [_row(row) for row in await self.db.fetchall(
+            f"SELECT {_BARE_COLUMNS} FROM notifications n WHERE n.tenant_id = ? AND n.id > ? "
+            "AND n.id <= ? ORDER BY n.id LIMIT ?", args)]
+        removals = [_removal(row) for row in await self.db.fetchall(
+            "SELECT * FROM notification_events WHERE tenant_id = ? AND id > ? AND id <= ? "
+            "ORDER BY id LIMIT ?", args)]
+        entries = merge(notifications, removals, limit)
+        if not entries:
+            return []
+        row = await self.db.fetchone(
+            "SELECT max(coalesce((SELECT max(id) FROM notifications WHERE tenant_id = :t "
+            "AND id < :s), 0), coalesce((SELECT max(id) FROM notification_events "
+            "WHERE tenant_id = :t AND id < :s), 0)) AS prev",
+            {"t": tenant_id, "s": position(entries[0])})
+        return chain(entries, int(row["prev"]) if row else 0)
+
+    async def removals_after(self, who: Principal, since: int, after_id: int,
+                             limit: int = 500) -> list[Removal]:
+        return [_removal(row) for row in await self.db.fetchall(
+            "SELECT * FROM notification_events WHERE tenant_id = ? AND id > ? "
+            "AND notification_id <= ? AND (user_id = ? OR user_id IS NULL) ORDER BY id LIMIT ?",
+            (who.tenant_id, after_id, since, who.user_id, limit))]
+
+    async def removed(self, notification_ids: list[int], now: float) -> dict[int, str]:
+        if not notification_ids:
+            return {}
+        marks = ",".join("?" * len(notification_ids))
+        rows = await self.db.fetchall(f"SELECT id, removed, expires_at FROM notifications "
+                                      f"WHERE id IN ({marks})", tuple(notification_ids))
+        reasons = {row["id"]: gone(row["removed"], row["expires_at"], now) for row in rows}
+        return {id_: reason for id_, reason in reasons.items() if reason}
 
     async def positions(self, tenant_ids: list[str]) -> dict[str, int]:
         found = {t: 0 for t in tenant_ids}
@@ -380,4 +469,57 @@ def _row(row: Row, through: int = 0, marked_at: float | None = None) -> Notifica
     return shape(row["id"], row["tenant_id"], row["user_id"], row["type"], row["title"],
                  row["message"], json.loads(row["data"]), row["priority"],
                  iso(row["created_at"]), read_at, row["group_name"],
-                 json.loads(row["actions"]) if row["actions"] else None)
+                 json.loads(row["actions"]) if row["actions"] else None, key=row["key"],
+                 replaces=row["replaces"], expires_at=row["expires_at"])
+
+
+def _removal(row: Row) -> Removal:
+    return Removal(row["id"], row["notification_id"], row["tenant_id"], row["user_id"],
+                   row["reason"])
+
+
+async def _keyed(conn: Any, tenant_id: str, key: str) -> dict[str | None, int]:
+    """Each recipient's live notification with this key (None: the tenant-wide one)."""
+    # No GROUP BY: with one, SQLite prefers an index ordered by user over notifications_key.
+    async with conn.execute(
+            "SELECT user_id, id FROM notifications WHERE tenant_id = ? AND key = ? "
+            "AND removed IS NULL ORDER BY id", (tenant_id, key)) as cursor:
+        return {row[0]: row[1] for row in await cursor.fetchall()}  # the newest wins
+
+
+async def _remove(conn: Any, found: list[tuple[Any, ...]], reason: str,
+                  ) -> list[tuple[Removal, int]]:
+    """Marks notifications (id, tenant, user; in id order) removed and writes one removal
+    each, with ids from the notifications' sequence (the writer holds the write lock, so
+    they follow commit order), moving each tenant's position; unsent deliveries are skipped."""
+    async with conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'notifications'") as c:
+        seq = await c.fetchone()
+    next_id = (seq[0] if seq else 0) + 1
+    tenants = sorted({row[1] for row in found})
+    async with conn.execute(f"SELECT tenant_id, last_id FROM tenant_positions WHERE tenant_id "
+                            f"IN ({','.join('?' * len(tenants))})", tenants) as cursor:
+        positions = {row[0]: row[1] for row in await cursor.fetchall()}
+    now = time.time()
+    removals: list[tuple[Removal, int]] = []
+    for notification_id, tenant_id, user_id in found:
+        removals.append((Removal(next_id, notification_id, tenant_id, user_id, reason),
+                         positions.get(tenant_id, 0)))
+        positions[tenant_id] = next_id
+        next_id += 1
+    ids = [row[0] for row in found]
+    marks = ",".join("?" * len(ids))
+    await conn.executemany(
+        "INSERT INTO notification_events (id, tenant_id, user_id, notification_id, reason, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [(r.event_id, r.tenant_id, r.user_id, r.notification_id, r.reason, now)
+         for r, _ in removals])
+    await conn.execute(f"UPDATE notifications SET removed = ? WHERE id IN ({marks})",
+                       (reason, *ids))
+    await conn.execute(_SKIP.format(marks), (reason, *ids))
+    await conn.execute("UPDATE sqlite_sequence SET seq = ? WHERE name = 'notifications'",
+                       (next_id - 1,))
+    await conn.executemany(
+        "INSERT INTO tenant_positions (tenant_id, last_id) VALUES (?, ?) "
+        "ON CONFLICT (tenant_id) DO UPDATE SET last_id = excluded.last_id",
+        [(t, positions[t]) for t in tenants])
+    return removals

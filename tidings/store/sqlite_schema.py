@@ -249,3 +249,36 @@ MIGRATIONS.append(
     CREATE INDEX scheduled_done ON scheduled (done_at) WHERE status <> 'pending';
     """
 )
+
+MIGRATIONS.append(
+    # 8: lifecycle. A notification's `key` (a later one with the same key for the same
+    # recipients replaces it, and names it in `replaces`), when it expires, and why it left
+    # every inbox (`removed`: replaced, recalled or expired). A recall or an expiry is an entry
+    # of the tenant's stream, a row of `notification_events` whose id is taken from the
+    # notifications' sequence.
+    """
+    ALTER TABLE notifications ADD COLUMN key TEXT;
+    ALTER TABLE notifications ADD COLUMN replaces INTEGER;
+    ALTER TABLE notifications ADD COLUMN expires_at REAL;
+    ALTER TABLE notifications ADD COLUMN removed TEXT;
+    CREATE INDEX notifications_key ON notifications (tenant_id, key)
+        WHERE key IS NOT NULL AND removed IS NULL;
+    CREATE INDEX notifications_expiry ON notifications (expires_at)
+        WHERE expires_at IS NOT NULL AND removed IS NULL;
+    -- The counts subtract the few that left (or may have): a walk of those alone, and
+    -- creates without a key or an expiry never write to it.
+    CREATE INDEX notifications_ending ON notifications (tenant_id, user_id, id)
+        WHERE expires_at IS NOT NULL OR removed IS NOT NULL;
+
+    CREATE TABLE notification_events (
+        id INTEGER PRIMARY KEY,            -- from the notifications' sequence
+        tenant_id TEXT NOT NULL,
+        user_id TEXT,                      -- NULL: the notification was tenant-wide
+        notification_id INTEGER NOT NULL,
+        reason TEXT NOT NULL,              -- recalled or expired
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX notification_events_tenant ON notification_events (tenant_id, id);
+    CREATE INDEX notification_events_notification ON notification_events (notification_id);
+    """
+)
