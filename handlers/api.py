@@ -16,7 +16,7 @@ from tidings.tickets import TTL
 from .base import BaseHandler
 
 MAX_IDEMPOTENCY_KEY = 255
-CONNECTION_ID = re.compile(r"[A-Za-z0-9-]{0,64}")  # '' (every SSE connection) or one id
+CONNECTION_ID = re.compile(r"(ss-[0-9a-f]{8}-[0-9]{1,18})?")  # '' (every SSE connection) or one
 
 
 class NotificationsHandler(BaseHandler):
@@ -29,10 +29,12 @@ class NotificationsHandler(BaseHandler):
             raise errors.invalid("Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} "
                                                     "characters")
         body = self.json_body()
+        items, as_list = validation.notifications(body, who.tenant_id)
         send_at = validation.send_at(body.get("send_at"), time.time())
-        # A scheduled notification's `ttl` counts from when it is sent, and its `expires_at`
-        # must come after that.
-        items, as_list = validation.notifications(body, who.tenant_id, now=send_at)
+        if send_at is not None and ("ttl" in body or "expires_at" in body):
+            # A scheduled notification's `ttl` counts from when it is sent, and its
+            # `expires_at` must come after that.
+            items, as_list = validation.notifications(body, who.tenant_id, now=send_at)
         wait = self.settings["tenant_rate"].take(who.tenant_id, len(items))  # per notification
         if wait:
             raise errors.rate_limited(RateLimiter.retry_after(wait))

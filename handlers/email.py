@@ -3,10 +3,9 @@ complaint notifications (SNS)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-from tidings import errors, suppressions
+from tidings import errors, suppressions, validation
 from tidings.errors import TidingsError
 from tidings.models import Principal
 from tidings.unsubscribe import Unsubscription, unsubscribe
@@ -103,9 +102,6 @@ class SesEventsHandler(BaseHandler):
     (an HTTPS subscription). No token: the SNS signature is checked instead."""
 
     async def post(self) -> None:
-        try:
-            envelope = json.loads(self.request.body or b"")
-        except (ValueError, UnicodeDecodeError):
-            raise errors.invalid("body", "must be an SNS message (JSON)") from None
+        envelope = validation.loads(self.request.body or b"", "body")
         outcome = await self.services.ses_events.receive(envelope)
         self.write_json(outcome)

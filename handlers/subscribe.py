@@ -45,7 +45,7 @@ class SubscribeMixin(ServicesMixin):
 
     def snapshot_size(self) -> int | None:
         """`?snapshot=N`: how many of the newest notifications `connected` carries (1–50)."""
-        raw = self.get_query_argument("snapshot", None)  # type: ignore[attr-defined]
+        raw = self.get_query_argument("snapshot", None, strip=False)  # type: ignore[attr-defined]
         return validation.snapshot(raw)
 
     async def hello(self, conn: Connection, last_id: int, snapshot: int | None,

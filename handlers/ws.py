@@ -12,6 +12,7 @@ import tornado.websocket
 from tidings import receipts, validation
 from tidings.connections import WEBSOCKET, Connection, Message, dumps
 from tidings.errors import TidingsError
+from tidings.limits import RateLimiter
 from tidings.models import Principal
 
 from .subscribe import SubscribeMixin
@@ -19,6 +20,7 @@ from .subscribe import SubscribeMixin
 # Close codes: 1001 going away (shutdown), 1013 try again later (too slow: resume with since).
 _CLOSE_CODES = {"shutdown": 1001, "too slow": 1013}
 _PONG = json.dumps({"type": "pong"})
+FRAMES_PER_SECOND = 20  # from a client: tidings.js sends at most ten acks and a ping
 
 
 def _consume(future: asyncio.Future[Any]) -> None:
@@ -72,6 +74,8 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
     snapshot: int | None
     conn: WebSocketConnection | None = None
     goodbye: str | None = None  # why the server's side closed first, if it did
+    frames: RateLimiter | None = None
+    told_to_slow_down = False
 
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
         protocol = super().get_websocket_protocol()
@@ -121,6 +125,15 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
             raise
 
     async def on_message(self, raw: str | bytes) -> None:
+        if self.frames is None:  # made at the first frame: idle connections carry none
+            self.frames = RateLimiter(FRAMES_PER_SECOND, max_keys=1)
+        if self.frames.take(""):  # one connection's flood is not parsed, nor answered twice
+            if not self.told_to_slow_down:
+                self.told_to_slow_down = True
+                self._error("too_many_requests", f"at most {FRAMES_PER_SECOND} frames a "
+                                                 "second; frames past that are ignored")
+            return
+        self.told_to_slow_down = False
         try:
             frame = validation.loads(raw, "frame")
         except TidingsError as e:

@@ -151,6 +151,12 @@ async def test_without_the_setting_only_aws_hosts_are_trusted(start_server, sns_
     body = await post_sns(api, sns_peer.subscription_confirmation("t"), expect=403)
     assert body["error"]["field"] == "SigningCertURL"
     assert len(sns_peer.cert_fetches) == 0 and len(sns_peer.confirmations) == 0
+    # Only a region's SNS host: not any name under amazonaws.com, so no lookup per post.
+    for host in ("sns.r7.amazonaws.com", "sns.anything.amazonaws.com", "x.sns.us-east-1.amazonaws.com"):
+        message = {**sns_peer.subscription_confirmation("t"),
+                   "SigningCertURL": f"https://{host}/SimpleNotificationService-1.pem"}
+        body = await post_sns(api, message, expect=403)
+        assert body["error"]["field"] == "SigningCertURL", host
 
 
 @pytest.mark.gen_test(timeout=20)

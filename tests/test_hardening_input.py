@@ -136,3 +136,21 @@ async def test_token_claims_and_tenant_names(server, api):
     assert response.code == 400 and _field(response) == "unread"
     response = await api.call("GET", "/api/users/a%00b", tok=alice)
     assert response.code == 400
+
+
+@pytest.mark.gen_test
+async def test_numbers_too_long_for_any_id_are_a_400_naming_them(server, api):
+    huge = "9" * 5000  # past what int() takes from a string at all
+    admin = token(user="root", role="admin")
+    for path, field in [(f"/api/notifications?limit={huge}", "limit"),
+                        (f"/api/notifications?before={huge}", "before"),
+                        (f"/api/notifications/{huge}/receipts", "id"),
+                        (f"/api/notifications/{huge}/deliveries", "id"),
+                        (f"/api/suppressions?limit={huge}", "limit"),
+                        ("/api/suppressions?limit=%C2%B2", "limit"),
+                        ("/api/suppressions?limit=%D9%A1", "limit")]:
+        response = await api.call("GET", path, tok=admin)
+        assert response.code == 400, (path, response.code)
+        assert json.loads(response.body)["error"]["field"] == field, path
+    sse = await SSEClient.open(server.port, token(), since=huge)
+    assert (sse.status, sse.error()["error"]["field"]) == (400, "since")

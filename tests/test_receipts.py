@@ -120,6 +120,7 @@ async def test_bad_acknowledgements_are_400_naming_the_field(server, api):
            ({"ids": [0]}, "ids"), ({"ids": [1.5]}, "ids"), ({"ids": list(range(1, 502))}, "ids"),
            ({"ids": [2**63]}, "ids"), ({"ids": [1], "connection_id": 5}, "connection_id"),
            ({"ids": [1], "connection_id": "a b"}, "connection_id"),
+           ({"ids": [1], "connection_id": "we-0123abcd-1"}, "connection_id"),  # not an SSE id
            ({"ids": [1], "extra": 1}, "extra")]
     for body, field in bad:
         response = await api.call("POST", "/api/notifications/ack", body, tok=ALICE)
@@ -129,4 +130,42 @@ async def test_bad_acknowledgements_are_400_naming_the_field(server, api):
     ws.send({"type": "ack", "ids": "nope"})
     error = await ws.next_of("error")
     assert error["error"]["code"] == "invalid_request" and "ids" in error["error"]["message"]
+    ws.close()
+
+
+@pytest.mark.gen_test
+async def test_made_up_connections_are_not_shown_and_acks_are_bounded(server, api):
+    sse = await SSEClient.open(server.port, ALICE)
+    real = (await sse.next_of("connected"))["data"]["connection_id"]
+    nid = (await api.send(SERVICE, user_id="alice", title="one"))["notification"]["id"]
+    await sse.next_of("notification")
+    for i in range(30):  # connection ids of the right shape that were never pushed it
+        await api.json("POST", "/api/notifications/ack",
+                       {"ids": [nid], "connection_id": f"ss-0123abcd-{900 + i}"},
+                       tok=ALICE, expect=204)
+    await server.services.receipts.flush()
+    [entry] = await receipts(api, nid)
+    assert [c["connection_id"] for c in entry["connections"]] == [real]
+    assert entry["connections"][0]["acknowledged_at"] is None  # only made-up ones acked
+    assert entry["acknowledged_at"] is not None
+    stored = await server.services.receipts.book.receipts("acme", [nid])
+    assert stored == {nid: [entry]}
+    sse.close()
+
+
+@pytest.mark.gen_test
+async def test_a_flood_of_frames_is_told_to_slow_down_and_the_socket_stays(server, api):
+    ws = await WSClient.open(server.port, ALICE)
+    for _ in range(200):
+        ws.send({"type": "ping"})
+    kinds: list[str] = []
+    while "error" not in kinds:  # the burst (40) is answered, then the client is told
+        kinds.append((await ws.next())["type"])
+    assert kinds.count("pong") >= 40
+    nid = (await api.send(SERVICE, user_id="alice", title="still here"))["notification"]["id"]
+    while kinds[-1] != "notification":
+        kinds.append((await ws.next())["type"])
+    assert kinds.count("pong") < 100  # most of the flood was ignored
+    assert (await api.json("GET", "/api/notifications", tok=ALICE))["notifications"][0]["id"] \
+        == nid
     ws.close()

@@ -168,3 +168,18 @@ async def test_the_tenant_page_lists_what_is_scheduled(start_server):
     await api.json("DELETE", f"/api/scheduled/{entry['id']}", tok=SERVICE, expect=204)
     page = await api.call("GET", "/admin/tenants/acme", headers={"Cookie": cookie})
     assert entry["id"] not in page.body.decode()
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_scheduled_notifications_expiry_counts_from_its_send_time(server, api):
+    entry = (await api.json("POST", "/api/notifications",
+                            {"user_id": "alice", "title": "Code 123456", "send_at": at(3600),
+                             "ttl": 300}, SERVICE, expect=202))["scheduled"]
+    expires = datetime.datetime.fromisoformat(entry["expires_at"]).timestamp()
+    sends = datetime.datetime.fromisoformat(entry["send_at"]).timestamp()
+    assert abs(expires - (sends + 300)) < 0.01  # five minutes after it is sent, not after now
+    response = await api.call("POST", "/api/notifications",
+                              {"user_id": "alice", "title": "Too early", "send_at": at(3600),
+                               "expires_at": at(1800)}, SERVICE)
+    assert response.code == 400
+    assert json.loads(response.body)["error"]["field"] == "expires_at"

@@ -83,6 +83,6 @@ async def test_a_snapshot_never_holds_what_comes_after_it_live(server, api, tran
 @pytest.mark.gen_test
 @pytest.mark.parametrize("transport", STREAMS)
 async def test_a_bad_snapshot_is_a_400_naming_it(server, transport):
-    for bad in ["0", "51", "-1", "abc", "1.5", "", "+3"]:
+    for bad in ["0", "51", "-1", "abc", "1.5", "", "+3", " 5", "5 ", "9" * 5000]:
         status, error = await refusal(server.port, transport, snapshot=bad)
         assert (status, error["field"]) == (400, "snapshot"), bad

@@ -230,7 +230,8 @@ SCHEMAS: dict[str, Any] = {
                              "in_app": _IN_APP_VALUE,
                              **{c: _CHANNEL_VALUE for c in ("email", "sms", "push",
                                                             "webhook")}}}},
-            "quiet_hours": {"type": ["object", "null"], "properties": {
+            "quiet_hours": {"type": ["object", "null"], "required": ["start", "end"],
+                            "properties": {
                 "start": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"},
                 "end": {"type": "string", "pattern": "^[0-2][0-9]:[0-5][0-9]$"}}},
             "digest": {"type": "string", "enum": ["off", "hourly", "daily"]},
@@ -462,7 +463,7 @@ PATHS: dict[str, Any] = {
                                       "items": {"type": "integer", "minimum": 1,
                                                 "maximum": 2**63 - 1}},
                               "connection_id": {"type": "string",
-                                                "pattern": "^[A-Za-z0-9-]{0,64}$",
+                                                "pattern": "^(ss-[0-9a-f]{8}-[0-9]{1,18})?$",
                                                 "description": "The SSE connection that showed "
                                                                "them (from `connected`); "
                                                                "without it every SSE connection "
@@ -631,7 +632,7 @@ PATHS: dict[str, Any] = {
 
 # SNS posts its JSON as text/plain.
 PATHS["/api/ses/events"]["post"]["requestBody"]["content"]["text/plain"] = {
-    "schema": {"type": "string", "contentMediaType": "application/json",
+    "schema": {"type": "string", "contentMediaType": "application/json", "minLength": 2,
                "description": "An SnsMessage as JSON text"}}
 
 

@@ -10,6 +10,7 @@ notification is never held up for them.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -26,6 +27,7 @@ log = logging.getLogger("tidings.receipts")
 
 FLUSH_INTERVAL = 1.0     # seconds between writes
 MAX_BUFFERED = 200_000   # pushes and acks waiting to be written, at most
+MAX_TENANT_ACKS = MAX_BUFFERED // 8  # one tenant's acks per write: its flood is its own
 MAX_ACK_IDS = 500        # ids in one acknowledgement
 
 
@@ -46,6 +48,7 @@ class Receipts:
         self._pushed: list[tuple[int, str, list[Connection], float]] = []
         self._acks: list[Ack] = []
         self._buffered = 0
+        self._tenant_acks: collections.Counter[str] = collections.Counter()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
@@ -64,10 +67,12 @@ class Receipts:
         """`connection_id` '': every SSE connection of the user that was pushed them."""
         now = self.clock()
         acks = [Ack(i, who.tenant_id, who.user_id, connection_id, now) for i in ids]
-        if self._buffered + len(acks) > MAX_BUFFERED:
+        if self._buffered + len(acks) > MAX_BUFFERED or \
+                self._tenant_acks[who.tenant_id] + len(acks) > MAX_TENANT_ACKS:
             self.dropped += len(acks)
             return
         self._buffered += len(acks)
+        self._tenant_acks[who.tenant_id] += len(acks)
         self._acks.extend(acks)
 
     # --- written off it ----------------------------------------------------------------
@@ -93,6 +98,7 @@ class Receipts:
             if not pushed and not acks:
                 return
             self._pushed, self._acks, self._buffered = [], [], 0
+            self._tenant_acks.clear()
             rows = [Push(n, tenant, c.user_id, c.id, c.transport, at)
                     for n, tenant, conns, at in pushed for c in conns]
             try:
@@ -106,8 +112,13 @@ class Receipts:
             listener(tenants)
 
     async def _flush_loop(self) -> None:
+        reported = 0
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
+            if self.dropped > reported:
+                log.warning("%d pushes or acknowledgements were not recorded (the buffer was "
+                            "full)", self.dropped - reported)
+                reported = self.dropped
             try:
                 await self.flush()
             except StoreUnavailable as e:

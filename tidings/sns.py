@@ -39,7 +39,10 @@ _CONFIRMATION = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "
 SIGNED = {"Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
           "SubscriptionConfirmation": _CONFIRMATION, "UnsubscribeConfirmation": _CONFIRMATION}
 _HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
-_AWS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+# An AWS region's SNS host, as SNS names it (sns.us-east-1.amazonaws.com): not any name under
+# amazonaws.com, so a caller cannot make tidings look up host after host.
+_AWS_HOST = re.compile(r"^sns\.[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]\.amazonaws\.com(\.cn)?$")
+FETCHES = 2  # fetches under way at once; past that a post is told to come again (SNS retries)
 CACHED_CERTS = 32
 MAX_CERT = 64 * 1024
 TIMEOUTS = (5.0, 10.0)  # connect, whole request
@@ -85,6 +88,7 @@ class SnsVerifier:
         self.extra_host = (extra_host or "").lower() or None
         self._certs: OrderedDict[str, rsa.RSAPublicKey] = OrderedDict()
         self._client: AsyncHTTPClient | None = None
+        self._fetching = 0
 
     def trusted_url(self, url: str, field: str) -> str:
         """``url`` when SNS itself could have made it; else a 403 naming ``field``."""
@@ -148,6 +152,17 @@ class SnsVerifier:
     async def fetch(self, url: str, field: str, limit: int) -> bytes:
         """A GET through the outbound policy: the body, or an error naming ``field`` (403
         when the destination is not allowed, 503 when it could not be fetched now)."""
+        # Unauthenticated posts cause these fetches: a few at a time, never a queue, so a flood
+        # cannot tie up the resolver threads that webhooks and web push share.
+        if self._fetching >= FETCHES:
+            raise errors.unavailable(f"{field}: busy fetching; try again")
+        self._fetching += 1
+        try:
+            return await self._fetch(url, field, limit)
+        finally:
+            self._fetching -= 1
+
+    async def _fetch(self, url: str, field: str, limit: int) -> bytes:
         if self._client is None:  # made on first use, on the running loop
             self._client = AsyncHTTPClient(force_instance=True,
                                            resolver=GuardedResolver(policy=self.policy))

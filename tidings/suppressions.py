@@ -12,7 +12,7 @@ import re
 from email.utils import parseaddr
 from typing import Any
 
-from . import errors
+from . import errors, validation
 
 REASONS = ("bounce", "complaint", "manual")
 SKIPPED = "suppressed"  # a skipped delivery's last_error
@@ -34,9 +34,4 @@ def checked(address: Any, field: str = "address") -> str:
 
 def page(limit: str | None, after: str | None) -> tuple[int, str]:
     """`?limit=` (1 to 500, default 100) and `?after=` of the list."""
-    size = 100
-    if limit is not None:
-        if not limit.isdigit() or not 1 <= int(limit) <= MAX_PAGE:
-            raise errors.invalid("limit", f"must be a whole number from 1 to {MAX_PAGE}")
-        size = int(limit)
-    return size, (after or "").lower()
+    return validation.limit(limit, 100, MAX_PAGE), (after or "").lower()

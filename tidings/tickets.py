@@ -24,6 +24,7 @@ from .models import Principal
 
 TTL = 30               # seconds a ticket can be spent
 MAX_PER_TENANT = 10_000  # tickets a tenant may make per TTL window: no tenant fills memory
+MAX_PER_USER = 100       # ... and one user of it: no user locks the others out
 SHAPE = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what issue() makes, with room; nothing else is looked up
 
 
@@ -73,15 +74,18 @@ class LocalTickets:
         self.clock = clock
         self._tickets: dict[str, tuple[Principal, float]] = {}
         self._per_tenant: collections.Counter[str] = collections.Counter()
+        self._per_user: collections.Counter[tuple[str, str]] = collections.Counter()
 
     async def issue(self, who: Principal) -> str:
         now = self.clock()
         self._drop_expired(now)
-        if self._per_tenant[who.tenant_id] >= MAX_PER_TENANT:
+        if self._per_tenant[who.tenant_id] >= MAX_PER_TENANT or \
+                self._per_user[who.tenant_id, who.user_id] >= MAX_PER_USER:
             raise errors.rate_limited(TTL)
         ticket = secrets.token_urlsafe(24)
         self._tickets[ticket] = (who, now + TTL)
         self._per_tenant[who.tenant_id] += 1
+        self._per_user[who.tenant_id, who.user_id] += 1
         return ticket
 
     async def redeem(self, ticket: str, tenant_ids: list[str]) -> Principal:
@@ -99,13 +103,18 @@ class LocalTickets:
 
     def _forget(self, ticket: str) -> None:
         who, _ = self._tickets.pop(ticket)
+        user = who.tenant_id, who.user_id
         self._per_tenant[who.tenant_id] -= 1
+        self._per_user[user] -= 1
         if not self._per_tenant[who.tenant_id]:
             del self._per_tenant[who.tenant_id]
+        if not self._per_user[user]:
+            del self._per_user[user]
 
     async def close(self) -> None:
         self._tickets.clear()
         self._per_tenant.clear()
+        self._per_user.clear()
 
 
 class RedisTickets:
@@ -120,12 +129,14 @@ class RedisTickets:
     async def issue(self, who: Principal) -> str:
         ticket, now = secrets.token_urlsafe(24), self.clock()
         window = f"{self._prefix}made:{int(now // TTL)}:{who.tenant_id}"
+        mine = f"{window}:{who.user_id}"
         try:
             pipe = self._redis.pipeline(transaction=False)
-            pipe.incr(window)
-            pipe.expire(window, 2 * TTL)
-            made, _ = await pipe.execute()
-            if made > MAX_PER_TENANT:
+            for key in (window, mine):
+                pipe.incr(key)
+                pipe.expire(key, 2 * TTL)
+            made, _, made_by_user, _ = await pipe.execute()
+            if made > MAX_PER_TENANT or made_by_user > MAX_PER_USER:
                 raise errors.rate_limited(TTL)
             await self._redis.set(self._prefix + ticket, _encode(who, now + TTL), ex=TTL + 5)
         except RedisError:

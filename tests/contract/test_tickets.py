@@ -85,6 +85,16 @@ async def test_unknown_and_malformed_tickets_are_refused(make, shown):
 
 
 @pytest.mark.gen_test
+async def test_a_user_past_its_share_is_told_to_wait_and_its_tenant_is_not(make, monkeypatch):
+    monkeypatch.setattr(tickets_module, "MAX_PER_USER", 2)
+    tickets = make()
+    for _ in range(2):
+        await tickets.issue(ALICE)
+    assert (await refused(tickets.issue(ALICE))).status == 429
+    assert await tickets.issue(Principal("acme", "bob"))
+
+
+@pytest.mark.gen_test
 async def test_a_tenant_past_its_share_is_told_to_wait_and_others_are_not(make, monkeypatch):
     monkeypatch.setattr(tickets_module, "MAX_PER_TENANT", 3)
     tickets = make()

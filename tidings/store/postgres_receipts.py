@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .postgres import PgDatabase
-from .protocol import Ack, Push
+from .protocol import ACKS_PER_RECIPIENT, Ack, Push
 from .sqlite_receipts import assemble
 
 _RECEIPTS = """
@@ -47,10 +47,12 @@ class PostgresReceiptBook:
                     "acknowledged_at) SELECT a.* FROM unnest($1::bigint[], $2::text[], "
                     "$3::text[], $4::text[], $5::double precision[]) AS a(n, u, c, t, at) "
                     "JOIN notifications x ON x.id = a.n AND x.tenant_id = a.t "
-                    "AND (x.user_id = a.u OR x.user_id IS NULL) ON CONFLICT DO NOTHING",
+                    "AND (x.user_id = a.u OR x.user_id IS NULL) WHERE (SELECT count(*) FROM "
+                    "acks y WHERE y.notification_id = a.n AND y.user_id = a.u) < $6 "
+                    "ON CONFLICT DO NOTHING",
                     [a.notification_id for a in acks], [a.user_id for a in acks],
                     [a.connection_id for a in acks], [a.tenant_id for a in acks],
-                    [a.at for a in acks])
+                    [a.at for a in acks], ACKS_PER_RECIPIENT)
 
     async def receipts(self, tenant_id: str, notification_ids: list[int],
                        user_id: str | None = None) -> dict[int, list[dict[str, Any]]]:

@@ -159,6 +159,9 @@ class Push:
     at: float
 
 
+ACKS_PER_RECIPIENT = 10  # acknowledgement rows kept per notification and user: no one grows it
+
+
 @dataclass(frozen=True, slots=True)
 class Ack:
     """A user's acknowledgement of a notification from one connection ('': from every SSE

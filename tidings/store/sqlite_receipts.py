@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .protocol import Ack, Push, ts
+from .protocol import ACKS_PER_RECIPIENT, Ack, Push, ts
 from .sqlite import Database, Row
 
 # One statement, so pushes, acknowledgements and reads come from one snapshot. A read is an
@@ -44,9 +44,10 @@ class SQLiteReceiptBook:
                 "INSERT INTO acks (notification_id, user_id, connection_id, tenant_id, "
                 "acknowledged_at) SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM "
                 "notifications WHERE id = ?1 AND tenant_id = ?4 AND (user_id = ?2 OR user_id "
-                "IS NULL)) ON CONFLICT DO NOTHING",
-                [(a.notification_id, a.user_id, a.connection_id, a.tenant_id, a.at)
-                 for a in acks])
+                "IS NULL)) AND (SELECT count(*) FROM acks WHERE notification_id = ?1 AND "
+                "user_id = ?2) < ?6 ON CONFLICT DO NOTHING",
+                [(a.notification_id, a.user_id, a.connection_id, a.tenant_id, a.at,
+                  ACKS_PER_RECIPIENT) for a in acks])
 
     async def receipts(self, tenant_id: str, notification_ids: list[int],
                        user_id: str | None = None) -> dict[int, list[dict[str, Any]]]:
@@ -70,7 +71,8 @@ class SQLiteReceiptBook:
 def assemble(notification_ids: list[int], rows: list[Row]) -> dict[int, list[dict[str, Any]]]:
     """Rows of kind push / ack / read into the API's receipts: per notification, per user,
     the earliest read and acknowledgement, and each connection pushed it. An acknowledgement
-    naming no connection ('') marks every SSE connection of the user."""
+    naming no connection ('') marks every SSE connection of the user; one naming a connection
+    that was not pushed it marks only the user."""
     users: dict[int, dict[str, dict[str, Any]]] = {n: {} for n in notification_ids}
     acks: list[Row] = []
     for row in rows:
@@ -88,11 +90,10 @@ def assemble(notification_ids: list[int], rows: list[Row]) -> dict[int, list[dic
     for row in acks:  # after every push is known
         entry = users[row["notification_id"]][row["user_id"]]
         entry["acknowledged_at"] = _earliest(entry["acknowledged_at"], row["at"])
-        if row["connection_id"]:
-            conn = entry["connections"].setdefault(row["connection_id"], {
-                "connection_id": row["connection_id"], "transport": "sse", "pushed_at": None,
-                "acknowledged_at": None})
-            conn["acknowledged_at"] = _earliest(conn["acknowledged_at"], row["at"])
+        if row["connection_id"]:  # a connection it was pushed to, else only the user's mark
+            conn = entry["connections"].get(row["connection_id"])
+            if conn is not None:
+                conn["acknowledged_at"] = _earliest(conn["acknowledged_at"], row["at"])
         else:
             for conn in entry["connections"].values():
                 if conn["transport"] == "sse":

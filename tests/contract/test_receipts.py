@@ -1,0 +1,57 @@
+"""The receipt book's contract on SQLite and PostgreSQL: pushes and acknowledgements read back
+per recipient and connection; acknowledgements of what is not the user's are dropped, and a
+user cannot grow a notification's acknowledgements without bound."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tidings.store import Backend
+from tidings.store.protocol import ACKS_PER_RECIPIENT, Ack, Push
+
+from .test_store import create, new
+
+
+async def acks_stored(backend: Backend, kind: str, notification_id: int) -> int:
+    db = backend.receipts.db  # type: ignore[attr-defined]
+    if kind == "sqlite":
+        row = await db.fetchone("SELECT count(*) AS n FROM acks WHERE notification_id = ?",
+                                (notification_id,))
+    else:
+        row = await db.fetchrow("SELECT count(*) AS n FROM acks WHERE notification_id = $1",
+                                notification_id)
+    return int(row["n"])
+
+
+@pytest.mark.gen_test
+async def test_pushes_and_acks_read_back_per_recipient_and_connection(backend):
+    [nid] = await create(backend, new(user=None))  # a broadcast
+    now = time.time()
+    await backend.receipts.record(
+        [Push(nid, "t1", "alice", "we-1", "websocket", now),
+         Push(nid, "t1", "alice", "ss-2", "sse", now), Push(nid, "t1", "bob", "ss-3", "sse", now)],
+        [Ack(nid, "t1", "alice", "we-1", now + 1), Ack(nid, "t1", "bob", "", now + 2),
+         Ack(nid, "t2", "carol", "", now)])  # another tenant's user: dropped
+    found = (await backend.receipts.receipts("t1", [nid]))[nid]
+    assert [e["user_id"] for e in found] == ["alice", "bob"]
+    alice = {c["connection_id"]: c for c in found[0]["connections"]}
+    assert alice["we-1"]["acknowledged_at"] and alice["ss-2"]["acknowledged_at"] is None
+    assert found[1]["connections"][0]["acknowledged_at"]  # '' acknowledges its SSE ones
+    assert [e["user_id"] for e in (await backend.receipts.receipts("t1", [nid], "bob"))[nid]] \
+        == ["bob"]
+    assert await backend.receipts.acknowledged(nid, "alice")
+    assert not await backend.receipts.acknowledged(nid, "carol")
+
+
+@pytest.mark.gen_test
+async def test_acknowledgements_of_one_recipient_are_bounded(backend, kind):
+    [nid] = await create(backend, new())
+    now = time.time()
+    for i in range(3):  # in several flushes, as a flood would come
+        await backend.receipts.record(
+            [], [Ack(nid, "t1", "alice", f"ss-0123abcd-{i}{j}", now) for j in range(10)])
+    await backend.receipts.record([], [Ack(nid, "t1", "bob", "", now)])  # not bob's: dropped
+    assert await acks_stored(backend, kind, nid) == ACKS_PER_RECIPIENT
+    assert not await backend.receipts.acknowledged(nid, "bob")
