@@ -40,14 +40,16 @@ class Locker:
         conn.execute("ROLLBACK")
         conn.close()
 
-    def __enter__(self) -> Locker:
+    async def __aenter__(self) -> Locker:
+        # Waited for off the event loop: a server in this process may be in the middle of a
+        # write, which must finish before the lock can be had.
         self.thread.start()
-        assert self.held.wait(10)
+        assert await asyncio.get_running_loop().run_in_executor(None, self.held.wait, 10)
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         self.release.set()
-        self.thread.join(10)
+        await asyncio.get_running_loop().run_in_executor(None, self.thread.join, 10)
 
 
 async def create_status(api: Api, title: str, message: str = "") -> int:
@@ -87,7 +89,7 @@ async def test_a_database_locked_by_another_process_answers_503_then_recovers(
     server = await start_server(email_url=Secret(smtp_peer.url), email_from=SENDER)
     api = Api(server.port)
     await profile(api, email="alice@example.com")
-    with Locker(str(settings.db)):
+    async with Locker(str(settings.db)):
         orchestrator = server.services.orchestrator
         orchestrator.notification_created()  # both channel loops run into the lock now
         orchestrator.wake()
