@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 
 import tornado.websocket
+from tornado.iostream import StreamClosedError
 
 from tidings import receipts, validation
 from tidings.connections import WEBSOCKET, Connection, Message, dumps
@@ -21,12 +23,6 @@ from .subscribe import SubscribeMixin
 _CLOSE_CODES = {"shutdown": 1001, "too slow": 1013}
 _PONG = json.dumps({"type": "pong"})
 FRAMES_PER_SECOND = 20  # from a client: tidings.js sends at most ten acks and a ping
-
-
-def _consume(future: asyncio.Future[Any]) -> None:
-    """A write to a socket that closed meanwhile fails; on_close reports it, not asyncio."""
-    if not future.cancelled():
-        future.exception()
 
 
 class WebSocketConnection(Connection):
@@ -43,9 +39,13 @@ class WebSocketConnection(Connection):
         return message.ws
 
     def _write(self, message: Message) -> asyncio.Future[Any]:
-        future = self.handler.write_message(message.ws)
-        future.add_done_callback(_consume)
-        return future
+        # The frame built once for every socket goes straight to this one's stream: Tornado's
+        # write_message would build it again and start a task per socket. The stream still
+        # bounds the buffer (StreamBufferFullError) and reports a closed socket.
+        ws = self.handler.ws_connection
+        if ws is None or ws.is_closing():
+            raise StreamClosedError()
+        return ws.stream.write(message.ws_frame)
 
     def _close(self, reason: str) -> None:
         ws = self.handler.ws_connection
@@ -124,7 +124,10 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
             self.goodbye = "failed"  # counted as the server's failure, not the client's close
             raise
 
-    async def on_message(self, raw: str | bytes) -> None:
+    def on_message(self, raw: str | bytes) -> Awaitable[None] | None:
+        """Handled at once, with no task per frame (acks come one a tenth of a second from
+        every client); only a mark_read returns a coroutine, which Tornado awaits before it
+        reads the next frame."""
         if self.frames is None:  # made at the first frame: idle connections carry none
             self.frames = RateLimiter(FRAMES_PER_SECOND, max_keys=1)
         if self.frames.take(""):  # one connection's flood is not parsed, nor answered twice
@@ -132,7 +135,7 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
                 self.told_to_slow_down = True
                 self._error("too_many_requests", f"at most {FRAMES_PER_SECOND} frames a "
                                                  "second; frames past that are ignored")
-            return
+            return None
         self.told_to_slow_down = False
         try:
             frame = validation.loads(raw, "frame")
@@ -140,27 +143,31 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
             code = "invalid_json" if e.message.endswith("not valid JSON") else e.code
             return self._error(code, e.message)
         kind = frame.get("type") if isinstance(frame, dict) else None
-        if kind == "ping":
-            self.write_message(_PONG)
-        elif kind == "mark_read":
-            notification_id = frame.get("id")
-            if not isinstance(notification_id, int) or isinstance(notification_id, bool) \
-                    or not 0 <= notification_id <= validation.MAX_ID:
-                return self._error("invalid_request", "id: must be a notification id")
-            try:
-                await self.services.publisher.mark_read(self.who, notification_id)
-            except TidingsError as e:
-                return self._error(e.code, e.message)
-        elif kind == "ack":  # no answer: acknowledging is fire and forget
+        if kind == "ack":  # no answer: acknowledging is fire and forget
             try:
                 ids = receipts.ack_ids(frame.get("ids"))
             except TidingsError as e:
                 return self._error(e.code, e.message)
             if self.conn is not None:
                 self.services.receipts.acknowledged(self.who, ids, self.conn.id)
+        elif kind == "ping":
+            self.write_message(_PONG)
+        elif kind == "mark_read":
+            notification_id = frame.get("id")
+            if not isinstance(notification_id, int) or isinstance(notification_id, bool) \
+                    or not 0 <= notification_id <= validation.MAX_ID:
+                return self._error("invalid_request", "id: must be a notification id")
+            return self._mark_read(notification_id)
         else:
             self._error("unknown_type", f"unknown frame type {kind!r}; expected ping, "
                                         "mark_read or ack")
+        return None
+
+    async def _mark_read(self, notification_id: int) -> None:
+        try:
+            await self.services.publisher.mark_read(self.who, notification_id)
+        except TidingsError as e:
+            self._error(e.code, e.message)
 
     def _error(self, code: str, message: str) -> None:
         self.write_message(dumps({"type": "error", "error": {"code": code, "message": message}}))

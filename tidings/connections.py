@@ -31,7 +31,7 @@ class Message:
     """One event for clients, encoded lazily and at most once per transport, however many
     connections it goes to."""
 
-    __slots__ = ("kind", "key", "payload", "event_id", "_ws", "_sse")
+    __slots__ = ("kind", "key", "payload", "event_id", "_ws", "_ws_frame", "_sse")
 
     def __init__(self, kind: str, key: str | None, payload: Any,
                  event_id: int | None = None) -> None:
@@ -40,6 +40,7 @@ class Message:
         self.payload = payload
         self.event_id = event_id      # notification or event id: SSE `id:`, resume cursor
         self._ws: bytes | None = None
+        self._ws_frame: bytes | None = None
         self._sse: bytes | None = None
 
     @classmethod
@@ -73,6 +74,22 @@ class Message:
                 frame.update(self.payload)
             self._ws = dumps(frame).encode()
         return self._ws
+
+    @property
+    def ws_frame(self) -> bytes:
+        """The whole WebSocket frame (a final text frame: server frames are unmasked, and no
+        compression is negotiated), built once and written as it is to every socket."""
+        if self._ws_frame is None:
+            payload = self.ws
+            n = len(payload)
+            if n < 126:
+                head = bytes((0x81, n))
+            elif n < 1 << 16:
+                head = bytes((0x81, 126)) + n.to_bytes(2, "big")
+            else:
+                head = bytes((0x81, 127)) + n.to_bytes(8, "big")
+            self._ws_frame = head + payload
+        return self._ws_frame
 
     @property
     def sse(self) -> bytes:

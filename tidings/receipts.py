@@ -21,7 +21,7 @@ from . import errors
 from .connections import Connection
 from .models import Principal
 from .store import ReceiptBook, StoreUnavailable
-from .store.protocol import Ack, Push
+from .store.protocol import Ack, Push, pack_connections
 
 log = logging.getLogger("tidings.receipts")
 
@@ -29,6 +29,7 @@ FLUSH_INTERVAL = 1.0     # seconds between writes
 MAX_BUFFERED = 200_000   # pushes and acks waiting to be written, at most
 MAX_TENANT_ACKS = MAX_BUFFERED // 8  # one tenant's acks per write: its flood is its own
 MAX_ACK_IDS = 500        # ids in one acknowledgement
+WRITE_CHUNK = 500        # records per transaction: a create waits behind one chunk, not a second's
 
 
 def ack_ids(value: Any) -> list[int]:
@@ -47,6 +48,7 @@ class Receipts:
         self.dropped = 0
         self._pushed: list[tuple[int, str, list[Connection], float]] = []
         self._acks: list[Ack] = []
+        self._unwritten: list[Push] = []  # records a failed write left, written first next time
         self._buffered = 0
         self._tenant_acks: collections.Counter[str] = collections.Counter()
         self._task: asyncio.Task[None] | None = None
@@ -94,18 +96,25 @@ class Receipts:
         """Writes what is buffered; while the store is away it stays buffered (any other
         failure is a bug, and that batch is dropped rather than retried forever)."""
         async with self._lock:
-            pushed, acks = self._pushed, self._acks
-            if not pushed and not acks:
+            pushed, acks, rows = self._pushed, self._acks, self._unwritten
+            if not pushed and not acks and not rows:
                 return
-            self._pushed, self._acks, self._buffered = [], [], 0
+            self._pushed, self._acks, self._unwritten, self._buffered = [], [], [], 0
             self._tenant_acks.clear()
-            rows = [Push(n, tenant, c.user_id, c.id, c.transport, at)
-                    for n, tenant, conns, at in pushed for c in conns]
+            rows += [Push(n, tenant, at, pack_connections((c.id, c.user_id, c.transport)
+                                                          for c in conns))
+                     for n, tenant, conns, at in pushed]
+            done_rows = done_acks = 0
             try:
-                await self.book.record(rows, acks)
+                while done_rows < len(rows) or done_acks < len(acks):
+                    chunk = rows[done_rows:done_rows + WRITE_CHUNK]
+                    acked = acks[done_acks:done_acks + WRITE_CHUNK]
+                    await self.book.record(chunk, acked)
+                    done_rows, done_acks = done_rows + len(chunk), done_acks + len(acked)
             except (StoreUnavailable, asyncio.CancelledError):  # kept for the next try
-                self._pushed, self._acks = pushed + self._pushed, acks + self._acks
-                self._buffered += len(rows) + len(acks)
+                self._unwritten = rows[done_rows:] + self._unwritten
+                self._acks = acks[done_acks:] + self._acks
+                self._buffered += len(rows) - done_rows + len(acks) - done_acks  # about
                 raise
         tenants = {p.tenant_id for p in rows} | {a.tenant_id for a in acks}
         for listener in self.listeners:

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from tidings.store import Backend
-from tidings.store.protocol import ACKS_PER_RECIPIENT, Ack, Push
+from tidings.store.protocol import ACKS_PER_RECIPIENT, Ack, Push, pack_connections
 
 from .test_store import create, new
 
@@ -30,14 +30,18 @@ async def test_pushes_and_acks_read_back_per_recipient_and_connection(backend):
     [nid] = await create(backend, new(user=None))  # a broadcast
     now = time.time()
     await backend.receipts.record(
-        [Push(nid, "t1", "alice", "we-1", "websocket", now),
-         Push(nid, "t1", "alice", "ss-2", "sse", now), Push(nid, "t1", "bob", "ss-3", "sse", now)],
+        [Push(nid, "t1", now, pack_connections([("we-1", "alice", "websocket"),
+                                                 ("ss-2", "alice", "sse")])),
+         Push(nid, "t1", now + 0.5, pack_connections([("ss-3", "bob", "sse"),
+                                                       ("we-1", "alice", "websocket")]))],
         [Ack(nid, "t1", "alice", "we-1", now + 1), Ack(nid, "t1", "bob", "", now + 2),
          Ack(nid, "t2", "carol", "", now)])  # another tenant's user: dropped
     found = (await backend.receipts.receipts("t1", [nid]))[nid]
     assert [e["user_id"] for e in found] == ["alice", "bob"]
     alice = {c["connection_id"]: c for c in found[0]["connections"]}
     assert alice["we-1"]["acknowledged_at"] and alice["ss-2"]["acknowledged_at"] is None
+    assert len(found[0]["connections"]) == 2  # we-1 twice (a replay, say): its first push
+    assert alice["we-1"]["pushed_at"] == alice["ss-2"]["pushed_at"]  # not the later one
     assert found[1]["connections"][0]["acknowledged_at"]  # '' acknowledges its SSE ones
     assert [e["user_id"] for e in (await backend.receipts.receipts("t1", [nid], "bob"))[nid]] \
         == ["bob"]

@@ -9,8 +9,9 @@ from .protocol import ACKS_PER_RECIPIENT, Ack, Push
 from .sqlite_receipts import assemble
 
 _RECEIPTS = """
-SELECT 'push' AS kind, notification_id, user_id, connection_id, transport, pushed_at AS at
-  FROM pushes WHERE tenant_id = $1 AND notification_id = ANY($2::bigint[]){mine}
+SELECT 'push' AS kind, notification_id, NULL AS user_id, connections AS connection_id,
+  NULL AS transport, pushed_at AS at
+  FROM pushes WHERE tenant_id = $1 AND notification_id = ANY($2::bigint[])
 UNION ALL
 SELECT 'ack', notification_id, user_id, connection_id, NULL, acknowledged_at
   FROM acks WHERE tenant_id = $1 AND notification_id = ANY($2::bigint[]){mine}
@@ -32,27 +33,21 @@ class PostgresReceiptBook:
 
     async def record(self, pushes: list[Push], acks: list[Ack]) -> None:
         async with self.db.transaction() as conn:
-            if pushes:
+            if pushes:  # one array per field, in the fields' order
                 await conn.execute(
-                    "INSERT INTO pushes (notification_id, connection_id, tenant_id, user_id, "
-                    "transport, pushed_at) SELECT * FROM unnest($1::bigint[], $2::text[], "
-                    "$3::text[], $4::text[], $5::text[], $6::double precision[]) "
-                    "ON CONFLICT DO NOTHING",
-                    [p.notification_id for p in pushes], [p.connection_id for p in pushes],
-                    [p.tenant_id for p in pushes], [p.user_id for p in pushes],
-                    [p.transport for p in pushes], [p.at for p in pushes])
+                    "INSERT INTO pushes (notification_id, tenant_id, pushed_at, connections) "
+                    "SELECT * FROM unnest($1::bigint[], $2::text[], $3::double precision[], "
+                    "$4::text[])", *map(list, zip(*pushes, strict=True)))
             if acks:
                 await conn.execute(
-                    "INSERT INTO acks (notification_id, user_id, connection_id, tenant_id, "
+                    "INSERT INTO acks (notification_id, tenant_id, user_id, connection_id, "
                     "acknowledged_at) SELECT a.* FROM unnest($1::bigint[], $2::text[], "
-                    "$3::text[], $4::text[], $5::double precision[]) AS a(n, u, c, t, at) "
+                    "$3::text[], $4::text[], $5::double precision[]) AS a(n, t, u, c, at) "
                     "JOIN notifications x ON x.id = a.n AND x.tenant_id = a.t "
                     "AND (x.user_id = a.u OR x.user_id IS NULL) WHERE (SELECT count(*) FROM "
                     "acks y WHERE y.notification_id = a.n AND y.user_id = a.u) < $6 "
-                    "ON CONFLICT DO NOTHING",
-                    [a.notification_id for a in acks], [a.user_id for a in acks],
-                    [a.connection_id for a in acks], [a.tenant_id for a in acks],
-                    [a.at for a in acks], ACKS_PER_RECIPIENT)
+                    "ON CONFLICT DO NOTHING", *map(list, zip(*acks, strict=True)),
+                    ACKS_PER_RECIPIENT)
 
     async def receipts(self, tenant_id: str, notification_ids: list[int],
                        user_id: str | None = None) -> dict[int, list[dict[str, Any]]]:
@@ -63,7 +58,7 @@ class PostgresReceiptBook:
         rows = await self.db.fetch(
             _RECEIPTS.format(mine=mine, mine_mark=mine_mark), tenant_id, list(notification_ids),
             *([] if user_id is None else [user_id]))
-        return assemble(notification_ids, rows)
+        return assemble(notification_ids, rows, user_id)
 
     async def acknowledged(self, notification_id: int, user_id: str) -> bool:
         row = await self.db.fetchrow(

@@ -196,15 +196,13 @@ MIGRATIONS.append(
     # acknowledged (connection_id '' stands for every SSE connection of the user); a channel
     # delivery that waits for an acknowledgement before it goes.
     """
-    CREATE TABLE pushes (
+    CREATE TABLE pushes (                  -- one row per notification and write, not per connection
         notification_id BIGINT NOT NULL,
-        connection_id TEXT NOT NULL,
         tenant_id TEXT NOT NULL,
-        user_id TEXT NOT NULL,
-        transport TEXT NOT NULL,
         pushed_at DOUBLE PRECISION NOT NULL,
-        PRIMARY KEY (notification_id, connection_id)
+        connections TEXT NOT NULL          -- a line per connection: id, user, transport
     );
+    CREATE INDEX pushes_notification ON pushes (notification_id);
     CREATE TABLE acks (
         notification_id BIGINT NOT NULL,
         user_id TEXT NOT NULL,

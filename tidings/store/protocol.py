@@ -18,9 +18,9 @@ raises `StoreUnavailable`, which the API answers with 503.
 from __future__ import annotations
 
 import json
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from ..models import NewNotification, Principal, iso
 
@@ -147,23 +147,31 @@ class Planned:
     unless_acknowledged: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Push:
-    """A notification written to one live connection."""
+class Push(NamedTuple):
+    """A notification written to live connections of one process: one record however many
+    connections (a broadcast reaches thousands; a row each would cost more than the push).
+    `connections` holds a line per connection, see `pack_connections`."""
 
     notification_id: int
     tenant_id: str
-    user_id: str
-    connection_id: str
-    transport: str
     at: float
+    connections: str
+
+
+def pack_connections(connections: Iterable[tuple[str, str, str]]) -> str:
+    """(connection id, user id, transport) as lines of tab-separated fields: none of them
+    can hold a tab or a line break (ids refuse control characters)."""
+    return "\n".join("\t".join(c) for c in connections)
+
+
+def unpack_connections(packed: str) -> list[list[str]]:
+    return [line.split("\t") for line in packed.split("\n")] if packed else []
 
 
 ACKS_PER_RECIPIENT = 10  # acknowledgement rows kept per notification and user: no one grows it
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
+class Ack(NamedTuple):
     """A user's acknowledgement of a notification from one connection ('': from every SSE
     connection of the user that was pushed it, when a REST call names none)."""
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from .protocol import ACKS_PER_RECIPIENT, Ack, Push, ts
+from .protocol import ACKS_PER_RECIPIENT, Ack, Push, ts, unpack_connections
 from .sqlite import Database, Row
 
 # One statement, so pushes, acknowledgements and reads come from one snapshot. A read is an
 # explicit one (receipts) or a read-all mark at or past the id; for a direct notification only
 # its recipient's mark counts.
 _RECEIPTS = """
-SELECT 'push' AS kind, notification_id, user_id, connection_id, transport, pushed_at AS at
-  FROM pushes WHERE tenant_id = :tenant AND notification_id IN ({ids}){mine}
+SELECT 'push' AS kind, notification_id, NULL AS user_id, connections AS connection_id,
+  NULL AS transport, pushed_at AS at
+  FROM pushes WHERE tenant_id = :tenant AND notification_id IN ({ids})
 UNION ALL
 SELECT 'ack', notification_id, user_id, connection_id, NULL, acknowledged_at
   FROM acks WHERE tenant_id = :tenant AND notification_id IN ({ids}){mine}
@@ -35,19 +36,16 @@ class SQLiteReceiptBook:
 
     async def record(self, pushes: list[Push], acks: list[Ack]) -> None:
         async with self.db.write() as conn:
+            # The rows are the tuples themselves, in their fields' order.
             await conn.executemany(
-                "INSERT INTO pushes (notification_id, connection_id, tenant_id, user_id, "
-                "transport, pushed_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [(p.notification_id, p.connection_id, p.tenant_id, p.user_id, p.transport, p.at)
-                 for p in pushes])
+                "INSERT INTO pushes (notification_id, tenant_id, pushed_at, connections) "
+                "VALUES (?, ?, ?, ?)", pushes)
             await conn.executemany(
-                "INSERT INTO acks (notification_id, user_id, connection_id, tenant_id, "
+                "INSERT INTO acks (notification_id, tenant_id, user_id, connection_id, "
                 "acknowledged_at) SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM "
-                "notifications WHERE id = ?1 AND tenant_id = ?4 AND (user_id = ?2 OR user_id "
+                "notifications WHERE id = ?1 AND tenant_id = ?2 AND (user_id = ?3 OR user_id "
                 "IS NULL)) AND (SELECT count(*) FROM acks WHERE notification_id = ?1 AND "
-                "user_id = ?2) < ?6 ON CONFLICT DO NOTHING",
-                [(a.notification_id, a.user_id, a.connection_id, a.tenant_id, a.at,
-                  ACKS_PER_RECIPIENT) for a in acks])
+                f"user_id = ?3) < {ACKS_PER_RECIPIENT} ON CONFLICT DO NOTHING", acks)
 
     async def receipts(self, tenant_id: str, notification_ids: list[int],
                        user_id: str | None = None) -> dict[int, list[dict[str, Any]]]:
@@ -59,7 +57,7 @@ class SQLiteReceiptBook:
         rows = await self.db.fetchall(
             _RECEIPTS.format(ids=ids, mine=mine, mine_mark=mine_mark),
             {"tenant": tenant_id, "user": user_id})
-        return assemble(notification_ids, rows)
+        return assemble(notification_ids, rows, user_id)
 
     async def acknowledged(self, notification_id: int, user_id: str) -> bool:
         row = await self.db.fetchone(
@@ -68,22 +66,33 @@ class SQLiteReceiptBook:
         return row is not None
 
 
-def assemble(notification_ids: list[int], rows: list[Row]) -> dict[int, list[dict[str, Any]]]:
-    """Rows of kind push / ack / read into the API's receipts: per notification, per user,
-    the earliest read and acknowledgement, and each connection pushed it. An acknowledgement
-    naming no connection ('') marks every SSE connection of the user; one naming a connection
-    that was not pushed it marks only the user."""
+def assemble(notification_ids: list[int], rows: list[Row],
+             user_id: str | None = None) -> dict[int, list[dict[str, Any]]]:
+    """Rows of kind push / ack / read into the API's receipts: per notification, per user
+    (only `user_id`'s when given), the earliest read and acknowledgement, and each connection
+    pushed it. An acknowledgement naming no connection ('') marks every SSE connection of the
+    user; one naming a connection that was not pushed it marks only the user."""
     users: dict[int, dict[str, dict[str, Any]]] = {n: {} for n in notification_ids}
     acks: list[Row] = []
+
+    def entry_of(notification_id: int, user: str) -> dict[str, Any]:
+        return users[notification_id].setdefault(user, {
+            "user_id": user, "read_at": None, "acknowledged_at": None, "connections": {}})
+
     for row in rows:
-        entry = users[row["notification_id"]].setdefault(row["user_id"], {
-            "user_id": row["user_id"], "read_at": None, "acknowledged_at": None,
-            "connections": {}})
-        if row["kind"] == "push":
-            entry["connections"][row["connection_id"]] = {
-                "connection_id": row["connection_id"], "transport": row["transport"],
-                "pushed_at": row["at"], "acknowledged_at": None}
-        elif row["kind"] == "read":
+        if row["kind"] == "push":  # packed: the connections of one write
+            for connection_id, user, transport in unpack_connections(row["connection_id"]):
+                if user_id is not None and user != user_id:
+                    continue
+                connections = entry_of(row["notification_id"], user)["connections"]
+                known = connections.get(connection_id)
+                if known is None or row["at"] < known["pushed_at"]:
+                    connections[connection_id] = {
+                        "connection_id": connection_id, "transport": transport,
+                        "pushed_at": row["at"], "acknowledged_at": None}
+            continue
+        entry = entry_of(row["notification_id"], row["user_id"])
+        if row["kind"] == "read":
             entry["read_at"] = _earliest(entry["read_at"], row["at"])
         else:
             acks.append(row)
