@@ -13,7 +13,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from .store import Removal, Store, StoreUnavailable
+from .background import Background
+from .store import Removal, Store
 
 log = logging.getLogger("tidings.expiry")
 
@@ -22,8 +23,10 @@ BATCH = 500  # notifications removed per transaction
 Publish = Callable[[list[tuple[Removal, int]]], None]
 
 
-class Expiry:
+class Expiry(Background):
     """The loop that removes expired notifications every `interval` seconds."""
+
+    what = "expiry"
 
     def __init__(self, store: Store, publish: Publish, interval: float,
                  clock: Callable[[], float] = time.time, batch: int = BATCH) -> None:
@@ -32,19 +35,7 @@ class Expiry:
         self.interval = interval
         self.clock = clock
         self.batch = batch
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="tidings-expiry")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        super().__init__()
 
     async def run_once(self) -> int:
         """Removes every notification expired by now; returns how many."""
@@ -60,12 +51,6 @@ class Expiry:
             log.info("%d expired notifications removed", removed)
         return removed
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except StoreUnavailable as e:
-                log.warning("expiry could not reach the store: %s", e)
-            except Exception:  # never dies of an error: next time may go better
-                log.exception("expiry failed")
-            await asyncio.sleep(self.interval)
+    async def round(self) -> float:
+        await self.run_once()
+        return self.interval

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from typing import Any
 
 from . import errors
+from .background import Background
 from .models import Principal
-from .store import Store, StoreUnavailable
+from .store import Store
 
 log = logging.getLogger("tidings.retention")
 
@@ -67,9 +68,11 @@ async def resume_reset(store: Store, who: Principal, since: int) -> dict[str, An
     return {"reason": reason, "oldest_id": oldest[0]["id"] if oldest else 0}
 
 
-class Retention:
+class Retention(Background):
     """The loop that enforces every tenant's retention, at least every `interval` seconds
     (and at once after a tenant changes its settings)."""
+
+    what = "retention"
 
     def __init__(self, store: Store, interval: float,
                  clock: Callable[[], float] = time.time, batch: int = BATCH) -> None:
@@ -77,24 +80,7 @@ class Retention:
         self.interval = interval
         self.clock = clock  # wall-clock seconds; the tests move it to age notifications
         self.batch = batch
-        self._wanted = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="tidings-retention")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def wake(self) -> None:
-        """Enforce now: a tenant's settings changed."""
-        self._wanted.set()
+        super().__init__()
 
     async def run_once(self) -> int:
         """Removes what each tenant's settings no longer keep; returns how many it removed."""
@@ -116,17 +102,6 @@ class Retention:
             removed += gone
         return removed
 
-    async def _loop(self) -> None:
-        while True:
-            self._wanted.clear()  # a wake during the run runs it again
-            try:
-                await self.run_once()
-            except StoreUnavailable as e:
-                log.warning("retention could not reach the store: %s", e)
-            except Exception:  # never dies of an error: next time may go better
-                log.exception("retention failed")
-            try:
-                async with asyncio.timeout(self.interval):
-                    await self._wanted.wait()
-            except TimeoutError:
-                pass
+    async def round(self) -> float:
+        await self.run_once()
+        return self.interval

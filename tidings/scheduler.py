@@ -21,9 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 from . import errors
+from .background import Background
 from .models import NewNotification, iso
 from .publisher import Publisher
-from .store import ScheduleBook, Scheduled, StoreUnavailable
+from .store import ScheduleBook, Scheduled
 
 log = logging.getLogger("tidings.scheduler")
 
@@ -32,7 +33,6 @@ POLL = 1.0           # seconds between looks at the store: entries other process
 CLAIM = 50           # entries claimed at once
 KEEP_DONE = 86400.0  # sent and cancelled entries are kept a day (for Idempotency-Key)
 PRUNE_EVERY = 3600.0
-BACKOFF = (1.0, 30.0)
 _TARGETS = ("user_id", "user_ids", "broadcast")
 _FIELDS = tuple(f.name for f in dataclasses.fields(NewNotification)
                 if f.name not in ("tenant_id", "user_id"))
@@ -77,16 +77,17 @@ def shown(entry: Scheduled) -> dict[str, Any]:
             "created_at": iso(entry.created_at), **request}
 
 
-class Scheduler:
+class Scheduler(Background):
     """Stores scheduled notifications and sends each when its time comes."""
+
+    what = "scheduler"
 
     def __init__(self, book: ScheduleBook, publisher: Publisher,
                  clock: Callable[[], float] = time.time) -> None:
         self.book = book
         self.publisher = publisher
         self.clock = clock  # wall-clock seconds; the tests move it instead of waiting
-        self._wanted = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        super().__init__()
         self._pruned_at = 0.0
 
     # --- the API's calls -----------------------------------------------------------------
@@ -111,22 +112,6 @@ class Scheduler:
         log.info("cancelled %s tenant=%s", schedule_id, tenant_id)
 
     # --- the sender ----------------------------------------------------------------------
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="tidings-scheduler")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
-
-    def running(self) -> bool:
-        return self._task is not None and not self._task.done()
-
-    def wake(self) -> None:
-        """Look now: an entry was added, or (in tests) the clock moved."""
-        self._wanted.set()
-
     async def run_once(self) -> int:
         """Sends every entry that is due; returns how many this process created."""
         sent = 0
@@ -158,24 +143,7 @@ class Scheduler:
             return POLL
         return min(POLL, max(due - self.clock(), 0.01))
 
-    async def _loop(self) -> None:
-        delay = BACKOFF[0]
-        while True:
-            self._wanted.clear()  # a wake during the run runs it again
-            try:
-                await self.run_once()
-                await self._prune()
-                wait = await self._next_wait()
-                delay = BACKOFF[0]
-            except (StoreUnavailable, errors.TidingsError) as e:  # a store away, a stop
-                log.warning("sending scheduled notifications failed (%s); again in %.0fs",
-                            e, delay)
-                wait, delay = delay, min(delay * 2, BACKOFF[1])
-            except Exception:  # never dies of an error: next time may go better
-                log.exception("sending scheduled notifications failed; again in %.0fs", delay)
-                wait, delay = delay, min(delay * 2, BACKOFF[1])
-            try:
-                async with asyncio.timeout(wait):
-                    await self._wanted.wait()
-            except TimeoutError:
-                pass
+    async def round(self) -> float:
+        await self.run_once()
+        await self._prune()
+        return await self._next_wait()

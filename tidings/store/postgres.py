@@ -464,6 +464,10 @@ class PostgresStore:
             ids = doomed(rows, older_than, cut)
             if not ids:
                 return 0
+            # Their deliveries locked first: a send finishing meanwhile then records its
+            # attempt before these deletes see it, or finds its delivery gone.
+            await conn.execute("SELECT 1 FROM deliveries WHERE notification_id = "
+                               "ANY($1::bigint[]) FOR UPDATE", ids)
             await conn.execute(
                 "DELETE FROM delivery_attempts WHERE delivery_id IN (SELECT id FROM deliveries "
                 "WHERE notification_id = ANY($1::bigint[]))", ids)
