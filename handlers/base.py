@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 from typing import Any
 from urllib.parse import unquote_plus
@@ -11,6 +10,7 @@ from urllib.parse import unquote_plus
 import tornado.web
 
 from tidings import errors, logs, validation
+from tidings.connections import encode
 from tidings.errors import TidingsError
 from tidings.models import Principal
 from tidings.services import Services
@@ -211,7 +211,7 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
 
     def write_json(self, value: Any, status: int = 200) -> None:
         self.set_status(status)
-        self.finish(json.dumps(value, separators=(",", ":"), ensure_ascii=False))
+        self.finish(encode(value))
 
     def allowed_methods(self) -> list[str]:
         """The methods this handler implements, for the Allow header of a 405."""
@@ -243,7 +243,7 @@ class BaseHandler(ServicesMixin, tornado.web.RequestHandler):
                 self.set_header("Allow", ", ".join(self.allowed_methods()))
             body = {"error": {"code": code, "message": message}}
         self.set_header("Content-Type", "application/json; charset=utf-8")
-        self.finish(json.dumps(body, separators=(",", ":")))
+        self.finish(encode(body))
 
 
 class NotFoundHandler(BaseHandler):

@@ -90,6 +90,8 @@ def check_json(value: Any, path: str, max_depth: int, name: str = "") -> None:
         item, where, depth = stack.pop()
         if isinstance(item, str):
             text(item, where or name or "body")
+        elif isinstance(item, int) and not -MAX_ID - 1 <= item <= MAX_ID:
+            raise errors.invalid(where or name or "body", "numbers must fit in 64 bits")
         elif isinstance(item, dict | list):
             if depth > max_depth:
                 raise errors.invalid(where or name or "body",
