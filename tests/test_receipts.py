@@ -118,7 +118,7 @@ async def test_acknowledging_what_is_not_yours_records_nothing(server, api):
 async def test_bad_acknowledgements_are_400_naming_the_field(server, api):
     bad = [({}, "ids"), ({"ids": []}, "ids"), ({"ids": "1"}, "ids"), ({"ids": [True]}, "ids"),
            ({"ids": [0]}, "ids"), ({"ids": [1.5]}, "ids"), ({"ids": list(range(1, 502))}, "ids"),
-           ({"ids": [2**63]}, "ids"), ({"ids": [1], "connection_id": 5}, "connection_id"),
+           ({"ids": [2**63]}, "ids[0]"), ({"ids": [1], "connection_id": 5}, "connection_id"),
            ({"ids": [1], "connection_id": "a b"}, "connection_id"),
            ({"ids": [1], "connection_id": "we-0123abcd-1"}, "connection_id"),  # not an SSE id
            ({"ids": [1], "extra": 1}, "extra")]

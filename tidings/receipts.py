@@ -1,10 +1,11 @@
 """Receipts: which connection was pushed a notification and which acknowledged it.
 
 Recording must not slow the fan-out, so a push is remembered in memory as one entry per
-notification (its connections), and everything remembered is written in one transaction per
-`FLUSH_INTERVAL`. Receipts are a record, not the notification: when the store is away or the
-buffer is full, the oldest wait and the newest are dropped (counted in `dropped`), and a
-notification is never held up for them.
+notification (its connections), and everything remembered is written every `FLUSH_INTERVAL`,
+in transactions of WRITE_CHUNK records so that creates never wait long behind them.
+Receipts are a record, not the notification: when the store is away or the buffer is full,
+the oldest wait and the newest are dropped (counted in `dropped`, logged), and a notification
+is never held up for them.
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ class Receipts:
     def __init__(self, book: ReceiptBook, clock: Callable[[], float] = time.time) -> None:
         self.book = book
         self.clock = clock
-        self.listeners: list[Callable[[set[str]], None]] = []  # tenants whose receipts changed
         self.dropped = 0
         self._pushed: list[tuple[int, str, list[Connection], float]] = []
         self._acks: list[Ack] = []
@@ -116,9 +116,6 @@ class Receipts:
                 self._acks = acks[done_acks:] + self._acks
                 self._buffered += len(rows) - done_rows + len(acks) - done_acks  # about
                 raise
-        tenants = {p.tenant_id for p in rows} | {a.tenant_id for a in acks}
-        for listener in self.listeners:
-            listener(tenants)
 
     async def _flush_loop(self) -> None:
         reported = 0
