@@ -51,6 +51,11 @@ def too_many_connections(limit: int, who: str = "user") -> TidingsError:
                         headers={"Retry-After": str(CONNECTION_RETRY_AFTER)})
 
 
+def too_many_scheduled(limit: int) -> TidingsError:
+    return TidingsError("too_many_scheduled", 429, f"this tenant already has {limit} pending "
+                        "scheduled notifications; cancel some or wait until they are sent")
+
+
 def rate_limited(retry_after: int) -> TidingsError:
     return TidingsError("rate_limited", 429, "this tenant sends faster than its rate limit; "
                         f"retry after {retry_after} s", headers={"Retry-After": str(retry_after)})

@@ -42,9 +42,6 @@ class InAppChoices:
         self._tenants.pop(tenant_id, None)
         self._loads.pop(tenant_id, None)
 
-    def loaded(self) -> list[str]:
-        return list(self._tenants)
-
     def any(self, tenant_id: str) -> bool:
         """Whether anyone of the tenant (or its defaults) chose anything for in_app: the
         common answer, no, saves a look-up per connection."""

@@ -63,6 +63,7 @@ class StubServer:
         self.refused_websockets = 0
         self.read_ids: list[int] = []
         self.acks: list[tuple[str, list[int], str | None]] = []  # (transport, ids, connection_id)
+        self.acked = threading.Event()  # set at each acknowledgement the stub receives
         self.tickets: set[str] = set()  # made and not yet spent
         self.stream_uris: list[str] = []  # every WebSocket and SSE request's URI, as sent
         self._ticket_numbers = itertools.count(1)
@@ -285,6 +286,7 @@ class AckHandler(StubHandler):
         if self.authorized():
             body = json.loads(self.request.body)
             self.stub.acks.append(("sse", body["ids"], body.get("connection_id")))
+            self.stub.acked.set()
             self.set_status(204)
             self.finish()
 
@@ -355,6 +357,7 @@ class ClientSocket(StubHandler, WebSocketHandler):
             self.stub.mark_read([frame["id"]])
         elif frame["type"] == "ack":
             self.stub.acks.append(("websocket", frame["ids"], "c1"))
+            self.stub.acked.set()
 
     def on_close(self) -> None:
         self.stub.peers.discard(self)

@@ -8,8 +8,9 @@ import time
 
 import pytest
 
+from tidings.errors import TidingsError
 from tidings.models import NewNotification, Principal
-from tidings.store import Backend, CreateRequest, Scheduled
+from tidings.store import Backend, CreateRequest, Scheduled, postgres_schedule, sqlite_schedule
 
 ALICE = Principal("t1", "alice")
 
@@ -100,3 +101,19 @@ async def test_group_and_actions_are_stored_returned_and_filtered(backend):
     plain = [x for x in await backend.store.inbox(ALICE) if x["title"] == "d"][0]
     assert "group" not in plain and "actions" not in plain
     assert [x["title"] for x in await backend.store.after(ALICE, 0)] == ["a", "b", "c", "d"]
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_tenant_has_a_bounded_number_of_pending_entries(backend, monkeypatch):
+    for module in (sqlite_schedule, postgres_schedule):
+        monkeypatch.setattr(module, "MAX_PENDING_SCHEDULED", 2)
+    book, now = backend.schedule, time.time()
+    await book.add(entry("s1", now + 10), "key-1")
+    await book.add(entry("s2", now + 20))
+    with pytest.raises(TidingsError) as refused:
+        await book.add(entry("s3", now + 30))
+    assert (refused.value.status, refused.value.code) == (429, "too_many_scheduled")
+    assert (await book.add(entry("s9", now + 30), "key-1"))[1] is True  # a replay still answers
+    await book.add(entry("s4", now + 30, tenant="t2"))  # another tenant has its own
+    assert await book.cancel("t1", "s1", now)
+    await book.add(entry("s5", now + 30))  # room again

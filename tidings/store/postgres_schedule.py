@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 
+from .. import errors
 from .postgres import PgDatabase, Row, affected
-from .protocol import LEASE, Scheduled
+from .protocol import LEASE, MAX_PENDING_SCHEDULED, Scheduled
 
 _COLUMNS = "id, tenant_id, send_at, created_at, request"
 
@@ -24,6 +25,16 @@ class PostgresScheduleBook:
     async def add(self, entry: Scheduled, idempotency_key: str | None = None,
                   ) -> tuple[Scheduled, bool]:
         async with self.db.transaction() as conn:
+            found = None if idempotency_key is None else await conn.fetchrow(
+                f"SELECT {_COLUMNS} FROM scheduled WHERE tenant_id = $1 "
+                "AND idempotency_key = $2", entry.tenant_id, idempotency_key)
+            if found is not None:
+                return _entry(dict(found)), True
+            pending = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM scheduled WHERE tenant_id = $1 AND "
+                "status = 'pending' LIMIT $2) x", entry.tenant_id, MAX_PENDING_SCHEDULED)
+            if pending >= MAX_PENDING_SCHEDULED:
+                raise errors.too_many_scheduled(MAX_PENDING_SCHEDULED)
             inserted = await conn.fetchval(
                 "INSERT INTO scheduled (id, tenant_id, request, send_at, created_at, "
                 "idempotency_key) VALUES ($1, $2, $3, $4, $5, $6) "

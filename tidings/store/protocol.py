@@ -104,6 +104,9 @@ def chain(entries: list[Entry], prev: int) -> list[tuple[Entry, int]]:
     return chained
 
 
+MAX_PENDING_SCHEDULED = 10_000  # a tenant's pending scheduled notifications, at most
+
+
 @dataclass
 class Scheduled:
     """A notification request to create at `send_at` (unix seconds)."""

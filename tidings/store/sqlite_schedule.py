@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .protocol import LEASE, Scheduled
+from .. import errors
+from .protocol import LEASE, MAX_PENDING_SCHEDULED, Scheduled
 from .sqlite import Database, Row
 
 _COLUMNS = "id, tenant_id, send_at, created_at, request"
@@ -31,6 +32,13 @@ class SQLiteScheduleBook:
                     found = await cursor.fetchone()
                 if found is not None:
                     return _entry(found), True
+            async with conn.execute(
+                    "SELECT count(*) FROM (SELECT 1 FROM scheduled WHERE tenant_id = ? AND "
+                    "status = 'pending' LIMIT ?)", (entry.tenant_id, MAX_PENDING_SCHEDULED),
+            ) as cursor:
+                [pending] = await cursor.fetchone()  # type: ignore[misc]
+            if pending >= MAX_PENDING_SCHEDULED:
+                raise errors.too_many_scheduled(MAX_PENDING_SCHEDULED)
             await conn.execute(
                 "INSERT INTO scheduled (id, tenant_id, request, send_at, created_at, "
                 "idempotency_key) VALUES (?, ?, ?, ?, ?, ?)",
