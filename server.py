@@ -13,7 +13,8 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 import tornado.httpserver
 import tornado.netutil
@@ -176,8 +177,8 @@ async def serve(settings: Settings) -> None:
         log.info("%s received: shutting down", signal.Signals(signum).name)
         await server.stop()
 
-    log.info("tidings listening on http://%s:%d (%s%s)", settings.host, server.port,
-             describe_db(settings.db),
+    log.info("tidings listening on http://%s:%d (%s, %s%s)", settings.host, server.port,
+             describe_db(settings.db), settings.event_loop,
              f", Redis {redacted(settings.redis_url)}" if settings.redis_url else "")
     if settings.dev:
         token = mint(str(settings.jwt_secret), "demo", "alice", role="admin", ttl=86400)
@@ -246,7 +247,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not settings.jwt_secret and not settings.jwt_public_key:
         raise SystemExit("tidings: no --jwt-secret (TIDINGS_JWT_SECRET) or --jwt-public-key "
                          "is set; give one, or start with --dev to try it out")
-    asyncio.run(serve(settings))
+    run(serve(settings), settings.event_loop)
+
+
+def run(main_coroutine: Coroutine[Any, Any, None], event_loop: str) -> None:
+    """Runs the server on uvloop (the default) or on the standard library's loop."""
+    if event_loop == "asyncio":
+        return asyncio.run(main_coroutine)
+    try:
+        import uvloop
+    except ImportError:
+        main_coroutine.close()
+        raise SystemExit("tidings: uvloop is not installed (pip install uvloop); or start "
+                         "with --event-loop asyncio") from None
+    uvloop.run(main_coroutine)
 
 
 if __name__ == "__main__":

@@ -22,17 +22,23 @@ class SSEConnection(Connection):
         super().__init__(who.tenant_id, who.user_id, max_pending=max_pending, **kwargs)
         self.handler = handler
         self.ended: asyncio.Future[str] = asyncio.get_running_loop().create_future()
-        stream = handler.request.connection.stream  # type: ignore[attr-defined]
-        stream.set_nodelay(True)  # small events must not wait for the client's delayed ACK
-        stream.max_write_buffer_size = max_pending
+        self.stream = handler.request.connection.stream  # type: ignore[attr-defined]
+        self.stream.set_nodelay(True)  # small events must not wait for the client's delayed ACK
+        self.stream.max_write_buffer_size = max_pending
+        # Tornado chunks an HTTP/1.1 response that has no Content-Length (this one).
+        self.chunked = handler.request.version == "HTTP/1.1"
+        self.started = False  # the head and `connected` went out through the handler
 
     def encoded(self, message: Message) -> bytes:
         return message.sse
 
     def _write(self, message: Message) -> asyncio.Future[Any]:
-        # Tornado consumes a failed flush's error itself: no callback needed per message.
-        self.handler.write(message.sse)
-        return self.handler.flush()
+        if not self.started:  # the response head is not out yet: the handler sends it first
+            self.handler.write(message.sse)
+            return self.handler.flush()
+        # The event framed once for every stream goes straight to this one: the handler
+        # would frame it again per connection. The stream still bounds the buffer.
+        return self.stream.write(message.sse_chunk if self.chunked else message.sse)
 
     def _close(self, reason: str) -> None:
         if reason == "too slow":  # its buffer may never drain: no goodbye, the socket goes
@@ -61,6 +67,7 @@ class NotificationStream(SubscribeMixin, BaseHandler):
             self.write(f"retry: {RETRY_MS}\n\nevent: connected\n"
                        f"data: {dumps(hello)}\n\n")
             self.flush()
+            conn.started = True
 
         try:
             await self.services.hub.attach(conn, who, since, greet)

@@ -16,7 +16,7 @@ from server import build_parser, main
 from tidings import config
 from tidings.config import SETTINGS
 
-from .clients import SECRET, Api, ServerProcess, token
+from .clients import SECRET, Api, ServerProcess, WSClient, token
 from .conftest import ROOT
 
 
@@ -41,6 +41,8 @@ def sample(setting: config.Setting, n: int) -> str:
         return ("debug", "warning")[n]
     if setting.name == "log_format":
         return ("text", "json")[n]
+    if setting.name == "event_loop":
+        return ("asyncio", "uvloop")[n]
     if setting.kind is config._public_url:
         return f"https://notify{n}.example.com"
     return f"value-{n}"
@@ -222,3 +224,26 @@ def test_public_url_must_be_an_http_url():
             config.load(build_parser().parse_args(["--public-url", bad]), {})
     good = config.load(build_parser().parse_args(["--public-url", "https://x.example/t/"]), {})
     assert good.public_url == "https://x.example/t"
+
+
+@pytest.mark.parametrize("event_loop", ["uvloop", "asyncio"])
+@pytest.mark.gen_test(timeout=30)
+async def test_the_server_runs_on_either_event_loop(tmp_path, event_loop, no_tidings_env):
+    probe = ServerProcess(str(tmp_path / "t.db"))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, str(ROOT / "server.py"), *probe.argv, "--event-loop", event_loop,
+        cwd=ROOT, stderr=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL)
+    try:
+        line = ""
+        while "listening on" not in line:
+            line = (await asyncio.wait_for(proc.stderr.readline(), 15)).decode()
+            assert line, "exited before listening"
+        assert f", {event_loop})" in line
+        ws = await WSClient.open(probe.port, token())
+        sent = await Api(probe.port).send(token(user="svc", role="service"), user_id="alice",
+                                          title="on " + event_loop)
+        assert (await ws.next_of("notification"))["notification"] == sent["notification"]
+        ws.close()
+    finally:
+        proc.kill()
+        await proc.wait()

@@ -129,3 +129,22 @@ async def test_a_stream_that_is_not_read_is_ended_others_keep_receiving(start_se
     assert registry.stats("acme", "bob")["sse"] == 0  # an SSE stream leaves at once
     for c in (normal, normal_ws, slow):
         c.close()
+
+
+@pytest.mark.gen_test
+async def test_an_http_1_0_client_gets_events_unchunked(server, api):
+    """Events go straight to the socket framed once per message: chunked for HTTP/1.1 (the
+    other tests), as they are for HTTP/1.0, which has no chunks."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(f"GET /api/notifications/stream HTTP/1.0\r\nAuthorization: Bearer {ALICE}"
+                 "\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+    assert b" 200 " in head.split(b"\r\n")[0] and b"chunked" not in head.lower()
+    body = await asyncio.wait_for(reader.readuntil(b"event: connected\n"), 5)
+    assert body.startswith(b"retry: 3000")
+    await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+    n = (await api.send(SERVICE, user_id="alice", title="plain"))["notification"]
+    event = await asyncio.wait_for(reader.readuntil(b"\n\n"), 5)
+    assert event.startswith(f"id: {n['id']}\nevent: notification\ndata: {{".encode())
+    writer.close()
+    await writer.wait_closed()

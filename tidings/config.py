@@ -56,6 +56,13 @@ def _seconds(value: str) -> float:
     return seconds
 
 
+def _event_loop(value: str) -> str:
+    value = value.lower()
+    if value not in ("uvloop", "asyncio"):
+        raise ValueError(f"expected uvloop or asyncio, got {value!r}")
+    return value
+
+
 def _log_format(value: str) -> str:
     value = value.lower()
     if value not in ("text", "json"):
@@ -115,6 +122,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allowed_origins", (), "Comma-separated origins (https://app.example.com) whose "
             "pages may open WebSockets; the server's own host is always allowed; * allows any.",
             _origins),
+    Setting("event_loop", "uvloop", "uvloop (libuv under asyncio, faster sockets and timers) or "
+            "asyncio (the standard library's loop).", _event_loop),
     Setting("synchronous", "NORMAL", "SQLite synchronous mode: NORMAL survives a killed process, "
             "FULL also survives a power cut at some cost per commit.", str.upper),
     Setting("admin_password", None, "Password of the /admin dashboard; without it the dashboard "
@@ -171,6 +180,7 @@ class Settings:
     outbound_allow: tuple[str, ...] = ()
     trusted_proxies: tuple[str, ...] = ()
     allowed_origins: tuple[str, ...] = ()
+    event_loop: str = "uvloop"
     synchronous: str = "NORMAL"
     admin_password: Secret | None = None
     cookie_secret: Secret | None = None

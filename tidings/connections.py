@@ -37,7 +37,7 @@ class Message:
     """One event for clients, encoded lazily and at most once per transport, however many
     connections it goes to."""
 
-    __slots__ = ("kind", "key", "payload", "event_id", "_ws", "_ws_frame", "_sse")
+    __slots__ = ("kind", "key", "payload", "event_id", "_ws", "_ws_frame", "_sse", "_sse_chunk")
 
     def __init__(self, kind: str, key: str | None, payload: Any,
                  event_id: int | None = None) -> None:
@@ -48,6 +48,7 @@ class Message:
         self._ws: bytes | None = None
         self._ws_frame: bytes | None = None
         self._sse: bytes | None = None
+        self._sse_chunk: bytes | None = None
 
     @classmethod
     def notification(cls, notification: dict[str, Any]) -> Message:
@@ -104,6 +105,15 @@ class Message:
             data = dumps(self.payload if self.payload is not None else {})
             self._sse = f"{head}event: {self.kind}\ndata: {data}\n\n".encode()
         return self._sse
+
+    @property
+    def sse_chunk(self) -> bytes:
+        """The SSE event as one HTTP/1.1 chunk, built once and written as it is to every
+        chunked stream."""
+        if self._sse_chunk is None:
+            event = self.sse
+            self._sse_chunk = b"%x\r\n%b\r\n" % (len(event), event)
+        return self._sse_chunk
 
 
 HEARTBEAT = Message("heartbeat", None, None)
