@@ -13,7 +13,7 @@ import os
 import re
 import struct
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import Protocol, cast
 
 
 class Sink(Protocol):
@@ -48,8 +48,7 @@ class StreamClient(asyncio.Protocol):
         self.close_code: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         transport.write(self.request)
 
     def connection_lost(self, exc: Exception | None) -> None:

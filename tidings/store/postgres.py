@@ -241,6 +241,26 @@ _ENDED = ("(SELECT count(*) FROM notifications n LEFT JOIN receipts r ON r.tenan
 _ENDED_TOTAL = " + ".join(_ENDED.format(u, "", "") for u in ("= $2", "IS NULL"))
 _ENDED_UNREAD = " + ".join(_ENDED.format(u, "AND n.id > $3", " AND r.read_at IS NULL")
                            for u in ("= $2", "IS NULL"))
+# A user's counts ($1 tenant, $2 user, $3 up to, $4 now); the read-all mark is read in the
+# same statement.
+_COUNTS = (
+    "SELECT "
+    " (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id = $2"
+    "  AND id <= $4)"
+    " + (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id IS NULL"
+    "  AND id <= $4) AS all_, "
+    " (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id = $2"
+    "  AND id > $3 AND id <= $4)"
+    " + (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id IS NULL"
+    "  AND id > $3 AND id <= $4) AS above, "
+    " (SELECT count(*) FROM receipts WHERE tenant_id = $1 AND user_id = $2"
+    "  AND notification_id <= $4 AND deleted_at IS NOT NULL) AS deleted, "
+    " (SELECT count(*) FROM receipts WHERE tenant_id = $1 AND user_id = $2"
+    "  AND notification_id > $3 AND notification_id <= $4"
+    "  AND (read_at IS NOT NULL OR deleted_at IS NOT NULL)) AS gone_above, "
+    f"{_ENDED_TOTAL} AS ended, {_ENDED_UNREAD} AS ended_unread"
+).replace("$3", "(SELECT coalesce(max(read_through), 0) FROM read_marks "
+                "WHERE tenant_id = $1 AND user_id = $2)").replace("$4", "$3").replace("$5", "$4")
 _SKIP = ("UPDATE deliveries SET status = 'skipped', last_error = $2 "
          "WHERE notification_id = ANY($1::bigint[]) AND status IN ('queued', 'held')")
 
@@ -569,25 +589,10 @@ class PostgresStore:
 
     async def counts(self, who: Principal, upto: int | None = None) -> dict[str, int]:
         """Total and unread (of ids up to `upto` when given), from index range counts;
-        receipts (few per user) are subtracted."""
-        through, _ = await self._read_mark(who)
-        row = await self.db.fetchrow(
-            "SELECT "
-            " (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id = $2"
-            "  AND id <= $4)"
-            " + (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id IS NULL"
-            "  AND id <= $4) AS all_, "
-            " (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id = $2"
-            "  AND id > $3 AND id <= $4)"
-            " + (SELECT count(*) FROM notifications WHERE tenant_id = $1 AND user_id IS NULL"
-            "  AND id > $3 AND id <= $4) AS above, "
-            " (SELECT count(*) FROM receipts WHERE tenant_id = $1 AND user_id = $2"
-            "  AND notification_id <= $4 AND deleted_at IS NOT NULL) AS deleted, "
-            " (SELECT count(*) FROM receipts WHERE tenant_id = $1 AND user_id = $2"
-            "  AND notification_id > $3 AND notification_id <= $4"
-            "  AND (read_at IS NOT NULL OR deleted_at IS NOT NULL)) AS gone_above, "
-            f"{_ENDED_TOTAL} AS ended, {_ENDED_UNREAD} AS ended_unread",
-            who.tenant_id, who.user_id, through, MAX_ID if upto is None else upto, time.time())
+        receipts (few per user) are subtracted. One statement: a connection's greeting
+        waits for it."""
+        row = await self.db.fetchrow(_COUNTS, who.tenant_id, who.user_id,
+                                     MAX_ID if upto is None else upto, time.time())
         assert row is not None
         return {"total": row["all_"] - row["deleted"] - row["ended"],
                 "unread": row["above"] - row["gone_above"] - row["ended_unread"]}

@@ -97,15 +97,15 @@ class Database:
             self._write_lock.release()
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        # One trip to the reader's thread: a cursor's execute, fetch and close would be three.
         with _guard():
-            async with self.reader.execute(sql, params) as cursor:
-                return [dict(row) for row in await cursor.fetchall()]
+            rows = await self.reader.execute_fetchall(sql, params)
+        return [dict(row) for row in rows]
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        with _guard():
-            async with self.reader.execute(sql, params) as cursor:
-                row = await cursor.fetchone()
-        return dict(row) if row is not None else None
+        """The row of a query that finds at most one (a key's)."""
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
 
     async def ping(self) -> bool:
         try:

@@ -51,6 +51,25 @@ _ENDED = ("(SELECT count(*) FROM notifications n LEFT JOIN receipts r ON r.tenan
 _ENDED_TOTAL = " + ".join(_ENDED.format(u, "", "") for u in ("= :user", "IS NULL"))
 _ENDED_UNREAD = " + ".join(_ENDED.format(u, "AND n.id > :through", " AND r.read_at IS NULL")
                            for u in ("= :user", "IS NULL"))
+# A user's counts; :through is the read-all mark, read in the same statement.
+_COUNTS = (
+    "SELECT "
+    " (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id = :user"
+    "  AND id <= :upto)"
+    " + (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id IS NULL"
+    "  AND id <= :upto) AS all_, "
+    " (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id = :user"
+    "  AND id > :through AND id <= :upto)"
+    " + (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id IS NULL"
+    "  AND id > :through AND id <= :upto) AS above, "
+    " (SELECT count(*) FROM receipts WHERE tenant_id = :tenant AND user_id = :user"
+    "  AND notification_id <= :upto AND deleted_at IS NOT NULL) AS deleted, "
+    " (SELECT count(*) FROM receipts WHERE tenant_id = :tenant AND user_id = :user"
+    "  AND notification_id > :through AND notification_id <= :upto"
+    "  AND (read_at IS NOT NULL OR deleted_at IS NOT NULL)) AS gone_above, "
+    f"{_ENDED_TOTAL} AS ended, {_ENDED_UNREAD} AS ended_unread"
+).replace(":through", "(SELECT coalesce(max(read_through), 0) FROM read_marks "
+                      "WHERE tenant_id = :tenant AND user_id = :user)")
 _SKIP = ("UPDATE deliveries SET status = 'skipped', last_error = ? WHERE notification_id "
          "IN ({}) AND status IN ('queued', 'held')")
 
@@ -330,26 +349,11 @@ class SQLiteStore:
 
     async def counts(self, who: Principal, upto: int | None = None) -> dict[str, int]:
         """Total and unread (of ids up to `upto` when given), from index range counts;
-        receipts (few per user) are subtracted."""
-        through, _ = await self._read_mark(who)
-        p = {"tenant": who.tenant_id, "user": who.user_id, "through": through,
+        receipts (few per user) are subtracted. One statement: a connection's greeting
+        waits for it."""
+        p = {"tenant": who.tenant_id, "user": who.user_id,
              "upto": MAX_ID if upto is None else upto, "now": time.time()}
-        row = await self.db.fetchone(
-            "SELECT "
-            " (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id = :user"
-            "  AND id <= :upto)"
-            " + (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id IS NULL"
-            "  AND id <= :upto) AS all_, "
-            " (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id = :user"
-            "  AND id > :through AND id <= :upto)"
-            " + (SELECT count(*) FROM notifications WHERE tenant_id = :tenant AND user_id IS NULL"
-            "  AND id > :through AND id <= :upto) AS above, "
-            " (SELECT count(*) FROM receipts WHERE tenant_id = :tenant AND user_id = :user"
-            "  AND notification_id <= :upto AND deleted_at IS NOT NULL) AS deleted, "
-            " (SELECT count(*) FROM receipts WHERE tenant_id = :tenant AND user_id = :user"
-            "  AND notification_id > :through AND notification_id <= :upto"
-            "  AND (read_at IS NOT NULL OR deleted_at IS NOT NULL)) AS gone_above, "
-            f"{_ENDED_TOTAL} AS ended, {_ENDED_UNREAD} AS ended_unread", p)
+        row = await self.db.fetchone(_COUNTS, p)
         assert row is not None
         return {"total": row["all_"] - row["deleted"] - row["ended"],
                 "unread": row["above"] - row["gone_above"] - row["ended_unread"]}
