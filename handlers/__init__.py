@@ -35,11 +35,12 @@ WS_MAX_MESSAGE = 64 * 1024
 
 def routes(services: Services) -> list[tornado.web.URLSpec]:
     s = {"services": services}
-    return [
+    return [  # matched in order: the busiest first
         tornado.web.url(r"/api/notifications", api.NotificationsHandler, s),
+        tornado.web.url(r"/ws/notifications", ws.NotificationSocket, s),
+        tornado.web.url(r"/api/notifications/stream", sse.NotificationStream, s),
         tornado.web.url(r"/api/notifications/stats", api.StatsHandler, s),
         tornado.web.url(r"/api/notifications/connections", api.ConnectionsHandler, s),
-        tornado.web.url(r"/api/notifications/stream", sse.NotificationStream, s),
         tornado.web.url(r"/api/notifications/read-all", api.ReadAllHandler, s),
         tornado.web.url(r"/api/notifications/ack", api.AckHandler, s),
         tornado.web.url(r"/api/notifications/(\d+)", api.NotificationHandler, s),
@@ -60,7 +61,6 @@ def routes(services: Services) -> list[tornado.web.URLSpec]:
         tornado.web.url(r"/api/ses/events", email.SesEventsHandler, s),
         tornado.web.url(r"/api/tenant", tenant.TenantHandler, s),
         tornado.web.url(r"/api/openapi.json", api.OpenAPIHandler, s),
-        tornado.web.url(r"/ws/notifications", ws.NotificationSocket, s),
         tornado.web.url(r"/healthz", api.HealthHandler, s),
         tornado.web.url(r"/metrics", api.MetricsHandler, s),
         tornado.web.url(r"/admin", admin.OverviewHandler, s),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tidings.connections import SSE, Connection, Message, dumps
+from tidings.connections import SSE, Connection, Message, dumps, write_now
 from tidings.models import Principal
 
 from .base import BaseHandler
@@ -32,13 +32,13 @@ class SSEConnection(Connection):
     def encoded(self, message: Message) -> bytes:
         return message.sse
 
-    def _write(self, message: Message) -> asyncio.Future[Any]:
+    def _write(self, message: Message) -> asyncio.Future[Any] | None:
         if not self.started:  # the response head is not out yet: the handler sends it first
             self.handler.write(message.sse)
             return self.handler.flush()
         # The event framed once for every stream goes straight to this one: the handler
-        # would frame it again per connection. The stream still bounds the buffer.
-        return self.stream.write(message.sse_chunk if self.chunked else message.sse)
+        # would frame it again per connection.
+        return write_now(self.stream, message.sse_chunk if self.chunked else message.sse)
 
     def _close(self, reason: str) -> None:
         if reason == "too slow":  # its buffer may never drain: no goodbye, the socket goes

@@ -12,7 +12,7 @@ import tornado.websocket
 from tornado.iostream import StreamClosedError
 
 from tidings import receipts, validation
-from tidings.connections import WEBSOCKET, Connection, Message, dumps
+from tidings.connections import WEBSOCKET, Connection, Message, dumps, write_now
 from tidings.errors import TidingsError
 from tidings.limits import RateLimiter
 from tidings.models import Principal
@@ -38,14 +38,13 @@ class WebSocketConnection(Connection):
     def encoded(self, message: Message) -> bytes:
         return message.ws
 
-    def _write(self, message: Message) -> asyncio.Future[Any]:
-        # The frame built once for every socket goes straight to this one's stream: Tornado's
-        # write_message would build it again and start a task per socket. The stream still
-        # bounds the buffer (StreamBufferFullError) and reports a closed socket.
+    def _write(self, message: Message) -> asyncio.Future[Any] | None:
+        # The frame built once for every socket goes straight to this one: Tornado's
+        # write_message would build it again and start a task per socket.
         ws = self.handler.ws_connection
         if ws is None or ws.is_closing():
             raise StreamClosedError()
-        return ws.stream.write(message.ws_frame)
+        return write_now(ws.stream, message.ws_frame)
 
     def _close(self, reason: str) -> None:
         ws = self.handler.ws_connection

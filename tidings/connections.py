@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 import orjson
-from tornado.iostream import StreamBufferFullError, StreamClosedError
+from tornado.iostream import IOStream, StreamBufferFullError, StreamClosedError
 
 log = logging.getLogger("tidings.connections")
 
@@ -116,6 +116,22 @@ class Message:
         return self._sse_chunk
 
 
+def write_now(stream: IOStream, data: bytes) -> asyncio.Future[None] | None:
+    """Writes `data` to the stream's socket at once when nothing is queued before it (nearly
+    always: one send, no copy into Tornado's buffer, no future; None then). The rest, or all
+    of it behind queued bytes, goes through the stream, which keeps the order, bounds what is
+    queued (StreamBufferFullError) and handles a failing socket."""
+    if not stream.writing() and not stream.closed():
+        try:
+            sent = stream.socket.send(data)
+        except OSError:  # full (BlockingIOError) or failing: the stream's own write decides
+            sent = 0
+        if sent == len(data):
+            return None
+        data = data[sent:]
+    return stream.write(data)
+
+
 HEARTBEAT = Message("heartbeat", None, None)
 # Between processes only, never to a client: a tenant's preferences changed.
 PREFERENCES_CHANGED = "preferences_changed"
@@ -145,15 +161,16 @@ class Connection:
         self._held: list[Message] | None = None
         self._held_bytes = 0
         self._unflushed = 0           # bytes a replay queued since it last waited
-        self._last_write: asyncio.Future[Any] | None = None
+        self._last_write: asyncio.Future[Any] | None = None  # None: nothing left queued
 
     # --- for transports ----------------------------------------------------------------
     def encoded(self, message: Message) -> bytes:
         """The message as this transport sends it (encoded once per message)."""
         raise NotImplementedError
 
-    def _write(self, message: Message) -> asyncio.Future[Any]:
-        """Queues the message on the socket; raises StreamBufferFullError past the bound."""
+    def _write(self, message: Message) -> asyncio.Future[Any] | None:
+        """Writes or queues the message on the socket (a future when queued); raises
+        StreamBufferFullError past the bound."""
         raise NotImplementedError
 
     def _close(self, reason: str) -> None:
