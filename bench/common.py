@@ -198,15 +198,17 @@ def run_delay(pid: int | str) -> float:
 class Profiler:
     """py-spy sampling a server (without pausing it) until `stop()`; summarised as text lines."""
 
-    def __init__(self, server: Server, out: Path) -> None:
+    def __init__(self, server: Server, out: Path, svg: Path | None = None) -> None:
         spy = shutil.which("py-spy", path=f"{Path(PYTHON).parent}:{os.environ.get('PATH', '')}")
         if spy is None:
             raise RuntimeError("--profile needs py-spy: .venv/bin/pip install py-spy")
         self.out = out
-        self.proc = subprocess.Popen(
-            [spy, "record", "--nonblocking", "--rate", "250", "--format", "raw",
-             "--output", str(out), "--pid", str(server.pid)],
+        # The raw stacks for the summary; with `svg`, a second sampler draws the flame graph.
+        self.procs = [subprocess.Popen(
+            [spy, "record", "--nonblocking", "--rate", "250", "--format", form,
+             "--output", str(path), "--pid", str(server.pid)],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pinned(CLIENT_CORE))
+            for form, path in [("raw", out), ("flamegraph", svg)] if path is not None]
 
     def stop(self, top: int = 15) -> dict[str, list[str]]:
         """Where the busy samples go: by own time, and (project code only) with callees.
@@ -214,8 +216,10 @@ class Profiler:
         Samples whose innermost frame is a wait (the event loop's select, the aiosqlite
         thread's queue) count as idle and are left out of the shares.
         """
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait(30)
+        for proc in self.procs:
+            proc.send_signal(signal.SIGINT)
+        for proc in self.procs:
+            proc.wait(30)
         own: dict[str, int] = {}
         total: dict[str, int] = {}
         busy = idle = 0
@@ -323,6 +327,9 @@ def parser(description: str, cases: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--case", choices=cases, action="append",
                    help="run this case only (repeatable); default: all of " + ", ".join(cases))
     p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and databases")
+    p.add_argument("--flamegraph", metavar="PREFIX",
+                   help="with --profile's sampling, also draw a py-spy flame graph of the "
+                        "tidings server: PREFIX-<bench>-<case>.svg")
     p.add_argument("--profile", action="store_true",
                    help="sample the tidings server with py-spy; print its top functions")
     p.add_argument("--max-wait", type=float, default=60, metavar="SECONDS",
@@ -378,8 +385,9 @@ async def run_cases(name: str, cases: list[str], measure: Measure, args: argpars
         profiler: Profiler | None = None
         try:
             server.start()
-            if args.profile and side == "tidings":
-                profiler = Profiler(server, workdir / f"profile-{name}-{case}-{round_}.txt")
+            if (args.profile or args.flamegraph) and side == "tidings":
+                svg = Path(f"{args.flamegraph}-{name}-{case}.svg") if args.flamegraph else None
+                profiler = Profiler(server, workdir / f"profile-{name}-{case}-{round_}.txt", svg)
             numbers = await measure(server, case, args)
         except Exception as exc:  # one failed side must not hide the others' numbers
             log(f"{name}/{case}/{side} failed: {exc!r}")
