@@ -1,7 +1,8 @@
 """Run every benchmark (create, fanout, memory, handshake) and print one summary table.
 
 Flags are passed to each script: --quick (the whole set in about two minutes), --rounds,
---only, --profile, --keep-logs. --json PATH writes every run's numbers into one file.
+--only, --profile, --keep-logs; --node to the scripts that have a node floor (fanout).
+--json PATH writes every run's numbers into one file.
 
   .venv/bin/python bench/all.py [--quick] [--json bench.json]
 """
@@ -14,7 +15,7 @@ import create
 import fanout
 import handshake
 import memory
-from common import fmt, write_json
+from common import print_table, write_json
 
 BENCHES = {"create": create, "fanout": fanout, "memory": memory, "handshake": handshake}
 
@@ -25,6 +26,8 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="shorter runs")
     p.add_argument("--rounds", type=int, default=1, help="best of N alternating rounds (1)")
     p.add_argument("--only", choices=["floor", "tidings"], help="one side only")
+    p.add_argument("--node", action="store_true",
+                   help="also run the node floor (node with ws) where a benchmark has it")
     p.add_argument("--profile", action="store_true", help="py-spy the tidings server")
     p.add_argument("--keep-logs", action="store_true", help="keep server logs")
     p.add_argument("--max-wait", default="60", help="seconds to wait for other load (60)")
@@ -38,20 +41,12 @@ def main() -> None:
     runs = []
     for name in args.bench or list(BENCHES):
         # Each script prints its own table as it finishes; the JSON goes out once at the end.
-        runs.append(BENCHES[name].run(shared))
+        module = BENCHES[name]
+        node = ["--node"] if args.node and getattr(module, "NODE_CASES", None) else []
+        runs.append(module.run(shared + node))
     print("\n== summary ==")
-    head = ["bench", "case", "metric", "tidings", "floor", "ratio", "target", "ok"]
-    table = [head] + [
-        [run["bench"], r["case"], f"{r['metric']} ({r['unit']})", fmt(r["tidings"]),
-         fmt(r["floor"]), "-" if r["ratio"] is None else f"{r['ratio']:.2f}",
-         r["target"] or "-", {True: "yes", False: "NO", None: "-"}[r["ok"]]]
-        for run in runs for r in run["summary"]
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    for i, row in enumerate(table):
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-        if i == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table([{"bench": run["bench"], **r} for run in runs for r in run["summary"]],
+                lead=("bench", "case"))
     write_json(runs, args.json)
 
 

@@ -4,6 +4,8 @@ A benchmark is a list of cases (e.g. `websocket`, `sse`) and one `measure(server
 coroutine; `run()` starts a fresh server per case and side (floor first, then tidings), pins
 the server to core 0 and this process (the load generator) to core 1, collects the numbers,
 checks the server's log for errors and prints a summary table (and JSON with `--json`).
+A benchmark that names `node_cases` also takes `--node`: a third side, node with `ws`
+(bench/node/floor.js), in those cases.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ SECRET = secrets.token_urlsafe(32)
 TENANT = "bench"
 SERVER_CORE, CLIENT_CORE = 0, 1
 SIDES = ("floor", "tidings")
+NODE_DIR = ROOT / "bench/node"
 _T0 = time.monotonic()
 
 
@@ -109,12 +112,38 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def node_ready() -> dict[str, str]:
+    """Check node and npm; install bench/node's packages (`npm ci`) unless they are in place.
+
+    Returns the versions of node and ws, for the JSON.
+    """
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        raise SystemExit("--node needs node (18 or later) and npm on the PATH, "
+                         "e.g. apt-get install nodejs npm")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True).stdout.strip()
+    if int(version.lstrip("v").split(".")[0]) < 18:
+        raise SystemExit(f"--node needs node 18 or later; {node} is {version}")
+    lock = json.loads((NODE_DIR / "package-lock.json").read_text())
+    wanted = lock["packages"]["node_modules/ws"]["version"]
+    installed = NODE_DIR / "node_modules/ws/package.json"
+    if not installed.exists() or json.loads(installed.read_text())["version"] != wanted:
+        log(f"node floor: installing ws {wanted} (npm ci in {NODE_DIR}, once)")
+        done = subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR,
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"npm ci in {NODE_DIR} failed ({done.returncode}):\n"
+                             f"{(done.stderr or done.stdout)[-3000:]}")
+        log("node floor: installed")
+    return {"node": version, "ws": wanted}
+
+
 class Server:
-    """A tidings or floor server process on core 0, its log in `workdir`."""
+    """A tidings, floor or node floor server process on core 0, its log in `workdir`."""
 
     def __init__(self, program: str, workdir: Path, extra: list[str] | None = None,
                  db: str | None = None, label: str | None = None) -> None:
-        self.program = program           # floor or tidings
+        self.program = program           # floor, tidings or node
         self.side = label or program     # its column in the table
         self.workdir = workdir
         self.extra = extra or []  # more tidings flags (a comparison of two tidings setups)
@@ -129,6 +158,8 @@ class Server:
         common = ["--host", "127.0.0.1", "--port", str(self.port), "--jwt-secret", SECRET]
         if self.program == "floor":
             return [PYTHON, str(ROOT / "bench/floor.py"), *common]
+        if self.program == "node":
+            return ["node", str(NODE_DIR / "floor.js"), *common]
         return [PYTHON, str(ROOT / "server.py"), *common, "--db", self.database,
                 "--heartbeat", "30", "--max-connections-per-user", "0", *self.extra]
 
@@ -314,16 +345,26 @@ class Metric:
         elif self.max_value is not None:
             target = f"<= {self.max_value:g} {self.unit}"
             ok = None if t is None else t <= self.max_value
-        return {"case": self.case, "metric": self.label, "unit": self.unit, "tidings": t,
-                "floor": f, "ratio": ratio, "target": target, "ok": ok}
+        row = {"case": self.case, "metric": self.label, "unit": self.unit, "tidings": t,
+               "floor": f, "ratio": ratio, "target": target, "ok": ok}
+        if "node" in results.get(self.case, {}):  # the node floor ran in this case
+            n = results[self.case]["node"].get(self.key)
+            row.update(node=n, node_ratio=t / n if t is not None and n else None)
+        return row
 
 
-def parser(description: str, cases: list[str]) -> argparse.ArgumentParser:
+def parser(description: str, cases: list[str], node_cases: list[str] | None = None,
+           ) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="a shorter run (fewer seconds, messages)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON ('-' = stdout)")
-    p.add_argument("--only", choices=SIDES, help="run one side only (e.g. the floor alone)")
+    p.add_argument("--only", choices=SIDES + ("node",) * bool(node_cases),
+                   help="run one side only (e.g. the floor alone)")
+    if node_cases:
+        p.add_argument("--node", action="store_true",
+                       help="also run the node floor (node with ws, bench/node) in the cases "
+                            + ", ".join(node_cases) + "; npm installs ws there on first use")
     p.add_argument("--case", choices=cases, action="append",
                    help="run this case only (repeatable); default: all of " + ", ".join(cases))
     p.add_argument("--keep-logs", action="store_true", help="keep the servers' logs and databases")
@@ -335,7 +376,7 @@ def parser(description: str, cases: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--max-wait", type=float, default=60, metavar="SECONDS",
                    help="before each run, wait this long at most for other load to pass (60)")
     p.add_argument("--rounds", type=int, default=1,
-                   help="repeat floor and tidings alternately, keep each side's best (1)")
+                   help="repeat the sides alternately, keep each side's best (1)")
     return p
 
 
@@ -357,8 +398,10 @@ MakeServer = Callable[[str, str, Path], Server]  # (side, case, workdir) -> a se
 
 async def run_cases(name: str, cases: list[str], measure: Measure, args: argparse.Namespace,
                     best: tuple[str, bool], make_server: MakeServer | None = None,
-                    ) -> dict[str, Any]:
-    """Run every case against a fresh floor and tidings server; return all numbers."""
+                    node_cases: list[str] | None = None) -> dict[str, Any]:
+    """Run every case against a fresh floor and tidings server (and node floor with --node,
+    in `node_cases`); return all numbers."""
+    node_cases = node_cases or []
     if can_pin():
         os.sched_setaffinity(0, {CLIENT_CORE})
     else:
@@ -368,15 +411,22 @@ async def run_cases(name: str, cases: list[str], measure: Measure, args: argpars
     results: dict[str, dict[str, dict[str, Any]]] = {}
     problems: dict[str, list[str]] = {}
     profiles: dict[str, dict[str, list[str]]] = {}
-    sides = [args.only] if args.only else list(SIDES)
+    sides = [args.only] if args.only else [*SIDES, *["node"] * getattr(args, "node", False)]
     if "tidings" in sides and not (ROOT / "server.py").exists():
         log("server.py not found: tidings side skipped")
         sides.remove("tidings")
+    node: dict[str, str] = {}
+    if "node" in sides:
+        for case in args.case or cases:
+            if case not in node_cases:
+                log(f"{name}/{case}: no node side (the node floor runs in "
+                    f"{', '.join(node_cases)} only)")
+        node = node_ready()
     load = os.getloadavg()[0]
     if load > 1.0:
         log(f"warning: load average {load:.1f} before the run: other work shares these cores")
     plan = [(r, case, side) for r in range(args.rounds) for case in args.case or cases
-            for side in sides]
+            for side in sides if side != "node" or case in node_cases]
     for round_, case, side in plan:
         server = make_server(side, case, workdir) if make_server else Server(side, workdir)
         log(f"{name}/{case}: starting {side} on 127.0.0.1:{server.port}"
@@ -411,7 +461,7 @@ async def run_cases(name: str, cases: list[str], measure: Measure, args: argpars
         shutil.rmtree(workdir, ignore_errors=True)
     return {"bench": name, "quick": bool(args.quick), "rounds": args.rounds,
             "load_before": round(load, 2), "results": results, "problems": problems,
-            "profiles": profiles}
+            "profiles": profiles, **({"node_versions": node} if node else {})}
 
 
 def fmt(v: Any) -> str:
@@ -422,23 +472,36 @@ def fmt(v: Any) -> str:
     return str(v)
 
 
-def report(run: dict[str, Any], metrics: list[Metric]) -> None:
-    """Print the summary table to stdout and write the JSON if asked."""
-    rows = [m.row(run["results"]) for m in metrics if m.case in run["results"]]
-    run["summary"] = rows
-    head = ["case", "metric", "tidings", "floor", "ratio", "target", "ok"]
+def print_table(rows: list[dict[str, Any]], lead: tuple[str, ...] = ("case",)) -> None:
+    """Summary rows as a table; `node` and `node ratio` (tidings / node) columns only when a
+    row has the node floor's figure."""
+    node = any("node" in r for r in rows)
+
+    def ratio(v: float | None) -> str:
+        return "-" if v is None else f"{v:.2f}"
+
+    head = [*lead, "metric", "tidings", "floor", *["node"] * node, "ratio",
+            *["node ratio"] * node, "target", "ok"]
     table = [head] + [
-        [r["case"], f"{r['metric']} ({r['unit']})", fmt(r["tidings"]), fmt(r["floor"]),
-         "-" if r["ratio"] is None else f"{r['ratio']:.2f}", r["target"] or "-",
+        [*(r[k] for k in lead), f"{r['metric']} ({r['unit']})", fmt(r["tidings"]),
+         fmt(r["floor"]), *[fmt(r.get("node"))] * node, ratio(r["ratio"]),
+         *[ratio(r.get("node_ratio"))] * node, r["target"] or "-",
          {True: "yes", False: "NO", None: "-"}[r["ok"]]]
         for r in rows
     ]
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
-    print(f"\n== {run['bench']}{' (quick)' if run['quick'] else ''} ==")
     for i, row in enumerate(table):
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if i == 0:
             print("  ".join("-" * w for w in widths))
+
+
+def report(run: dict[str, Any], metrics: list[Metric]) -> None:
+    """Print the summary table to stdout and write the JSON if asked."""
+    rows = [m.row(run["results"]) for m in metrics if m.case in run["results"]]
+    run["summary"] = rows
+    print(f"\n== {run['bench']}{' (quick)' if run['quick'] else ''} ==")
+    print_table(rows)
     for case, sides in run["results"].items():
         for side, numbers in sides.items():
             print(f"  {case}/{side}: " + ", ".join(f"{k}={fmt(v)}" for k, v in numbers.items()))
@@ -480,14 +543,17 @@ def main(name: str, description: str, cases: list[str], measure: Measure,
          metrics: list[Metric], best: tuple[str, bool],
          options: Callable[[argparse.ArgumentParser], None] | None = None,
          argv: list[str] | None = None, make_server: MakeServer | None = None,
-         ) -> dict[str, Any]:
-    """A benchmark script's whole `main`: flags, the runs, the table, the JSON."""
-    p = parser(description, cases)
+         node_cases: list[str] | None = None) -> dict[str, Any]:
+    """A benchmark script's whole `main`: flags, the runs, the table, the JSON.
+
+    `node_cases`: the cases the node floor can serve (it then takes --node and --only node).
+    """
+    p = parser(description, cases, node_cases)
     if options is not None:
         options(p)
     args = p.parse_args(argv)
     # The load generator on uvloop too: it must stay faster than the server it measures.
-    run = uvloop.run(run_cases(name, cases, measure, args, best, make_server))
+    run = uvloop.run(run_cases(name, cases, measure, args, best, make_server, node_cases))
     report(run, metrics)
     write_json(run, args.json)
     return run

@@ -10,6 +10,8 @@ server on core 0. Floor: bare Tornado holding the same connections and writing t
 Target: delivered/s at least 0.7 x the floor. Case websocket-ack: the WebSocket case with
 every client acknowledging each notification it gets (what receipts cost); the floor ignores
 the acks, and the run also prints tidings' acknowledging / plain ratio (target >= 0.9).
+With --node, the WebSocket cases also run against node with ws (bench/node/floor.js, the same
+routes and JSON), and the table adds its figure and tidings / node; SSE has no node side.
 
   .venv/bin/python bench/fanout.py [--quick] [--clients 1000] [--case websocket] [--json out.json]
 """
@@ -35,6 +37,7 @@ from clients import (
 )
 
 CASES = ["websocket", "websocket-ack", "sse"]
+NODE_CASES = ["websocket", "websocket-ack"]  # what the node floor (ws) serves
 
 
 class Tally:
@@ -211,7 +214,7 @@ def options(p: argparse.ArgumentParser) -> None:
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     result = main("fanout", __doc__, CASES, measure, METRICS,
-                  ("delivered_per_s", True), options, argv)
+                  ("delivered_per_s", True), options, argv, node_cases=NODE_CASES)
     tidings = {case: sides.get("tidings", {}) for case, sides in result["results"].items()}
     acking, plain = (tidings.get(c, {}).get("delivered_per_s") for c in CASES[1::-1])
     if acking and plain:  # what receipts cost: the same fan-out with every client acknowledging
