@@ -10,6 +10,10 @@ server on core 0. Floor: bare Tornado holding the same connections and writing t
 Target: delivered/s at least 0.7 x the floor. Case websocket-ack: the WebSocket case with
 every client acknowledging each notification it gets (what receipts cost); the floor ignores
 the acks, and the run also prints tidings' acknowledging / plain ratio (target >= 0.9).
+Case websocket-unicast: instead of broadcasts, --unicasts stored notifications each to one
+user (user0, user1 … in turn; every client is its own user), --unicast-posters POSTs in
+flight: notifications delivered per second (target 0.8 x the floor, which writes each to the
+user's sockets); no latency phase.
 With --node, the WebSocket cases also run against node with ws (bench/node/floor.js, the same
 routes and JSON), and the table adds its figure and tidings / node; SSE has no node side.
 
@@ -36,7 +40,7 @@ from clients import (
     open_clients,
 )
 
-CASES = ["websocket", "websocket-ack", "sse"]
+CASES = ["websocket", "websocket-ack", "websocket-unicast", "sse"]
 NODE_CASES = ["websocket", "websocket-ack"]  # what the node floor (ws) serves
 
 
@@ -71,7 +75,8 @@ class Tally:
 
 def client_factory(transport: str, port: int, tally: Tally) -> Any:
     users = iter(range(1_000_000))
-    cls = {"websocket": WsClient, "websocket-ack": AckingWsClient, "sse": SseClient}[transport]
+    cls = {"websocket": WsClient, "websocket-ack": AckingWsClient, "websocket-unicast": WsClient,
+           "sse": SseClient}[transport]
     path = "/api/notifications/stream" if transport == "sse" else "/ws/notifications"
 
     def make() -> StreamClient:
@@ -82,13 +87,15 @@ def client_factory(transport: str, port: int, tally: Tally) -> Any:
 
 
 async def publish(conns: list[HttpConn], service: str, count: int, stamp: bool,
-                  deliveries: list[int]) -> None:
-    """`count` broadcasts spread over the connections, one request at a time on each."""
+                  deliveries: list[int], users: int = 0) -> None:
+    """`count` broadcasts spread over the connections, one request at a time on each; with
+    `users`, notifications to user0, user1 … in turn instead (unicast)."""
     left = iter(range(count))
 
     async def worker(conn: HttpConn) -> None:
-        for _ in left:
-            doc = {"broadcast": True, "title": "Deploy done", "message": "v2 is live",
+        for i in left:
+            to: dict[str, Any] = {"user_id": f"user{i % users}"} if users else {"broadcast": True}
+            doc = {**to, "title": "Deploy done", "message": "v2 is live",
                    "data": {"t": time.perf_counter() if stamp else 0.0}}
             status, body = await conn.post_json("/api/notifications", service, TENANT, doc)
             if status != 201:
@@ -117,9 +124,26 @@ async def throughput(server: Server, tally: Tally, n: int, args: argparse.Namesp
     deliveries: list[int] = []
     tally.expect(broadcasts * n)
     log(f"  throughput: {broadcasts} broadcasts x {n} clients, {args.posters} POSTs in flight")
+    return await timed(server, tally, conns, service, broadcasts, deliveries, n)
+
+
+async def unicast(server: Server, tally: Tally, n: int, args: argparse.Namespace,
+                  service: str) -> dict[str, Any]:
+    posts = 2000 if args.quick else args.unicasts
+    conns = [HttpConn(server.port) for _ in range(args.unicast_posters)]
+    deliveries: list[int] = []
+    tally.expect(posts)
+    log(f"  unicast: {posts} notifications to one of {n} users each, "
+        f"{args.unicast_posters} POSTs in flight")
+    return await timed(server, tally, conns, service, posts, deliveries, 1, users=n)
+
+
+async def timed(server: Server, tally: Tally, conns: list[HttpConn], service: str, count: int,
+                deliveries: list[int], n: int, users: int = 0) -> dict[str, Any]:
+    """Posts `count` creates (each for `n` clients) and counts them in at the clients."""
     meter = CpuMeter(server)
     start = time.perf_counter()
-    await publish(conns, service, broadcasts, False, deliveries)
+    await publish(conns, service, count, False, deliveries, users)
     posted = time.perf_counter() - start
     complete = await wait_reached(tally, 120, "throughput")
     elapsed = tally.last - start
@@ -128,8 +152,8 @@ async def throughput(server: Server, tally: Tally, n: int, args: argparse.Namesp
         c.close()
     return {
         "delivered_per_s": round(tally.delivered / elapsed, 1),
-        "broadcasts_per_s": round(broadcasts / posted, 1),
-        "missing": broadcasts * n - tally.delivered,
+        "posts_per_s": round(count / posted, 1),
+        "missing": count * n - tally.delivered,
         "min_delivery_reported": min(deliveries),
         "complete": complete,
         **cpu,
@@ -181,11 +205,14 @@ async def measure(server: Server, case: str, args: argparse.Namespace,
     await publish([HttpConn(server.port)], service, 1, False, [])
     if not await wait_reached(tally, 30, "warm-up"):
         raise RuntimeError(f"warm-up broadcast reached {tally.delivered} of {n} clients")
-    numbers = await throughput(server, tally, n, args, service)
+    phase = unicast if case == "websocket-unicast" else throughput
+    numbers = await phase(server, tally, n, args, service)
     log(f"  {server.side}/{case}: {numbers['delivered_per_s']:,.0f} delivered/s "
         f"(server cpu {numbers['server_cpu_pct']}%, client cpu {numbers['client_cpu_pct']}%)")
-    numbers.update(await latency(server, tally, n, args, service))
-    log(f"  {server.side}/{case}: p50 {numbers['p50_ms']:.1f} ms, p99 {numbers['p99_ms']:.1f} ms")
+    if phase is throughput:
+        numbers.update(await latency(server, tally, n, args, service))
+        log(f"  {server.side}/{case}: p50 {numbers['p50_ms']:.1f} ms, "
+            f"p99 {numbers['p99_ms']:.1f} ms")
     numbers["clients_dropped"] = sum(c.done.done() for c in clients)
     numbers["server_rss_kib"] = server.rss_kib()
     await close_clients(clients)
@@ -198,6 +225,7 @@ METRICS = [
     Metric("websocket", "p99_ms", "p99 latency", "ms"),
     Metric("websocket-ack", "delivered_per_s", "delivered", "msg/s", min_ratio=0.7),
     Metric("websocket-ack", "p99_ms", "p99 latency", "ms"),
+    Metric("websocket-unicast", "delivered_per_s", "delivered", "msg/s", min_ratio=0.8),
     Metric("sse", "delivered_per_s", "delivered", "msg/s", min_ratio=0.7),
     Metric("sse", "p50_ms", "p50 latency", "ms"),
     Metric("sse", "p99_ms", "p99 latency", "ms"),
@@ -208,6 +236,10 @@ def options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--clients", type=int, default=1000, help="connections of the tenant (1000)")
     p.add_argument("--broadcasts", type=int, default=300, help="throughput broadcasts (300)")
     p.add_argument("--posters", type=int, default=4, help="POSTs in flight at once (4)")
+    p.add_argument("--unicasts", type=int, default=10000,
+                   help="websocket-unicast: notifications, each to one user (10000)")
+    p.add_argument("--unicast-posters", type=int, default=32,
+                   help="websocket-unicast: POSTs in flight at once (32)")
     p.add_argument("--rate", type=float, default=20, help="latency broadcasts per second (20)")
     p.add_argument("--seconds", type=float, default=10, help="latency phase seconds (10)")
 
@@ -216,7 +248,8 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     result = main("fanout", __doc__, CASES, measure, METRICS,
                   ("delivered_per_s", True), options, argv, node_cases=NODE_CASES)
     tidings = {case: sides.get("tidings", {}) for case, sides in result["results"].items()}
-    acking, plain = (tidings.get(c, {}).get("delivered_per_s") for c in CASES[1::-1])
+    acking, plain = (tidings.get(c, {}).get("delivered_per_s")
+                     for c in ("websocket-ack", "websocket"))
     if acking and plain:  # what receipts cost: the same fan-out with every client acknowledging
         result["ack_ratio"] = acking / plain
         print(f"  acknowledging clients vs not (tidings): {acking / plain:.2f}x (target >= 0.9)")

@@ -5,7 +5,8 @@ what tidings' own layers cost on this machine. It answers the same routes:
 
 - `POST /api/notifications`: parse the JSON, check the Bearer JWT with PyJWT, answer 201 with
   the notification(s) as JSON; a `broadcast` writes the same encoded JSON to every WebSocket
-  and SSE connection first and reports the counts like tidings.
+  and SSE connection first, a `user_id` one to that user's WebSockets, and reports the counts
+  like tidings.
 - `GET /ws/notifications?token=…`: the token checked before the upgrade, `connected` first.
 - `GET /api/notifications/stream?token=…`: the same over SSE.
 - `GET /healthz`.
@@ -35,6 +36,7 @@ class Hub:
         self.ids = itertools.count(1)
         self.ws: set[WsHandler] = set()
         self.sse: set[SseHandler] = set()
+        self.ws_of: dict[str, set[WsHandler]] = {}  # by user: where a `user_id` create goes
 
     def claims(self, token: str, tenant: str | None) -> dict[str, Any] | None:
         try:
@@ -58,6 +60,17 @@ class Hub:
             "priority": body.get("priority", "normal"),
             "created_at": now.replace("+00:00", "Z"), "read_at": None,
         }
+
+    def unicast(self, n: dict[str, Any]) -> dict[str, int]:
+        frame = '{"type": "notification", "notification": ' + json.dumps(n) + "}"
+        ws = 0
+        for h in list(self.ws_of.get(n["user_id"], ())):
+            try:
+                h.write_message(frame)
+                ws += 1
+            except tornado.websocket.WebSocketClosedError:
+                pass
+        return {"websocket": ws, "sse": 0}
 
     def broadcast(self, n: dict[str, Any]) -> dict[str, int]:
         encoded = json.dumps(n)
@@ -109,7 +122,7 @@ class Create(Base):
             self.finish({"notifications": ns, "delivery": {"websocket": 0, "sse": 0}})
             return
         n = self.hub.notification(tenant, body.get("user_id"), body)
-        delivery = self.hub.broadcast(n) if body.get("broadcast") else {"websocket": 0, "sse": 0}
+        delivery = self.hub.broadcast(n) if body.get("broadcast") else self.hub.unicast(n)
         self.finish({"notification": n, "delivery": delivery})
 
 
@@ -129,6 +142,7 @@ class WsHandler(tornado.websocket.WebSocketHandler):
     def open(self, *args: str, **kwargs: str) -> None:
         self.set_nodelay(True)  # small frames go out at once, not after a delayed ACK
         self.hub.ws.add(self)
+        self.hub.ws_of.setdefault(self.claims["sub"], set()).add(self)
         self.write_message({"type": "connected", "connection_id": str(id(self)),
                             "user_id": self.claims["sub"], "tenant_id": self.claims["tenant_id"]})
 
@@ -137,6 +151,10 @@ class WsHandler(tornado.websocket.WebSocketHandler):
 
     def on_close(self) -> None:
         self.hub.ws.discard(self)
+        mine = self.hub.ws_of.get(self.claims["sub"], set())
+        mine.discard(self)
+        if not mine:
+            self.hub.ws_of.pop(self.claims["sub"], None)
 
 
 class SseHandler(Base):
