@@ -14,7 +14,7 @@ from tornado.iostream import StreamClosedError
 from tidings import receipts, validation
 from tidings.connections import WEBSOCKET, Connection, Message, dumps
 from tidings.errors import TidingsError
-from tidings.limits import RateLimiter
+from tidings.limits import Bucket
 from tidings.models import Principal
 
 from .subscribe import SubscribeMixin
@@ -94,7 +94,7 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
     snapshot: int | None
     conn: WebSocketConnection | None = None
     goodbye: str | None = None  # why the server's side closed first, if it did
-    frames: RateLimiter | None = None
+    frames: Bucket | None = None
     told_to_slow_down = False
 
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
@@ -149,14 +149,19 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
         every client); only a mark_read returns a coroutine, which Tornado awaits before it
         reads the next frame."""
         if self.frames is None:  # made at the first frame: idle connections carry none
-            self.frames = RateLimiter(FRAMES_PER_SECOND, max_keys=1)
-        if self.frames.take(""):  # one connection's flood is not parsed, nor answered twice
+            self.frames = Bucket(FRAMES_PER_SECOND)
+        if not self.frames.take():  # one connection's flood is not parsed, nor answered twice
             if not self.told_to_slow_down:
                 self.told_to_slow_down = True
                 self._error("too_many_requests", f"at most {FRAMES_PER_SECOND} frames a "
                                                  "second; frames past that are ignored")
             return None
         self.told_to_slow_down = False
+        ids = receipts.quick_ack_ids(raw) if isinstance(raw, str) else None
+        if ids is not None:  # most frames: an ack as tidings.js writes it
+            if self.conn is not None:
+                self.services.receipts.acknowledged(self.who, ids, self.conn.id)
+            return None
         try:
             frame = validation.loads(raw, "frame")
         except TidingsError as e:
