@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import tornado.websocket
 from tornado.iostream import StreamClosedError
+from tornado.util import _websocket_mask
 
 from tidings import receipts, validation
 from tidings.connections import WEBSOCKET, Connection, Message, dumps
@@ -67,11 +68,29 @@ class _Protocol(tornado.websocket.WebSocketProtocol13):
     rest of the frame in that buffer, the stream stops listening to the socket and starts
     again for the next frame, two epoll_ctl calls per frame. Here every read takes all the
     stream holds (up to READ_CHUNK) into the protocol's own bytes, and the pieces of a frame
-    come from there without a future. Tornado's frame parsing (its size limit, checked
-    before a payload is read, control frames, fragments, close) is unchanged."""
+    come from there without a future; a small whole frame is taken in one go. Tornado's
+    frame parsing (its size limit, checked before a payload is read, control frames,
+    fragments, close) decides every other frame."""
 
     handler: NotificationSocket
     _unread = b""  # bytes read from the stream that no frame has used yet
+
+    async def _receive_frame(self) -> None:
+        """The usual client frame (an ack, a ping: final, masked, text, under 126 bytes, no
+        message in fragments under way) is taken whole here once it has been read; any other
+        goes to Tornado's reader, which takes its pieces through `_read_bytes`."""
+        unread = self._unread
+        if not unread:
+            unread = self._unread = await self.stream.read_bytes(READ_CHUNK, partial=True)
+        if len(unread) < 6 or unread[0] != 0x81 or unread[1] < 0x80 or unread[1] >= 0x80 | 126 \
+                or len(unread) < (end := 6 + (unread[1] & 0x7F)) \
+                or self._fragmented_message_buffer is not None or self._decompressor is not None:
+            return await super()._receive_frame()
+        self._unread = unread[end:]
+        self._wire_bytes_in += end
+        handled = self._handle_message(0x1, _websocket_mask(unread[2:6], unread[6:end]))
+        if handled is not None:
+            await handled
 
     async def _read_bytes(self, n: int) -> bytes:
         unread = self._unread
