@@ -37,12 +37,15 @@ WRITE_CHUNK = 500        # records per transaction: a create waits behind one ch
 # An ack frame as tidings.js writes it (JSON.stringify of {type, ids}): its ids are read
 # without the general JSON walk. Anything else (another key order, spaces, a bad id) goes the
 # general way, with the same answers.
+_ACK_FRAME_MAX = len('{"type":"ack","ids":[]}') + MAX_ACK_IDS * 20  # 19 digits and a comma
 _ACK_FRAME = re.compile(r'\{"type":"ack","ids":\[((?:[1-9][0-9]{0,18},){0,499}[1-9][0-9]{0,18})\]\}')
 
 
 def quick_ack_ids(frame: str) -> list[int] | None:
     """The ids of an ack frame in its common shape, valid and deduplicated; None when the
     frame is not in that shape (then `ack_ids` of the parsed frame decides)."""
+    if len(frame) > _ACK_FRAME_MAX or not frame.startswith('{"type":"ack"'):
+        return None
     found = _ACK_FRAME.fullmatch(frame)
     if found is None:
         return None
