@@ -10,11 +10,12 @@ from urllib.parse import urlsplit
 
 import tornado.websocket
 from tornado.iostream import StreamClosedError
+from tornado.util import _websocket_mask
 
 from tidings import receipts, validation
 from tidings.connections import WEBSOCKET, Connection, Message, dumps, write_now
 from tidings.errors import TidingsError
-from tidings.limits import RateLimiter
+from tidings.limits import Bucket
 from tidings.models import Principal
 
 from .subscribe import SubscribeMixin
@@ -23,6 +24,7 @@ from .subscribe import SubscribeMixin
 _CLOSE_CODES = {"shutdown": 1001, "too slow": 1013}
 _PONG = json.dumps({"type": "pong"})
 FRAMES_PER_SECOND = 20  # from a client: tidings.js sends at most ten acks and a ping
+READ_CHUNK = 64 * 1024  # bytes taken from a socket's stream at most per read
 
 
 class WebSocketConnection(Connection):
@@ -57,9 +59,46 @@ class WebSocketConnection(Connection):
 
 class _Protocol(tornado.websocket.WebSocketProtocol13):
     """Tornado's protocol, telling the handler why Tornado itself said goodbye (a ping gone
-    unanswered, a frame too big): on_close cannot tell that from a client's close."""
+    unanswered, a frame too big): on_close cannot tell that from a client's close; and
+    reading what the socket has in one go.
+
+    Tornado reads a frame in three or four `read_bytes` calls (header, length, mask,
+    payload), each a future and a visit to the stream's buffer; and as the header leaves the
+    rest of the frame in that buffer, the stream stops listening to the socket and starts
+    again for the next frame, two epoll_ctl calls per frame. Here every read takes all the
+    stream holds (up to READ_CHUNK) into the protocol's own bytes, and the pieces of a frame
+    come from there without a future; a small whole frame is taken in one go. Tornado's
+    frame parsing (its size limit, checked before a payload is read, control frames,
+    fragments, close) decides every other frame."""
 
     handler: NotificationSocket
+    _unread = b""  # bytes read from the stream that no frame has used yet
+
+    async def _receive_frame(self) -> None:
+        """The usual client frame (an ack, a ping: final, masked, text, under 126 bytes, no
+        message in fragments under way) is taken whole here once it has been read; any other
+        goes to Tornado's reader, which takes its pieces through `_read_bytes`."""
+        unread = self._unread
+        if not unread:
+            unread = self._unread = await self.stream.read_bytes(READ_CHUNK, partial=True)
+        if len(unread) < 6 or unread[0] != 0x81 or unread[1] < 0x80 or unread[1] >= 0x80 | 126 \
+                or len(unread) < (end := 6 + (unread[1] & 0x7F)) \
+                or self._fragmented_message_buffer is not None or self._decompressor is not None:
+            return await super()._receive_frame()
+        self._unread = unread[end:]
+        self._wire_bytes_in += end
+        handled = self._handle_message(0x1, _websocket_mask(unread[2:6], unread[6:end]))
+        if handled is not None:
+            await handled
+
+    async def _read_bytes(self, n: int) -> bytes:
+        unread = self._unread
+        while len(unread) < n:
+            unread += await self.stream.read_bytes(max(n - len(unread), READ_CHUNK),
+                                                   partial=True)
+        self._unread = unread[n:]
+        self._wire_bytes_in += n
+        return unread[:n] if len(unread) > n else unread
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         if not self.server_terminated and not self.client_terminated:
@@ -73,7 +112,7 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
     snapshot: int | None
     conn: WebSocketConnection | None = None
     goodbye: str | None = None  # why the server's side closed first, if it did
-    frames: RateLimiter | None = None
+    frames: Bucket | None = None
     told_to_slow_down = False
 
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
@@ -128,14 +167,19 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
         every client); only a mark_read returns a coroutine, which Tornado awaits before it
         reads the next frame."""
         if self.frames is None:  # made at the first frame: idle connections carry none
-            self.frames = RateLimiter(FRAMES_PER_SECOND, max_keys=1)
-        if self.frames.take(""):  # one connection's flood is not parsed, nor answered twice
+            self.frames = Bucket(FRAMES_PER_SECOND)
+        if not self.frames.take():  # one connection's flood is not parsed, nor answered twice
             if not self.told_to_slow_down:
                 self.told_to_slow_down = True
                 self._error("too_many_requests", f"at most {FRAMES_PER_SECOND} frames a "
                                                  "second; frames past that are ignored")
             return None
         self.told_to_slow_down = False
+        ids = receipts.quick_ack_ids(raw) if isinstance(raw, str) else None
+        if ids is not None:  # most frames: an ack as tidings.js writes it
+            if self.conn is not None:
+                self.services.receipts.acknowledged(self.who, ids, self.conn.id)
+            return None
         try:
             frame = validation.loads(raw, "frame")
         except TidingsError as e:

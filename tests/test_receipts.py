@@ -169,3 +169,56 @@ async def test_a_flood_of_frames_is_told_to_slow_down_and_the_socket_stays(serve
     assert (await api.json("GET", "/api/notifications", tok=ALICE))["notifications"][0]["id"] \
         == nid
     ws.close()
+
+
+@pytest.mark.gen_test
+async def test_acks_as_tidings_js_writes_them_and_their_bad_cousins(server, api):
+    """The compact frame (JSON.stringify's) is read the quick way; the same frame with a bad id
+    gets the error the general way gives."""
+    ws = await WSClient.open(server.port, ALICE)
+    ids = [(await api.send(SERVICE, user_id="alice", title=t))["notification"]["id"]
+           for t in "ab"]
+    await ws.notifications(2)
+    ws.send(json.dumps({"type": "ack", "ids": [ids[0], ids[1], ids[0]]}, separators=(",", ":")))
+    for bad in ('{"type":"ack","ids":[0]}', '{"type":"ack","ids":[9223372036854775808]}',
+                '{"type":"ack","ids":[' + ",".join(["7"] * 501) + "]}",
+                '{"type":"ack","ids":[07]}'):
+        ws.send(bad)
+        error = (await ws.next_of("error"))["error"]
+        assert error["code"] in ("invalid_request", "invalid_json"), (bad, error)
+    for nid in ids:
+        await eventually(lambda nid=nid: acknowledged(api, nid, ws.hello["connection_id"]))
+    ws.close()
+
+
+def test_quick_ack_ids_agree_with_the_general_way():
+    from tidings import errors, receipts, validation
+
+    frames = ['{"type":"ack","ids":[1,2,2,3]}', '{"type":"ack","ids":[9223372036854775807]}',
+              '{"type":"ack","ids":[9223372036854775808]}', '{"type":"ack","ids":[0]}',
+              '{"type":"ack","ids":[]}', '{"type":"ack","ids":[1.0]}', '{"type":"ack","ids":[-1]}',
+              '{"type":"ack","ids":[' + ",".join(map(str, range(1, 501))) + "]}",
+              '{"type":"ack","ids":[' + ",".join(map(str, range(1, 502))) + "]}",
+              '{"type":"ack","ids":[1]} ', '{"type": "ack", "ids": [1]}',
+              '{"ids":[1],"type":"ack"}', '{"type":"ack","ids":[1],"x":1}']
+    for frame in frames:
+        quick = receipts.quick_ack_ids(frame)
+        try:
+            value = validation.loads(frame, "frame")
+            general = receipts.ack_ids(value.get("ids")) if set(value) == {"type", "ids"} \
+                else None
+        except errors.TidingsError:
+            general = None
+        if quick is not None:
+            assert quick == general, frame
+    assert receipts.quick_ack_ids('{"type":"ack","ids":[3,1,3]}') == [3, 1]
+
+
+def test_a_bucket_spends_as_the_rate_limiter_does():
+    from tidings.limits import Bucket, RateLimiter
+
+    now = [0.0]
+    bucket, limiter = Bucket(20, clock=lambda: now[0]), RateLimiter(20, clock=lambda: now[0])
+    for step in [0.0] * 45 + [0.01] * 30 + [0.2] * 5 + [0.0] * 10:
+        now[0] += step
+        assert bucket.take() == (limiter.take("") == 0.0)

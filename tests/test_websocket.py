@@ -88,6 +88,70 @@ async def test_a_frame_just_under_64_kib_is_fine(server):
     ws.close()
 
 
+def masked(opcode: int, payload: bytes, fin: bool = True, mask: bytes = b"\x01\x02\x03\x04",
+           length: int | None = None) -> bytes:
+    """A client frame as the wire carries it (a 16-bit length from 126 bytes on)."""
+    n = len(payload) if length is None else length
+    head = bytes([(0x80 if fin else 0) | opcode])
+    head += bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def server_frame(stream) -> tuple[int, bytes]:
+    """The next frame the server sends (unmasked): its opcode and payload."""
+    b0, b1 = await asyncio.wait_for(stream.read_bytes(2), 5)
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(await stream.read_bytes(2), "big")
+    elif n == 127:
+        n = int.from_bytes(await stream.read_bytes(8), "big")
+    return b0 & 0x0F, await asyncio.wait_for(stream.read_bytes(n), 5) if n else b""
+
+
+async def next_text(stream) -> dict:
+    while True:
+        opcode, payload = await server_frame(stream)
+        if opcode == 1:
+            return json.loads(payload)
+
+
+@pytest.mark.gen_test
+async def test_frames_however_the_socket_cuts_them(server):
+    """Several frames in one write, one frame over many writes, a fragmented message with a
+    control frame between its fragments: each is read as it was sent."""
+    stream = await raw_websocket(server.port, ALICE)
+    assert (await next_text(stream))["type"] == "connected"
+    ping = json.dumps({"type": "ping"}).encode()
+    stream.write(masked(1, ping) * 3)
+    for _ in range(3):
+        assert await next_text(stream) == {"type": "pong"}
+    cut = masked(1, json.dumps({"type": "ping", "pad": "y" * 300}).encode())
+    for i in range(0, len(cut), 3):  # header, length, mask and payload arrive piece by piece
+        stream.write(cut[i:i + 3])
+        await asyncio.sleep(0.002)
+    assert await next_text(stream) == {"type": "pong"}
+    stream.write(masked(1, ping[:5], fin=False) + masked(9, b"hi") + masked(0, ping[5:]))
+    assert await server_frame(stream) == (10, b"hi")  # the protocol ping's pong
+    assert await next_text(stream) == {"type": "pong"}
+    stream.write(masked(1, b'{"type": "dance"}') + masked(1, ping))
+    assert (await next_text(stream))["error"]["code"] == "unknown_type"
+    assert await next_text(stream) == {"type": "pong"}
+    stream.write(masked(8, (1000).to_bytes(2, "big")))
+    assert await server_frame(stream) == (8, (1000).to_bytes(2, "big"))
+    stream.close()
+
+
+@pytest.mark.gen_test
+async def test_a_frame_announcing_more_than_64_kib_closes_before_its_payload(server):
+    stream = await raw_websocket(server.port, ALICE)
+    assert (await next_text(stream))["type"] == "connected"
+    head = bytes([0x81, 0x80 | 127]) + (64 * 1024 + 1).to_bytes(8, "big") + b"\0\0\0\0"
+    stream.write(head)  # and not a byte of the payload
+    opcode, payload = await server_frame(stream)
+    assert opcode == 8 and int.from_bytes(payload[:2], "big") == 1009
+    stream.close()
+
+
 @pytest.mark.gen_test
 async def test_since_replays_oldest_first_then_live(server, api):
     ids = [(await api.send(SERVICE, user_id="alice", title=str(i)))["notification"]["id"]

@@ -49,6 +49,33 @@ class RateLimiter:
         return max(1, math.ceil(wait))
 
 
+class Bucket:
+    """One key's token bucket, as RateLimiter keeps one per key: ``rate`` tokens a second,
+    ``burst`` at most (twice the rate unless given), a token per call. For a limit on one
+    thing (a connection's frames) without the table."""
+
+    __slots__ = ("rate", "burst", "_clock", "_tokens", "_at")
+
+    def __init__(self, rate: float, burst: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = burst if burst is not None else max(2 * rate, 1.0)
+        self._clock = clock
+        self._tokens = self.burst
+        self._at = clock()
+
+    def take(self) -> bool:
+        """True when the call may go on (a token is spent), False when it is over the limit."""
+        now = self._clock()
+        tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if tokens >= 1.0:
+            self._tokens = tokens - 1.0
+            return True
+        self._tokens = tokens
+        return False
+
+
 class LoginGuard:
     """Failed dashboard logins per client address, decided before any wait: an attempt is
     counted when it starts, so parallel attempts cannot all pass while the first ones are

@@ -14,8 +14,9 @@ import asyncio
 import collections
 import contextlib
 import logging
+import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 from . import errors
@@ -33,6 +34,27 @@ MAX_ACK_IDS = 500        # ids in one acknowledgement
 WRITE_CHUNK = 500        # records per transaction: a create waits behind one chunk, not a second's
 
 
+# An ack frame as tidings.js writes it (JSON.stringify of {type, ids}): its ids are read
+# without the general JSON walk. Anything else (another key order, spaces, a bad id) goes the
+# general way, with the same answers.
+_ACK_FRAME_MAX = len('{"type":"ack","ids":[]}') + MAX_ACK_IDS * 20  # 19 digits and a comma
+_ACK_FRAME = re.compile(r'\{"type":"ack","ids":\[((?:[1-9][0-9]{0,18},){0,499}[1-9][0-9]{0,18})\]\}')
+
+
+def quick_ack_ids(frame: str) -> list[int] | None:
+    """The ids of an ack frame in its common shape, valid and deduplicated; None when the
+    frame is not in that shape (then `ack_ids` of the parsed frame decides)."""
+    if len(frame) > _ACK_FRAME_MAX or not frame.startswith('{"type":"ack"'):
+        return None
+    found = _ACK_FRAME.fullmatch(frame)
+    if found is None:
+        return None
+    ids = [int(i) for i in found.group(1).split(",")]
+    if max(ids) >= 2**63:
+        return None
+    return list(dict.fromkeys(ids))
+
+
 def ack_ids(value: Any) -> list[int]:
     """The `ids` of an acknowledgement: 1 to MAX_ACK_IDS notification ids."""
     if not isinstance(value, list) or not 0 < len(value) <= MAX_ACK_IDS or not all(
@@ -47,8 +69,12 @@ class Receipts:
         self.clock = clock
         self.dropped = 0
         self._pushed: list[tuple[int, str, list[Connection], float]] = []
-        self._acks: list[Ack] = []
+        # Per notification, its acknowledgements: (tenant, user, connection) -> when, the first.
+        # One key per frame, shared by its ids, and no object per acknowledgement: what waits
+        # for the write is a few dicts, not a tuple per id for the collector to walk.
+        self._acks: dict[int, dict[tuple[str, str, str], float]] = {}
         self._unwritten: list[Push] = []  # records a failed write left, written first next time
+        self._unwritten_acks: list[Ack] = []
         self._buffered = 0
         self._tenant_acks: collections.Counter[str] = collections.Counter()
         self._task: asyncio.Task[None] | None = None
@@ -65,17 +91,22 @@ class Receipts:
         self._buffered += len(connections)
         self._pushed.append((notification_id, tenant_id, connections, self.clock()))
 
-    def acknowledged(self, who: Principal, ids: Iterable[int], connection_id: str = "") -> None:
+    def acknowledged(self, who: Principal, ids: list[int], connection_id: str = "") -> None:
         """`connection_id` '': every SSE connection of the user that was pushed them."""
-        now = self.clock()
-        acks = [Ack(i, who.tenant_id, who.user_id, connection_id, now) for i in ids]
-        if self._buffered + len(acks) > MAX_BUFFERED or \
-                self._tenant_acks[who.tenant_id] + len(acks) > MAX_TENANT_ACKS:
-            self.dropped += len(acks)
+        count, tenant = len(ids), who.tenant_id
+        if self._buffered + count > MAX_BUFFERED or \
+                self._tenant_acks[tenant] + count > MAX_TENANT_ACKS:
+            self.dropped += count
             return
-        self._buffered += len(acks)
-        self._tenant_acks[who.tenant_id] += len(acks)
-        self._acks.extend(acks)
+        self._buffered += count
+        self._tenant_acks[tenant] += count
+        key, now, acks = (tenant, who.user_id, connection_id), self.clock(), self._acks
+        for i in ids:
+            entries = acks.get(i)
+            if entries is None:
+                acks[i] = {key: now}
+            elif key not in entries:  # the first is kept, as the store keeps it
+                entries[key] = now
 
     # --- written off it ----------------------------------------------------------------
     def start(self) -> None:
@@ -96,11 +127,15 @@ class Receipts:
         """Writes what is buffered; while the store is away it stays buffered (any other
         failure is a bug, and that batch is dropped rather than retried forever)."""
         async with self._lock:
-            pushed, acks, rows = self._pushed, self._acks, self._unwritten
-            if not pushed and not acks and not rows:
+            pushed, acked, rows = self._pushed, self._acks, self._unwritten
+            if not pushed and not acked and not rows and not self._unwritten_acks:
                 return
-            self._pushed, self._acks, self._unwritten, self._buffered = [], [], [], 0
+            acks = self._unwritten_acks
+            self._pushed, self._acks, self._unwritten, self._buffered = [], {}, [], 0
+            self._unwritten_acks = []
             self._tenant_acks.clear()
+            acks += [Ack(n, tenant, user, connection, at) for n, entries in acked.items()
+                     for (tenant, user, connection), at in entries.items()]
             rows += [Push(n, tenant, at, pack_connections((c.id, c.user_id, c.transport)
                                                           for c in conns))
                      for n, tenant, conns, at in pushed]
@@ -108,12 +143,12 @@ class Receipts:
             try:
                 while done_rows < len(rows) or done_acks < len(acks):
                     chunk = rows[done_rows:done_rows + WRITE_CHUNK]
-                    acked = acks[done_acks:done_acks + WRITE_CHUNK]
-                    await self.book.record(chunk, acked)
-                    done_rows, done_acks = done_rows + len(chunk), done_acks + len(acked)
+                    some = acks[done_acks:done_acks + WRITE_CHUNK]
+                    await self.book.record(chunk, some)
+                    done_rows, done_acks = done_rows + len(chunk), done_acks + len(some)
             except (StoreUnavailable, asyncio.CancelledError):  # kept for the next try
                 self._unwritten = rows[done_rows:] + self._unwritten
-                self._acks = acks[done_acks:] + self._acks
+                self._unwritten_acks = acks[done_acks:] + self._unwritten_acks
                 self._buffered += len(rows) - done_rows + len(acks) - done_acks  # about
                 raise
 

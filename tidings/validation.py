@@ -48,12 +48,16 @@ def _finite(raw: str) -> float:
     return value
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+
+
 def loads(raw: str | bytes, field: str = "body") -> Any:
     """Any JSON a client sends (a body, a WebSocket frame): parsed, nested at most
     MAX_BODY_DEPTH levels, every string in it (keys too) storable text; else 400 naming
     ``field`` or the path inside it that is wrong."""
     try:
-        value = json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        value = _DECODER.decode(raw) if isinstance(raw, str) else \
+            json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
     except RecursionError:
         raise errors.invalid(field, "is nested too deeply") from None
     except (ValueError, UnicodeDecodeError):

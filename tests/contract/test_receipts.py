@@ -59,3 +59,28 @@ async def test_acknowledgements_of_one_recipient_are_bounded(backend, kind):
     await backend.receipts.record([], [Ack(nid, "t1", "bob", "", now)])  # not bob's: dropped
     assert await acks_stored(backend, kind, nid) == ACKS_PER_RECIPIENT
     assert not await backend.receipts.acknowledged(nid, "bob")
+
+
+@pytest.mark.gen_test
+async def test_one_batch_keeps_the_first_of_each_and_the_bound(backend, kind):
+    [direct] = await create(backend, new())  # alice's
+    [wide] = await create(backend, new(user=None))
+    now = time.time()
+    await backend.receipts.record([], [Ack(wide, "t1", "alice", "we-1", now + 5)])
+    await backend.receipts.record([], [
+        Ack(wide, "t1", "alice", "we-1", now + 9),  # stored already: the first stays
+        *[Ack(direct, "t1", "alice", f"ss-0123abcd-{i}", now + i) for i in range(15)],
+        Ack(direct, "t1", "alice", "ss-0123abcd-0", now + 20),  # a repeat in the batch
+        Ack(direct, "t2", "alice", "", now), Ack(wide, "t2", "bob", "", now),  # not t2's
+        Ack(wide, "t1", "bob", "", now + 1)])
+    assert await acks_stored(backend, kind, direct) == ACKS_PER_RECIPIENT
+    assert await acks_stored(backend, kind, wide) == 2
+    found = {e["user_id"]: e for e in (await backend.receipts.receipts("t1", [wide]))[wide]}
+    assert set(found) == {"alice", "bob"}
+    assert found["alice"]["acknowledged_at"] == (await backend.receipts.receipts(
+        "t1", [wide], "alice"))[wide][0]["acknowledged_at"]
+    [entry] = (await backend.receipts.receipts("t1", [direct]))[direct]
+    from tidings.store.protocol import ts
+    assert entry["acknowledged_at"] == ts(now)
+    [first] = (await backend.receipts.receipts("t1", [wide], "alice"))[wide]
+    assert first["acknowledged_at"] == ts(now + 5)

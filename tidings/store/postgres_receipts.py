@@ -6,7 +6,7 @@ from typing import Any
 
 from .postgres import PgDatabase
 from .protocol import ACKS_PER_RECIPIENT, Ack, Push
-from .sqlite_receipts import assemble
+from .sqlite_receipts import assemble, first_acks, owned
 
 _RECEIPTS = """
 SELECT 'push' AS kind, notification_id, NULL AS user_id, connections AS connection_id,
@@ -38,6 +38,19 @@ class PostgresReceiptBook:
                     "INSERT INTO pushes (notification_id, tenant_id, pushed_at, connections) "
                     "SELECT * FROM unnest($1::bigint[], $2::text[], $3::double precision[], "
                     "$4::text[])", *map(list, zip(*pushes, strict=True)))
+            if acks:  # the user's, the first of each and the bound, within the batch too
+                acks = owned(acks, {row[0]: (row[1], row[2]) for row in await conn.fetch(
+                    "SELECT id, tenant_id, user_id FROM notifications WHERE id = "
+                    "ANY($1::bigint[])", list({a.notification_id for a in acks}))})
+                pairs = list({(a.notification_id, a.user_id): None for a in acks})
+                known: dict[tuple[int, str], set[str]] = {}
+                for row in await conn.fetch(
+                        "SELECT a.notification_id, a.user_id, a.connection_id "
+                        "FROM unnest($1::bigint[], $2::text[]) AS p (n, u) JOIN acks a "
+                        "ON a.notification_id = p.n AND a.user_id = p.u",
+                        [n for n, _ in pairs], [u for _, u in pairs]):
+                    known.setdefault((row[0], row[1]), set()).add(row[2])
+                acks = first_acks(acks, known)
             if acks:
                 await conn.execute(
                     "INSERT INTO acks (notification_id, tenant_id, user_id, connection_id, "

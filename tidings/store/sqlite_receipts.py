@@ -40,12 +40,31 @@ class SQLiteReceiptBook:
             await conn.executemany(
                 "INSERT INTO pushes (notification_id, tenant_id, pushed_at, connections) "
                 "VALUES (?, ?, ?, ?)", pushes)
+            if not acks:
+                return
+            # What a statement per row would ask (is the notification the user's; how many
+            # does the user have of it already), asked once for the whole batch: two lookups
+            # by key, then the inserts alone.
+            ids = ",".join(str(int(n)) for n in {a.notification_id for a in acks})
+            async with conn.execute("SELECT id, tenant_id, user_id FROM notifications "
+                                    f"WHERE id IN ({ids})") as cursor:
+                owners = {row[0]: (row[1], row[2]) for row in await cursor.fetchall()}
+            acks = owned(acks, owners)
+            pairs = list({(a.notification_id, a.user_id): None for a in acks})
+            known: dict[tuple[int, str], set[str]] = {}
+            for start in range(0, len(pairs), 400):  # 800 parameters a statement at most
+                some = pairs[start:start + 400]
+                async with conn.execute(
+                        "WITH p (n, u) AS (VALUES " + ",".join(["(?, ?)"] * len(some)) + ") "
+                        "SELECT a.notification_id, a.user_id, a.connection_id FROM p "
+                        "JOIN acks a ON a.notification_id = p.n AND a.user_id = p.u",
+                        [x for pair in some for x in pair]) as cursor:
+                    for n, user, connection in await cursor.fetchall():
+                        known.setdefault((n, user), set()).add(connection)
             await conn.executemany(
                 "INSERT INTO acks (notification_id, tenant_id, user_id, connection_id, "
-                "acknowledged_at) SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM "
-                "notifications WHERE id = ?1 AND tenant_id = ?2 AND (user_id = ?3 OR user_id "
-                "IS NULL)) AND (SELECT count(*) FROM acks WHERE notification_id = ?1 AND "
-                f"user_id = ?3) < {ACKS_PER_RECIPIENT} ON CONFLICT DO NOTHING", acks)
+                "acknowledged_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                first_acks(acks, known))
 
     async def receipts(self, tenant_id: str, notification_ids: list[int],
                        user_id: str | None = None) -> dict[int, list[dict[str, Any]]]:
@@ -64,6 +83,30 @@ class SQLiteReceiptBook:
             "SELECT 1 FROM acks WHERE notification_id = ? AND user_id = ? LIMIT 1",
             (notification_id, user_id))
         return row is not None
+
+
+def owned(acks: list[Ack], owners: dict[int, tuple[str, str | None]]) -> list[Ack]:
+    """The acknowledgements of notifications of the user (or the user's tenant, for a
+    broadcast); `owners` holds each notification's tenant and user."""
+    return [a for a in acks if (owner := owners.get(a.notification_id)) is not None
+            and owner[0] == a.tenant_id and owner[1] in (None, a.user_id)]
+
+
+def first_acks(acks: list[Ack], known: dict[tuple[int, str], set[str]]) -> list[Ack]:
+    """The first acknowledgement of each notification, user and connection, and at most
+    ACKS_PER_RECIPIENT per notification and user, counting the connections already stored
+    (`known`, which this fills in)."""
+    kept = []
+    for a in acks:
+        have = known.get((a.notification_id, a.user_id))
+        if have is None:
+            known[a.notification_id, a.user_id] = {a.connection_id}
+        elif a.connection_id in have or len(have) >= ACKS_PER_RECIPIENT:
+            continue
+        else:
+            have.add(a.connection_id)
+        kept.append(a)
+    return kept
 
 
 def assemble(notification_ids: list[int], rows: list[Row],
