@@ -15,6 +15,7 @@ RETRY_MS = 3000
 
 
 class SSEConnection(Connection):
+    __slots__ = ("handler", "ended")
     transport = SSE
 
     def __init__(self, handler: NotificationStream, who: Principal, max_pending: int,

@@ -8,8 +8,9 @@ from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 
+import tornado.httputil
 import tornado.websocket
-from tornado.iostream import StreamClosedError
+from tornado.iostream import StreamBufferFullError, StreamClosedError
 
 from tidings import receipts, validation
 from tidings.connections import WEBSOCKET, Connection, Message, dumps, write_now
@@ -22,18 +23,39 @@ from .subscribe import SubscribeMixin
 # Close codes: 1001 going away (shutdown), 1013 try again later (too slow: resume with since).
 _CLOSE_CODES = {"shutdown": 1001, "too slow": 1013}
 _PONG = json.dumps({"type": "pong"})
+_NO_HEADERS = tornado.httputil.HTTPHeaders()  # what a socket's request keeps after the upgrade
 FRAMES_PER_SECOND = 20  # from a client: tidings.js sends at most ten acks and a ping
 
 
 class WebSocketConnection(Connection):
+    __slots__ = ("handler", "awaiting_pong")
     transport = WEBSOCKET
 
     def __init__(self, handler: NotificationSocket, who: Principal, max_pending: int,
                  **kwargs: Any) -> None:
         super().__init__(who.tenant_id, who.user_id, max_pending=max_pending, **kwargs)
         self.handler = handler
+        self.awaiting_pong = False  # a ping went out and its pong has not come back yet
         assert handler.ws_connection is not None
         handler.ws_connection.stream.max_write_buffer_size = max_pending
+
+    def heartbeat(self) -> None:
+        """The hub's heartbeat walk, once per interval: a ping, unless the last one went
+        unanswered, which closes the connection as Tornado's own pinging would ("ping timed
+        out", counted as a dead peer)."""
+        ws = self.handler.ws_connection
+        if ws is None or ws.is_closing():
+            return
+        if self.awaiting_pong:
+            ws.close(None, "ping timed out")
+            return
+        self.awaiting_pong = True
+        try:
+            ws.write_ping(b"")
+        except StreamBufferFullError:
+            self._too_slow("output buffer")
+        except (StreamClosedError, tornado.websocket.WebSocketClosedError):
+            pass  # on_close follows
 
     def encoded(self, message: Message) -> bytes:
         return message.ws
@@ -76,6 +98,16 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
     frames: RateLimiter | None = None
     told_to_slow_down = False
 
+    @property
+    def ping_interval(self) -> float | None:
+        """No ping timer per socket: the hub's heartbeat walk pings every notification socket
+        (WebSocketConnection.heartbeat)."""
+        return 0
+
+    def on_pong(self, data: bytes) -> None:
+        if self.conn is not None:
+            self.conn.awaiting_pong = False
+
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
         protocol = super().get_websocket_protocol()
         if not isinstance(protocol, tornado.websocket.WebSocketProtocol13):
@@ -113,6 +145,7 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
             remote_ip=self.client_ip(),
             user_agent=self.request.headers.get("User-Agent", ""))
         conn = self.conn
+        self._forget_request()
         async def greet(last_id: int) -> None:
             hello = await self.hello(conn, last_id, self.snapshot)
             self.write_message(dumps({"type": "connected", **hello}))
@@ -122,6 +155,20 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
         except Exception:
             self.goodbye = "failed"  # counted as the server's failure, not the client's close
             raise
+
+    def _forget_request(self) -> None:
+        """Once upgraded, a socket never reads its request again but for the method, path
+        and client of a log line: the request's headers, its query (the token), the 101's
+        headers and the HTTP connection objects it came through are let go, a good part of
+        what an idle socket would otherwise keep (and no token stays in memory)."""
+        request = self.request
+        request.headers = _NO_HEADERS  # read-only, shared
+        request.uri, request.query = request.path, ""
+        request.arguments, request.query_arguments = {}, {}
+        request.connection = None
+        request.server_connection = None
+        self._headers = _NO_HEADERS
+        self.ui = None  # type: ignore[assignment]  # as Tornado's close does: nothing renders here
 
     def on_message(self, raw: str | bytes) -> Awaitable[None] | None:
         """Handled at once, with no task per frame (acks come one a tenth of a second from
