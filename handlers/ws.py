@@ -78,15 +78,37 @@ class WebSocketConnection(Connection):
 
 
 class _Protocol(tornado.websocket.WebSocketProtocol13):
-    """Tornado's protocol, telling the handler why Tornado itself said goodbye (a ping gone
-    unanswered, a frame too big): on_close cannot tell that from a client's close."""
+    """Tornado's protocol with two changes. It tells the handler why Tornado itself said
+    goodbye (a ping gone unanswered, a frame too big): on_close cannot tell that from a
+    client's close. And its frame loop runs as a task of its own: Tornado awaits it at the
+    bottom of the request's coroutines (_execute, get, accept), which would then stay
+    suspended, with their frames and the request's task, as long as the socket is open."""
 
     handler: NotificationSocket
+    _frames: asyncio.Task[None] | None = None
 
     def close(self, code: int | None = None, reason: str | None = None) -> None:
         if not self.server_terminated and not self.client_terminated:
             self.handler.goodbye = reason or f"code {code}"
         super().close(code, reason)
+
+    async def _receive_frame_loop(self) -> None:
+        self._frames = asyncio.ensure_future(super()._receive_frame_loop())
+        self._frames.add_done_callback(self._frames_ended)
+
+    def _frames_ended(self, task: asyncio.Task[None]) -> None:
+        """As Tornado's accept_connection does when the loop it awaits fails: a malformed
+        frame (ValueError) or a cancellation ends the socket; anything else is logged too."""
+        self._frames = None
+        if task.cancelled():
+            self._abort()
+            return
+        error = task.exception()
+        if error is None:
+            return
+        if not isinstance(error, ValueError):
+            self.handler.log_exception(type(error), error, error.__traceback__)
+        self._abort()
 
 
 class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
