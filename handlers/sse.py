@@ -62,6 +62,8 @@ class NotificationStream(SubscribeMixin, BaseHandler):
             self, who, max_pending=self.services.settings.max_pending_kib * 1024,
             remote_ip=self.client_ip(),
             user_agent=self.request.headers.get("User-Agent", ""))
+        # Never read again: the query (the token) is let go; the redacted URI is logged.
+        self.request.arguments, self.request.query_arguments = {}, {}
 
         async def greet(last_id: int) -> None:
             hello = await self.hello(conn, last_id, snapshot)
