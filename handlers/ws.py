@@ -45,8 +45,8 @@ class WebSocketConnection(Connection):
         unanswered, which closes the connection as Tornado's own pinging would ("ping timed
         out", counted as a dead peer)."""
         ws = self.handler.ws_connection
-        if ws is None or ws.is_closing():
-            return
+        if ws is None or ws.is_closing() or self._held is not None:
+            return  # closing; or still in open() (greeting, replay), when no frame is read
         if self.awaiting_pong:
             ws.close(None, "ping timed out")
             return
