@@ -15,7 +15,7 @@ RETRY_MS = 3000
 
 
 class SSEConnection(Connection):
-    __slots__ = ("handler", "ended")
+    __slots__ = ("handler", "ended", "stream", "chunked", "started")
     transport = SSE
 
     def __init__(self, handler: NotificationStream, who: Principal, max_pending: int,

@@ -52,7 +52,7 @@ class WebSocketConnection(Connection):
             return
         self.awaiting_pong = True
         try:
-            ws.stream.write(_PING)  # the same two bytes for every socket
+            write_now(ws.stream, _PING)  # the same two bytes for every socket
         except StreamBufferFullError:
             self._too_slow("output buffer")
         except (StreamClosedError, tornado.websocket.WebSocketClosedError):
