@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import os
 import re
@@ -45,6 +46,7 @@ class StreamClient(asyncio.Protocol):
         self.buf = bytearray()
         self.head_seen = False
         self.notifications = 0
+        self.heartbeats = 0  # WebSocket pings, SSE heartbeat events
         self.close_code: int | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -148,6 +150,7 @@ class WsClient(StreamClient):
                 if self.sink is not None and self.sink.want_payload:
                     self.sink.payload(payload)
         elif opcode == 9:
+            self.heartbeats += 1
             self.send(10, payload)
         elif opcode == 8:
             self.close_code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
@@ -228,6 +231,7 @@ class SseClient(StreamClient):
         if self.ready.done() and not (self.sink is not None and self.sink.want_payload):
             # Counting only: no need to split the events.
             count = body.count(b"event: notification\n", 0, last)
+            self.heartbeats += body.count(b"event: heartbeat\n", 0, last)
             del body[: last + 2]
             self.notifications += count
             if self.sink is not None and count:
@@ -277,6 +281,8 @@ class SseClient(StreamClient):
                 data.append(line[5:].lstrip(b" "))
         if kind == b"connected":
             self._connected()
+        elif kind == b"heartbeat":
+            self.heartbeats += 1
         elif kind == b"notification":
             self.notifications += 1
             if self.sink is not None:
@@ -295,15 +301,22 @@ async def open_clients(
     port: int,
     parallel: int = 64,
     progress: Callable[[int], None] | None = None,
+    sources: list[str] | None = None,
 ) -> list[StreamClient]:
-    """Open `count` clients, at most `parallel` handshakes at once; each waits for `connected`."""
+    """Open `count` clients, at most `parallel` handshakes at once; each waits for `connected`.
+
+    `sources`: loopback addresses to connect from in turn (127.0.0.2, ...); each has its own
+    ephemeral port range, so more connections than one range holds can be open at once."""
     loop = asyncio.get_running_loop()
     gate = asyncio.Semaphore(parallel)
     clients: list[StreamClient] = []
+    turn = itertools.count()
 
     async def one() -> None:
         async with gate:
-            _, proto = await loop.create_connection(factory, "127.0.0.1", port)
+            local = (sources[next(turn) % len(sources)], 0) if sources else None
+            _, proto = await loop.create_connection(factory, "127.0.0.1", port,
+                                                    local_addr=local)
             await asyncio.wait_for(proto.ready, 30)
             clients.append(proto)
             if progress is not None:

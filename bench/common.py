@@ -51,10 +51,24 @@ def token(sub: str, role: str = "user", tenant: str = TENANT, ttl: int = 3600) -
     return jwt.encode(claims, SECRET, algorithm="HS256")
 
 
-def raise_nofile() -> None:
+# Open files a benchmark process may need: 50,000 connections and their other ends.
+NOFILE = int(os.environ.get("TIDINGS_BENCH_NOFILE", "120000"))
+
+
+def raise_nofile(want: int = NOFILE) -> int:
+    """Raises this process's open-file limit to `want` (root may raise the hard limit too),
+    else as far as the hard limit allows; returns the limit now in force. For this process
+    and the servers it starts only (a `preexec_fn`), never system-wide."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if soft >= want:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(want, hard)))
+        return want
+    except (ValueError, OSError):
+        if soft < hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
 
 
 # Read once, before this process pins itself to the client core.

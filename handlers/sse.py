@@ -15,6 +15,7 @@ RETRY_MS = 3000
 
 
 class SSEConnection(Connection):
+    __slots__ = ("handler", "ended", "stream", "chunked", "started")
     transport = SSE
 
     def __init__(self, handler: NotificationStream, who: Principal, max_pending: int,
@@ -61,6 +62,8 @@ class NotificationStream(SubscribeMixin, BaseHandler):
             self, who, max_pending=self.services.settings.max_pending_kib * 1024,
             remote_ip=self.client_ip(),
             user_agent=self.request.headers.get("User-Agent", ""))
+        # Never read again: the query (the token) is let go; the redacted URI is logged.
+        self.request.arguments, self.request.query_arguments = {}, {}
 
         async def greet(last_id: int) -> None:
             hello = await self.hello(conn, last_id, snapshot)

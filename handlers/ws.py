@@ -8,8 +8,9 @@ from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import urlsplit
 
+import tornado.httputil
 import tornado.websocket
-from tornado.iostream import StreamClosedError
+from tornado.iostream import StreamBufferFullError, StreamClosedError
 from tornado.util import _websocket_mask
 
 from tidings import receipts, validation
@@ -23,19 +24,41 @@ from .subscribe import SubscribeMixin
 # Close codes: 1001 going away (shutdown), 1013 try again later (too slow: resume with since).
 _CLOSE_CODES = {"shutdown": 1001, "too slow": 1013}
 _PONG = json.dumps({"type": "pong"})
+_PING = b"\x89\x00"  # a final ping frame, empty: server frames are not masked
+_NO_HEADERS = tornado.httputil.HTTPHeaders()  # what a socket's request keeps after the upgrade
 FRAMES_PER_SECOND = 20  # from a client: tidings.js sends at most ten acks and a ping
 READ_CHUNK = 64 * 1024  # bytes taken from a socket's stream at most per read
 
 
 class WebSocketConnection(Connection):
+    __slots__ = ("handler", "awaiting_pong")
     transport = WEBSOCKET
 
     def __init__(self, handler: NotificationSocket, who: Principal, max_pending: int,
                  **kwargs: Any) -> None:
         super().__init__(who.tenant_id, who.user_id, max_pending=max_pending, **kwargs)
         self.handler = handler
+        self.awaiting_pong = False  # a ping went out and its pong has not come back yet
         assert handler.ws_connection is not None
         handler.ws_connection.stream.max_write_buffer_size = max_pending
+
+    def heartbeat(self) -> None:
+        """The hub's heartbeat walk, once per interval: a ping, unless the last one went
+        unanswered, which closes the connection as Tornado's own pinging would ("ping timed
+        out", counted as a dead peer)."""
+        ws = self.handler.ws_connection
+        if ws is None or ws.is_closing() or self._held is not None:
+            return  # closing; or still in open() (greeting, replay), when no frame is read
+        if self.awaiting_pong:
+            ws.close(None, "ping timed out")
+            return
+        self.awaiting_pong = True
+        try:
+            write_now(ws.stream, _PING)  # the same two bytes for every socket
+        except StreamBufferFullError:
+            self._too_slow("output buffer")
+        except (StreamClosedError, tornado.websocket.WebSocketClosedError):
+            pass  # on_close follows
 
     def encoded(self, message: Message) -> bytes:
         return message.ws
@@ -57,10 +80,16 @@ class WebSocketConnection(Connection):
         self.handler.close(_CLOSE_CODES.get(reason, 1011), reason)
 
 
+_frame_loops: set[asyncio.Task[None]] = set()  # every open socket's, running
+
+
 class _Protocol(tornado.websocket.WebSocketProtocol13):
-    """Tornado's protocol, telling the handler why Tornado itself said goodbye (a ping gone
-    unanswered, a frame too big): on_close cannot tell that from a client's close; and
-    reading what the socket has in one go.
+    """Tornado's protocol with three changes. It tells the handler why Tornado itself said
+    goodbye (a ping gone unanswered, a frame too big): on_close cannot tell that from a
+    client's close. Its frame loop runs as a task of its own: Tornado awaits it at the
+    bottom of the request's coroutines (_execute, get, accept), which would then stay
+    suspended, with their frames and the request's task, as long as the socket is open.
+    And it reads what the socket has in one go.
 
     Tornado reads a frame in three or four `read_bytes` calls (header, length, mask,
     payload), each a future and a visit to the stream's buffer; and as the header leaves the
@@ -105,6 +134,27 @@ class _Protocol(tornado.websocket.WebSocketProtocol13):
             self.handler.goodbye = reason or f"code {code}"
         super().close(code, reason)
 
+    async def _receive_frame_loop(self) -> None:
+        # Held in a module-wide set, not an attribute: one more key would grow every
+        # socket's attribute dict to its next size (measured: 1.6 KiB a socket).
+        task = asyncio.ensure_future(super()._receive_frame_loop())
+        _frame_loops.add(task)
+        task.add_done_callback(self._frames_ended)
+
+    def _frames_ended(self, task: asyncio.Task[None]) -> None:
+        """As Tornado's accept_connection does when the loop it awaits fails: a malformed
+        frame (ValueError) or a cancellation ends the socket; anything else is logged too."""
+        _frame_loops.discard(task)
+        if task.cancelled():
+            self._abort()
+            return
+        error = task.exception()
+        if error is None:
+            return
+        if not isinstance(error, ValueError):
+            self.handler.log_exception(type(error), error, error.__traceback__)
+        self._abort()
+
 
 class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
     who: Principal
@@ -114,6 +164,16 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
     goodbye: str | None = None  # why the server's side closed first, if it did
     frames: Bucket | None = None
     told_to_slow_down = False
+
+    @property
+    def ping_interval(self) -> float | None:
+        """No ping timer per socket: the hub's heartbeat walk pings every notification socket
+        (WebSocketConnection.heartbeat)."""
+        return 0
+
+    def on_pong(self, data: bytes) -> None:
+        if self.conn is not None:
+            self.conn.awaiting_pong = False
 
     def get_websocket_protocol(self) -> tornado.websocket.WebSocketProtocol | None:
         protocol = super().get_websocket_protocol()
@@ -152,6 +212,7 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
             remote_ip=self.client_ip(),
             user_agent=self.request.headers.get("User-Agent", ""))
         conn = self.conn
+        self._forget_request()
         async def greet(last_id: int) -> None:
             hello = await self.hello(conn, last_id, self.snapshot)
             self.write_message(dumps({"type": "connected", **hello}))
@@ -161,6 +222,20 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
         except Exception:
             self.goodbye = "failed"  # counted as the server's failure, not the client's close
             raise
+
+    def _forget_request(self) -> None:
+        """Once upgraded, a socket never reads its request again but for the method, path
+        and client of a log line: the request's headers, its query (the token), the 101's
+        headers and the HTTP connection objects it came through are let go, a good part of
+        what an idle socket would otherwise keep (and no token stays in memory)."""
+        request = self.request
+        request.headers = _NO_HEADERS  # read-only, shared
+        request.uri, request.query = request.path, ""
+        request.arguments, request.query_arguments = {}, {}
+        request.connection = None
+        request.server_connection = None
+        self._headers = _NO_HEADERS
+        self.ui = None  # type: ignore[assignment]  # as Tornado's close does: nothing renders here
 
     def on_message(self, raw: str | bytes) -> Awaitable[None] | None:
         """Handled at once, with no task per frame (acks come one a tenth of a second from

@@ -265,6 +265,19 @@ async def test_a_peer_that_stops_answering_pings_is_dropped(start_server, api):
     dead.close()
 
 
+@pytest.mark.gen_test
+async def test_an_open_socket_keeps_neither_its_token_nor_its_request(server):
+    ws = await WSClient.open(server.port, ALICE, tenant_id="acme")
+    conn = next(iter(server.services.registry.user("acme", "alice")))
+    request = conn.handler.request
+    assert request.uri == "/ws/notifications" and not request.query
+    assert not request.arguments and not request.query_arguments
+    assert not request.headers and request.connection is None
+    ws.send({"type": "ping"})  # and it goes on reading frames
+    assert await ws.next() == {"type": "pong"}
+    ws.close()
+
+
 @pytest.mark.gen_test(timeout=30)
 async def test_a_client_that_stops_reading_is_dropped_others_keep_receiving(start_server):
     server = await start_server(max_pending_kib=64)

@@ -142,13 +142,20 @@ _PROCESS = secrets.token_hex(4)  # this process's part of every connection id
 
 class Connection:
     """A client connection; a transport subclass implements `_write` and `_close`, and bounds
-    its socket's output buffer (Tornado's `max_write_buffer_size`) to `max_pending` bytes."""
+    its socket's output buffer (Tornado's `max_write_buffer_size`) to `max_pending` bytes.
+
+    Slotted, as are its transports': an idle connection is mostly this object, and a process
+    holds tens of thousands of them."""
+
+    __slots__ = ("_n", "tenant_id", "user_id", "remote_ip", "user_agent", "opened_at",
+                 "last_id", "closed", "close_reason", "max_pending", "_held", "_held_bytes",
+                 "_unflushed", "_last_write")
 
     transport = ""
 
     def __init__(self, tenant_id: str, user_id: str, *, max_pending: int = 1 << 20,
                  remote_ip: str = "", user_agent: str = "") -> None:
-        self.id = f"{self.transport[:2]}-{_PROCESS}-{next(_ids)}"  # unique across processes
+        self._n = next(_ids)
         self.tenant_id = tenant_id
         self.user_id = user_id
         self.remote_ip = remote_ip
@@ -162,6 +169,11 @@ class Connection:
         self._held_bytes = 0
         self._unflushed = 0           # bytes a replay queued since it last waited
         self._last_write: asyncio.Future[Any] | None = None  # None: nothing left queued
+
+    @property
+    def id(self) -> str:
+        """Unique across processes: the transport, this process, a counter."""
+        return f"{self.transport[:2]}-{_PROCESS}-{self._n}"
 
     # --- for transports ----------------------------------------------------------------
     def encoded(self, message: Message) -> bytes:
@@ -186,6 +198,11 @@ class Connection:
         held, self._held = self._held or [], None
         for message in held:
             self.send(message)
+
+    def heartbeat(self) -> None:
+        """Called by the hub's heartbeat walk, once per interval: an SSE `heartbeat` event
+        (the WebSocket transport pings instead)."""
+        self.send(HEARTBEAT)
 
     def send(self, message: Message) -> bool:
         """Queues a message; False when it was not sent (closed, duplicate, held, too slow)."""

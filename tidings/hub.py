@@ -1,5 +1,5 @@
 """The hub: attaches connections, delivers to them in order, replays what they missed, and
-sends SSE heartbeats. One path for both transports, and for local and remote creates.
+sends heartbeats (SSE events, WebSocket pings). One path for both transports, and for local and remote creates.
 
 Order and completeness. Ids are given in commit order (the store serialises creates), and
 every notification travels with its tenant's previous id (`prev_id`). For each tenant with a
@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from .connections import HEARTBEAT, PREFERENCES_CHANGED, SSE, Connection, Message
+from .connections import PREFERENCES_CHANGED, Connection, Message
 from .fanout import Broker, BrokerUnavailable, Envelope
 from .inapp import InAppChoices
 from .metrics import Metrics
@@ -42,6 +42,7 @@ REPLAY_PAGE = 500
 FILL_PAGE = 500
 SYNC_EVERY = 2.0        # seconds between checks of every stream against the store
 PENDING_LIMIT = 10_000  # envelopes held per tenant while a gap is filled; past it, refilled
+HEARTBEAT_SLICE = 1000  # connections a heartbeat walk visits before it lets other work run
 
 
 class TenantStream:
@@ -329,11 +330,23 @@ class Hub:
 
     # --- heartbeats --------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
-        """SSE heartbeats; WebSocket pings are Tornado's (websocket_ping_interval)."""
+        """One timer for every connection of the process, instead of one each: every
+        `heartbeat` seconds a walk gives each SSE stream a `heartbeat` event and each
+        WebSocket a ping (closing one whose previous ping went unanswered: a dead peer). The
+        walk lets other work run every HEARTBEAT_SLICE connections."""
+        if self.heartbeat <= 0:
+            return
         while True:
             await asyncio.sleep(self.heartbeat)
-            for conn in [c for c in self.registry.all() if c.transport == SSE]:
-                conn.send(HEARTBEAT)
+            for i, conn in enumerate(list(self.registry.all()), 1):
+                if not conn.closed:
+                    try:
+                        conn.heartbeat()
+                    except Exception:
+                        log.exception("a heartbeat to %s connection %s failed", conn.transport,
+                                      conn.id)
+                if i % HEARTBEAT_SLICE == 0:
+                    await asyncio.sleep(0)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
