@@ -275,9 +275,11 @@ class SQLiteStore:
 
     async def recent(self, tenant_id: str, limit: int = 20) -> list[Notification]:
         rows = await self.db.fetchall(
-            f"SELECT {_BARE_COLUMNS} FROM notifications n "
+            f"SELECT {_BARE_COLUMNS}, n.removed FROM notifications n "
             "WHERE n.tenant_id = ? ORDER BY n.id DESC LIMIT ?", (tenant_id, limit))
-        return [_row(row) for row in rows]
+        now = time.time()
+        return [{**_row(row), "ended": gone(row["removed"], row["expires_at"], now)}
+                for row in rows]
 
     async def notification(self, notification_id: int) -> Notification | None:
         row = await self.db.fetchone(f"SELECT {_BARE_COLUMNS} FROM notifications n "
