@@ -118,15 +118,18 @@ class Database:
             self._write_lock.release()
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        """The rows as dicts: the query, its rows and the cursor's close are one hop to the
+        reader's thread and back."""
         with _guard():
-            async with self.reader.execute(sql, params) as cursor:
-                return [dict(row) for row in await cursor.fetchall()]
+            rows: list[Row] = await self.reader._execute(  # type: ignore[no-untyped-call]
+                _fetch, self.reader, sql, params, None)
+            return rows
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         with _guard():
-            async with self.reader.execute(sql, params) as cursor:
-                row = await cursor.fetchone()
-        return dict(row) if row is not None else None
+            rows: list[Row] = await self.reader._execute(  # type: ignore[no-untyped-call]
+                _fetch, self.reader, sql, params, 1)
+        return rows[0] if rows else None
 
     async def ping(self) -> bool:
         try:
@@ -140,6 +143,16 @@ class Database:
                 await self.writer.execute("PRAGMA optimize")
             await self.reader.close()
             await self.writer.close()
+
+
+def _fetch(reader: aiosqlite.Connection, sql: str, params: Params, size: int | None,
+           ) -> list[Row]:
+    cursor = reader._conn.execute(sql, params)  # on the reader's thread
+    try:
+        rows = cursor.fetchall() if size is None else cursor.fetchmany(size)
+        return [dict(row) for row in rows]
+    finally:
+        cursor.close()
 
 
 def _transaction(writer: aiosqlite.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
