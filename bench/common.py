@@ -129,7 +129,8 @@ class Server:
 
     @property
     def command(self) -> list[str]:
-        common = ["--host", "127.0.0.1", "--port", str(self.port), "--jwt-secret", SECRET]
+        common = ["--host", "127.0.0.1", "--port", str(self.port),
+                  f"--jwt-secret={SECRET}"]  # one form for a secret that starts with "-"
         if self.program == "floor":
             return [PYTHON, str(ROOT / "bench/floor.py"), *common]
         return [PYTHON, str(self.root / "server.py"), *common, "--db", self.database,

@@ -171,7 +171,13 @@ class TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def setup(level: str = "INFO", fmt: str = "text") -> None:
-    """Configures the root logger for the server's process."""
+    """Configures the root logger for the server's process. Neither format shows the thread,
+    the process or the source line of a call, so records do not collect them (the logging
+    HOWTO's "Optimization"): a create's two lines cost less."""
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None  # no caller's frame looked up
     handler = TurnHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     logging.basicConfig(level=getattr(logging, level, logging.INFO), handlers=[handler])
