@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import re
+import threading
 import time
 from typing import Any
 
@@ -135,6 +136,7 @@ class TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().__init__()
         self._pending: list[str] = []
         self._due: asyncio.AbstractEventLoop | None = None  # the loop that will flush
+        self._due_thread = 0  # and its thread
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -146,14 +148,15 @@ class TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.flush()
 
     def _deferred(self) -> bool:
+        if self._due is not None:  # (the thread first: asking for the running loop costs more)
+            return threading.get_ident() == self._due_thread and self._due.is_running()
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             return False
-        if self._due is None:
-            loop.call_soon(self.flush)
-            self._due = loop
-        return self._due is loop
+        loop.call_soon(self.flush)
+        self._due, self._due_thread = loop, threading.get_ident()
+        return True
 
     def flush(self) -> None:
         self.acquire()

@@ -391,7 +391,11 @@ def _create(conn: sqlite3.Connection, requests: list[CreateRequest]) -> list[Cre
                 results.append(earlier)
                 continue
         created = Created(notifications=[])
+        # The items of one request share their data and actions: encoded once.
+        encoded: tuple[Any, Any, str, str | None] = (None, None, "", None)
         for item in request.items:
+            if encoded[0] is not item.data or encoded[1] is not item.actions:
+                encoded = (item.data, item.actions, dumps(item.data), actions_json(item.actions))
             replaces = None
             if item.key is not None:  # the recipients' live one with this key goes
                 live = keyed.get((item.tenant_id, item.key))
@@ -403,10 +407,9 @@ def _create(conn: sqlite3.Connection, requests: list[CreateRequest]) -> list[Cre
                 if replaces is not None:
                     replaced.append(replaces)
             rows.append((next_id, item.tenant_id, item.user_id, item.type, item.title,
-                         item.message, dumps(item.data), item.priority, now,
+                         item.message, encoded[2], item.priority, now,
                          dumps(item.channels) if item.channels is not None else None,
-                         item.group, actions_json(item.actions), item.key, replaces,
-                         item.expires_at))
+                         item.group, encoded[3], item.key, replaces, item.expires_at))
             created.notifications.append(shape(
                 next_id, item.tenant_id, item.user_id, item.type, item.title, item.message,
                 item.data, item.priority, created_at, None, item.group, item.actions,
