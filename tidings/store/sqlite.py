@@ -121,15 +121,15 @@ class Database:
         """The rows as dicts: the query, its rows and the cursor's close are one hop to the
         reader's thread and back."""
         with _guard():
-            rows: list[Row] = await self.reader._execute(  # type: ignore[no-untyped-call]
+            rows: list[sqlite3.Row] = await self.reader._execute(  # type: ignore[no-untyped-call]
                 _fetch, self.reader, sql, params, None)
-            return rows
+        return [dict(row) for row in rows]  # here: the reader's thread keeps off the GIL
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         with _guard():
-            rows: list[Row] = await self.reader._execute(  # type: ignore[no-untyped-call]
+            rows: list[sqlite3.Row] = await self.reader._execute(  # type: ignore[no-untyped-call]
                 _fetch, self.reader, sql, params, 1)
-        return rows[0] if rows else None
+        return dict(rows[0]) if rows else None
 
     async def ping(self) -> bool:
         try:
@@ -146,11 +146,10 @@ class Database:
 
 
 def _fetch(reader: aiosqlite.Connection, sql: str, params: Params, size: int | None,
-           ) -> list[Row]:
+           ) -> list[sqlite3.Row]:
     cursor = reader._conn.execute(sql, params)  # on the reader's thread
     try:
-        rows = cursor.fetchall() if size is None else cursor.fetchmany(size)
-        return [dict(row) for row in rows]
+        return cursor.fetchall() if size is None else cursor.fetchmany(size)
     finally:
         cursor.close()
 

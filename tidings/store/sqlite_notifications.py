@@ -66,12 +66,28 @@ class SQLiteStore:
     async def create_batch(self, requests: list[CreateRequest]) -> list[Created]:
         """Creates every request in one transaction (group commit); returns after COMMIT.
 
-        The whole transaction runs on the database's thread in one hop (`Database.transact`).
-        Ids are given here rather than by SQLite, so that the batch is one `executemany`: the
-        writer holds the database's write lock (BEGIN IMMEDIATE), so ids follow commit order,
-        and `sqlite_sequence` holds the largest id ever given.
+        The transaction runs on the database's thread in one hop (`Database.transact`); what
+        is plain Python (encoding each request's data, shaping the notifications) is done on
+        this thread before and after it, so that the database's thread holds the GIL as
+        little as it can while the event loop serves sockets. Ids are given here rather than
+        by SQLite, so that the batch is one `executemany`: the writer holds the database's
+        write lock (BEGIN IMMEDIATE), so ids follow commit order, and `sqlite_sequence` holds
+        the largest id ever given.
         """
-        return await self.db.transact(lambda conn: _create(conn, requests))
+        now = time.time()
+        encoded = [_encoded(request) for request in requests]
+        results, given = await self.db.transact(lambda conn: _create(conn, requests, encoded,
+                                                                     now))
+        created_at = iso(now)  # one timestamp for the whole batch, formatted once
+        for request, created, ids in zip(requests, results, given, strict=True):
+            if not ids:  # replayed, or a scheduled entry sent or cancelled meanwhile
+                continue
+            for item, (id_, replaces) in zip(request.items, ids, strict=True):
+                created.notifications.append(shape(
+                    id_, item.tenant_id, item.user_id, item.type, item.title, item.message,
+                    item.data, item.priority, created_at, None, item.group, item.actions,
+                    key=item.key, replaces=replaces, expires_at=item.expires_at))
+        return results
 
     async def save_responses(self, tenant_keys: list[tuple[str, str, dict[str, Any]]]) -> None:
         """Keeps the first answer of idempotent requests, so a retry gets exactly that answer."""
@@ -362,11 +378,29 @@ class SQLiteStore:
         await self.db.close()
 
 
-def _create(conn: sqlite3.Connection, requests: list[CreateRequest]) -> list[Created]:
-    """`create_batch`'s transaction, on the database's thread."""
-    now = time.time()
-    created_at = iso(now)  # one timestamp for the whole batch, formatted once
+def _encoded(request: CreateRequest) -> list[tuple[str, str | None, str | None]]:
+    """Each item's data, channels and actions as stored. The items of one request share their
+    data and actions: encoded once."""
+    out: list[tuple[str, str | None, str | None]] = []
+    last: tuple[Any, Any, str, str | None] = (None, None, "", None)
+    for item in request.items:
+        if last[0] is not item.data or last[1] is not item.actions:
+            last = (item.data, item.actions, dumps(item.data), actions_json(item.actions))
+        out.append((last[2], dumps(item.channels) if item.channels is not None else None,
+                    last[3]))
+    return out
+
+
+Given = list[tuple[int, int | None]]  # per item of a request: its id, and the id it replaced
+
+
+def _create(conn: sqlite3.Connection, requests: list[CreateRequest],
+            encoded: list[list[tuple[str, str | None, str | None]]], now: float,
+            ) -> tuple[list[Created], list[Given]]:
+    """`create_batch`'s transaction, on the database's thread: the ids given to each fresh
+    request's items (its `notifications` are left to fill), or what a replayed one answers."""
     results: list[Created] = []
+    given: list[Given] = []
     rows: list[tuple[Any, ...]] = []
     keys: list[tuple[str, str, str, float]] = []
     tenants = sorted({r.items[0].tenant_id for r in requests})
@@ -380,7 +414,9 @@ def _create(conn: sqlite3.Connection, requests: list[CreateRequest]) -> list[Cre
         f"SELECT tenant_id, last_id FROM tenant_positions WHERE tenant_id IN ({marks})",
         tenants)}
     seen: dict[tuple[str, str], Created] = {}
-    for request in requests:
+    for request, stored in zip(requests, encoded, strict=True):
+        ids: Given = []
+        given.append(ids)
         if request.schedule_id is not None and not _mark_sent(conn, request.schedule_id, now):
             results.append(Created(notifications=[]))  # cancelled, or sent already
             continue
@@ -391,11 +427,7 @@ def _create(conn: sqlite3.Connection, requests: list[CreateRequest]) -> list[Cre
                 results.append(earlier)
                 continue
         created = Created(notifications=[])
-        # The items of one request share their data and actions: encoded once.
-        encoded: tuple[Any, Any, str, str | None] = (None, None, "", None)
-        for item in request.items:
-            if encoded[0] is not item.data or encoded[1] is not item.actions:
-                encoded = (item.data, item.actions, dumps(item.data), actions_json(item.actions))
+        for item, (data, channels, actions) in zip(request.items, stored, strict=True):
             replaces = None
             if item.key is not None:  # the recipients' live one with this key goes
                 live = keyed.get((item.tenant_id, item.key))
@@ -407,18 +439,15 @@ def _create(conn: sqlite3.Connection, requests: list[CreateRequest]) -> list[Cre
                 if replaces is not None:
                     replaced.append(replaces)
             rows.append((next_id, item.tenant_id, item.user_id, item.type, item.title,
-                         item.message, encoded[2], item.priority, now,
-                         dumps(item.channels) if item.channels is not None else None,
-                         item.group, encoded[3], item.key, replaces, item.expires_at))
-            created.notifications.append(shape(
-                next_id, item.tenant_id, item.user_id, item.type, item.title, item.message,
-                item.data, item.priority, created_at, None, item.group, item.actions,
-                key=item.key, replaces=replaces, expires_at=item.expires_at))
+                         item.message, data, item.priority, now, channels, item.group,
+                         actions, item.key, replaces, item.expires_at))
+            ids.append((next_id, replaces))
             created.prev_ids.append(positions.get(item.tenant_id, 0))
             positions[item.tenant_id] = next_id
             next_id += 1
         if request.idempotency_key:
-            keys.append((key[0], key[1], dumps([n["id"] for n in created.notifications]), now))
+            keys.append((key[0], key[1], dumps([i for i, _ in ids]), now))
+            # The same list of notifications: filled once the transaction is over.
             seen[key] = Created(created.notifications, created.prev_ids, None, True)
         results.append(created)
     if rows:
@@ -438,7 +467,7 @@ def _create(conn: sqlite3.Connection, requests: list[CreateRequest]) -> list[Cre
     if keys:
         conn.executemany("INSERT INTO idempotency_keys (tenant_id, key, notification_ids, "
                          "created_at) VALUES (?, ?, ?, ?)", keys)
-    return results
+    return results, given
 
 
 def _mark_sent(conn: sqlite3.Connection, schedule_id: str, now: float) -> bool:
