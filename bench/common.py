@@ -18,6 +18,7 @@ import resource
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -156,9 +157,11 @@ class Server:
     """A tidings, floor or node floor server process on core 0, its log in `workdir`."""
 
     def __init__(self, program: str, workdir: Path, extra: list[str] | None = None,
-                 db: str | None = None, label: str | None = None) -> None:
+                 db: str | None = None, label: str | None = None,
+                 root: Path = ROOT) -> None:
         self.program = program           # floor, tidings or node
         self.side = label or program     # its column in the table
+        self.root = root                 # the tree whose server.py runs (--baseline: another)
         self.workdir = workdir
         self.extra = extra or []  # more tidings flags (a comparison of two tidings setups)
         self.port = free_port()
@@ -169,17 +172,18 @@ class Server:
 
     @property
     def command(self) -> list[str]:
-        common = ["--host", "127.0.0.1", "--port", str(self.port), "--jwt-secret", SECRET]
+        common = ["--host", "127.0.0.1", "--port", str(self.port),
+                  f"--jwt-secret={SECRET}"]  # one form for a secret that starts with "-"
         if self.program == "floor":
             return [PYTHON, str(ROOT / "bench/floor.py"), *common]
         if self.program == "node":
             return ["node", str(NODE_DIR / "floor.js"), *common]
-        return [PYTHON, str(ROOT / "server.py"), *common, "--db", self.database,
+        return [PYTHON, str(self.root / "server.py"), *common, "--db", self.database,
                 "--heartbeat", "30", "--max-connections-per-user", "0", *self.extra]
 
     def start(self, timeout: float = 30.0) -> None:
         with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(self.command, cwd=ROOT, stdout=out,
+            self.proc = subprocess.Popen(self.command, cwd=self.root, stdout=out,
                                          stderr=subprocess.STDOUT, preexec_fn=pinned(SERVER_CORE))
         deadline = time.monotonic() + timeout
         url = f"http://127.0.0.1:{self.port}/healthz"
@@ -391,7 +395,26 @@ def parser(description: str, cases: list[str], node_cases: list[str] | None = No
                    help="before each run, wait this long at most for other load to pass (60)")
     p.add_argument("--rounds", type=int, default=1,
                    help="repeat the sides alternately, keep each side's best (1)")
+    p.add_argument("--baseline", metavar="REV",
+                   help="also run tidings as of this commit (a third side, `baseline`, in the "
+                        "same rounds), to compare a change with what came before it")
     return p
+
+
+def baseline_tree(rev: str, workdir: Path) -> Path:
+    """The server's files as of `rev`, exported (git archive) under `workdir`; run with this
+    tree's virtualenv."""
+    commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", f"{rev}^{{commit}}"],
+                            check=True, capture_output=True, text=True).stdout.strip()
+    tree = workdir / f"baseline-{commit}"
+    tree.mkdir()
+    archive = subprocess.Popen(["git", "-C", str(ROOT), "archive", commit],
+                               stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", str(tree)], stdin=archive.stdout, check=True)
+    if archive.wait() != 0:
+        raise RuntimeError(f"git archive {commit} failed")
+    log(f"baseline: {rev} ({commit}) exported to {tree}")
+    return tree
 
 
 Measure = Callable[[Server, str, argparse.Namespace], Awaitable[dict[str, Any]]]
@@ -423,9 +446,16 @@ async def run_cases(name: str, cases: list[str], measure: Measure, args: argpars
     raise_nofile()
     workdir = Path(tempfile.mkdtemp(prefix=f"tidings-bench-{name}-"))
     results: dict[str, dict[str, dict[str, Any]]] = {}
+    every: dict[str, dict[str, list[dict[str, Any]]]] = {}  # each round's numbers
     problems: dict[str, list[str]] = {}
     profiles: dict[str, dict[str, list[str]]] = {}
     sides = [args.only] if args.only else [*SIDES, *["node"] * getattr(args, "node", False)]
+    base_root: Path | None = None
+    if getattr(args, "baseline", None):
+        if make_server is not None:
+            raise SystemExit(f"--baseline is not supported by {name}")
+        base_root = baseline_tree(args.baseline, workdir)
+        sides.append("baseline")
     if "tidings" in sides and not (ROOT / "server.py").exists():
         log("server.py not found: tidings side skipped")
         sides.remove("tidings")
@@ -442,27 +472,36 @@ async def run_cases(name: str, cases: list[str], measure: Measure, args: argpars
     plan = [(r, case, side) for r in range(args.rounds) for case in args.case or cases
             for side in sides if side != "node" or case in node_cases]
     for round_, case, side in plan:
-        server = make_server(side, case, workdir) if make_server else Server(side, workdir)
+        if make_server:
+            server = make_server(side, case, workdir)
+        elif side == "baseline" and base_root is not None:
+            server = Server("tidings", workdir, label="baseline", root=base_root)
+        else:
+            server = Server(side, workdir)
         log(f"{name}/{case}: starting {side} on 127.0.0.1:{server.port}"
             + (f" (round {round_ + 1}/{args.rounds})" if args.rounds > 1 else ""))
         busy = wait_for_quiet(args.max_wait)
         profiler: Profiler | None = None
         try:
             server.start()
-            if (args.profile or args.flamegraph) and side == "tidings":
-                svg = Path(f"{args.flamegraph}-{name}-{case}.svg") if args.flamegraph else None
-                profiler = Profiler(server, workdir / f"profile-{name}-{case}-{round_}.txt", svg)
+            if (args.profile or args.flamegraph) and server.program == "tidings":
+                svg = Path(f"{args.flamegraph}-{name}-{case}-{side}.svg") \
+                    if args.flamegraph else None
+                profiler = Profiler(server,
+                                    workdir / f"profile-{name}-{case}-{side}-{round_}.txt", svg)
             numbers = await measure(server, case, args)
         except Exception as exc:  # one failed side must not hide the others' numbers
             log(f"{name}/{case}/{side} failed: {exc!r}")
             numbers = {"error": repr(exc)}
         finally:
             if profiler is not None:
-                profiles[case] = profiler.stop()
-                for line in profiles[case]["self"][:8]:
+                where = case if side == "tidings" else f"{case}, {side}"
+                profiles[where] = profiler.stop()
+                for line in profiles[where]["self"][:8]:
                     log(f"  profile: {line}")
             server.stop()
         numbers["others_busy_pct_before"] = round(100 * busy, 1)
+        every.setdefault(case, {}).setdefault(side, []).append(numbers)
         if better(numbers, results.get(case, {}).get(side), best):
             results.setdefault(case, {})[side] = numbers
         found = server.problems()
@@ -475,7 +514,20 @@ async def run_cases(name: str, cases: list[str], measure: Measure, args: argpars
         shutil.rmtree(workdir, ignore_errors=True)
     return {"bench": name, "quick": bool(args.quick), "rounds": args.rounds,
             "load_before": round(load, 2), "results": results, "problems": problems,
-            "profiles": profiles, **({"node_versions": node} if node else {})}
+            "profiles": profiles, "medians": medians(every),
+            **({"node_versions": node} if node else {})}
+
+
+def medians(every: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+    """Each number's median over the rounds, per case and side (next to the best round)."""
+    out: dict[str, Any] = {}
+    for case, sides in every.items():
+        for side, rounds in sides.items():
+            keys = {k for r in rounds for k, v in r.items() if isinstance(v, int | float)}
+            out.setdefault(case, {})[side] = {
+                k: statistics.median(r[k] for r in rounds if isinstance(r.get(k), int | float))
+                for k in sorted(keys)}
+    return out
 
 
 def fmt(v: Any) -> str:
@@ -519,6 +571,17 @@ def report(run: dict[str, Any], metrics: list[Metric]) -> None:
     for case, sides in run["results"].items():
         for side, numbers in sides.items():
             print(f"  {case}/{side}: " + ", ".join(f"{k}={fmt(v)}" for k, v in numbers.items()))
+    if run.get("rounds", 1) > 1:
+        for case, sides in run.get("medians", {}).items():
+            for side, numbers in sides.items():
+                print(f"  {case}/{side}, medians of {run['rounds']} rounds: "
+                      + ", ".join(f"{k}={fmt(v)}" for k, v in numbers.items()))
+    for case, sides in run.get("medians", {}).items():
+        now, base = sides.get("tidings", {}), sides.get("baseline", {})
+        for m in metrics:
+            if m.case == case and now.get(m.key) is not None and base.get(m.key):
+                print(f"  {case}: {m.label} ({m.unit}), median: tidings {fmt(now[m.key])} / "
+                      f"baseline {fmt(base[m.key])} = {now[m.key] / base[m.key]:.3f}")
     for case, profile in run.get("profiles", {}).items():
         print(f"  tidings profile, {case} (py-spy, share of busy samples, "
               f"{profile['busy'][0]}; raw stacks in {profile['file'][0]}):")

@@ -70,7 +70,7 @@ async def wrk(server: Server, script: str, connections: int, seconds: float) -> 
     """Run wrk on core 1; return its output and the CPU seconds it used."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = await asyncio.create_subprocess_exec(
-        "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", script,
+        "wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", script,
         f"http://127.0.0.1:{server.port}/api/notifications",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         preexec_fn=pinned(CLIENT_CORE))
@@ -93,6 +93,7 @@ async def measure(server: Server, case: str, args: argparse.Namespace) -> dict[s
     log(f"  warm-up 1s, then {seconds}s with {args.connections} connections")
     await wrk(server, str(script), args.connections, 1)
     meter = CpuMeter(server)
+    cpu_before = server.cpu_seconds()
     task = asyncio.create_task(wrk(server, str(script), args.connections, seconds))
     while not task.done():
         await asyncio.wait([task], timeout=2)
@@ -100,12 +101,18 @@ async def measure(server: Server, case: str, args: argparse.Namespace) -> dict[s
             log(f"  {server.side}/{case}: server cpu {meter.read()['server_cpu_pct']}%")
     out, wrk_cpu = task.result()
     cpu = meter.read()
+    server_cpu = server.cpu_seconds() - cpu_before
     numbers = parse_wrk(out)
+    per_request = 1 if case == "single" else args.batch
     if numbers["requests"] == 0:
         raise RuntimeError(f"wrk made no requests:\n{out}")
-    per_request = 1 if case == "single" else args.batch
     numbers["notifications_per_s"] = round(numbers["requests_per_s"] * per_request, 1)
     numbers["server_cpu_pct"] = cpu["server_cpu_pct"]
+    numbers["server_wait_pct"] = cpu["server_wait_pct"]
+    # The server's CPU time per request (and per notification created): what a change costs or
+    # saves, nearly unmoved by other load that only slows the run down.
+    numbers["cpu_us_per_request"] = round(1e6 * server_cpu / numbers["requests"], 1)
+    numbers["cpu_us_per_notification"] = round(numbers["cpu_us_per_request"] / per_request, 1)
     numbers["wrk_cpu_pct"] = round(100 * wrk_cpu / seconds, 1)
     log(f"  {server.side}/{case}: {numbers['notifications_per_s']:.0f} notifications/s, "
         f"p99 {numbers['p99_ms']} ms, non-2xx {numbers['non_2xx']}")
@@ -115,8 +122,10 @@ async def measure(server: Server, case: str, args: argparse.Namespace) -> dict[s
 METRICS = [
     Metric("single", "notifications_per_s", "created", "notif/s", min_ratio=0.5),
     Metric("single", "p99_ms", "p99 latency", "ms"),
+    Metric("single", "cpu_us_per_request", "server CPU per request", "us"),
     Metric("batch", "notifications_per_s", "created in batches", "notif/s", min_ratio=0.5),
     Metric("batch", "p99_ms", "p99 latency", "ms"),
+    Metric("batch", "cpu_us_per_request", "server CPU per request", "us"),
 ]
 
 

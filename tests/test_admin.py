@@ -110,6 +110,51 @@ async def test_tenant_page_lists_each_notification_with_its_deliveries(server, a
     assert await server.services.dashboard.recent("nobody") == []
 
 
+@pytest.mark.gen_test(timeout=30)
+async def test_tenant_page_marks_what_was_replaced_recalled_or_expired(start_server):
+    """An admin looking at recent notifications sees which ones left the inboxes and why,
+    rather than a list that looks as if they were all still there (or a recall that seems to
+    have done nothing)."""
+    server = await start_server(admin_password="pw")
+    api = Api(server.port)
+    service = token(role="service", user="backend")
+    send = api.send
+
+    async def sent(**body):
+        return (await send(service, **body))["notification"]
+
+    live = await sent(user_id="alice", title="still here")
+    recalled = await sent(user_id="alice", title="sent by mistake")
+    await api.json("DELETE", f"/api/notifications/{recalled['id']}", tok=service, expect=204)
+    building = await sent(user_id="alice", title="build running", key="build-7")
+    passed = await sent(user_id="alice", title="build passed", key="build-7")
+    expiring = await sent(user_id="alice", title="code 123456", ttl=1)
+    await asyncio.sleep(1.1)
+
+    recent = {n["id"]: n for n in await server.services.dashboard.recent("acme")}
+    assert recent[live["id"]]["ended"] is None and recent[passed["id"]]["ended"] is None
+    assert recent[recalled["id"]]["ended"] == "recalled"
+    assert recent[expiring["id"]]["ended"] == "expired"
+    assert recent[building["id"]]["ended"] == "replaced"
+    assert recent[building["id"]]["replaced_by"] == passed["id"]
+
+    cookie = await _login(api, "pw")
+    html = (await api.call("GET", "/admin/tenants/acme", headers={"Cookie": cookie})).body.decode()
+
+    def row(n):
+        return html.split(f'<tr data-id="{n["id"]}"')[1].split("</tr>")[0]
+
+    assert "data-ended" not in row(live) and "<strong>still here</strong>" in row(live)
+    assert 'data-ended="recalled"' in row(recalled) and "<s>sent by mistake</s>" in row(recalled)
+    assert 'data-ended="expired"' in row(expiring) and ">expired</span>" in row(expiring)
+    assert 'data-ended="replaced"' in row(building)
+    assert f"replaced by #{passed['id']}" in row(building)
+    assert "data-ended" not in row(passed) and f"replaces #{building['id']}" in row(passed)
+    # The user's inbox agrees: only the live ones.
+    inbox = await api.json("GET", "/api/notifications", tok=token(user="alice"))
+    assert [n["id"] for n in inbox["notifications"]] == [passed["id"], live["id"]]
+
+
 @pytest.mark.allow_error_logs
 @pytest.mark.gen_test
 async def test_a_page_that_fails_logs_its_uri_without_the_token(server, api, monkeypatch, caplog):

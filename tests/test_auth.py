@@ -6,6 +6,7 @@ import hmac
 import json
 import logging
 import time
+import types
 
 import jwt
 import pytest
@@ -13,6 +14,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.websocket import websocket_connect
+
+from tidings import errors
 
 from .clients import SECRET, Api, SSEClient, WSClient, token
 
@@ -236,3 +239,33 @@ async def test_a_token_never_reaches_a_log_line(server, api):
     for secret in (good, bad, service):
         assert secret not in text
         assert secret.split(".")[2] not in text  # not even the signature
+
+
+
+def test_a_token_is_checked_once_until_it_expires(monkeypatch):
+    from tidings import auth
+    from tidings.config import Settings
+
+    verifier = auth.TokenVerifier(Settings(jwt_secret=SECRET))
+    now = time.time()
+    tok = token(exp=int(now) + 60)
+    decodes = []
+    real_decode = jwt.decode
+    monkeypatch.setattr(auth.jwt, "decode", lambda *a, **k: decodes.append(1) or
+                        real_decode(*a, **k))
+    first = verifier.verify(tok)
+    assert verifier.verify(tok) == first and len(decodes) == 1  # parsed and checked once
+    # Past exp and the leeway, it is not taken on trust: checked again (and PyJWT, on this
+    # machine's real clock, still takes it).
+    later = now + 60 + auth.LEEWAY_SECONDS + 1
+    monkeypatch.setattr(auth, "time", types.SimpleNamespace(time=lambda: later))
+    assert verifier.verify(tok) == first and len(decodes) == 2
+    # A token that fails is never remembered: each try is checked, and refused.
+    bad = tok[:-4] + ("AAAA" if not tok.endswith("AAAA") else "BBBB")
+    for tries in (3, 4):
+        with pytest.raises(errors.TidingsError, match="signature"):
+            verifier.verify(bad)
+        assert len(decodes) == tries
+    expired = token(exp=int(time.time()) - auth.LEEWAY_SECONDS - 5)
+    with pytest.raises(errors.TidingsError, match="expired"):
+        verifier.verify(expired)

@@ -16,6 +16,7 @@ from .config import Settings
 from .models import ROLES, Principal
 
 LEEWAY_SECONDS = 10
+VERIFIED_KEPT = 4096  # tokens whose check is remembered until they expire
 
 
 class TokenVerifier:
@@ -24,6 +25,11 @@ class TokenVerifier:
     The key is chosen by the algorithm family, never taken from the token: an HS256 token is
     only checked against the secret and an RS256/ES256 token only against the public key, which
     rules out `alg: none` and the HS256-signed-with-the-public-key confusion.
+
+    A token that passed is remembered, by its whole text (signature included), until its
+    `exp` (with the leeway) passes: a service sending with one token has it parsed and its
+    signature checked once, not on every request. Each later use still checks `exp`; a token
+    that failed is never remembered. At most VERIFIED_KEPT are kept, the oldest going first.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -43,10 +49,27 @@ class TokenVerifier:
             raise ValueError("no --jwt-secret or --jwt-public-key: nothing to check tokens with")
         self._audience = settings.jwt_audience
         self._issuer = settings.jwt_issuer
+        self._verified: dict[str, tuple[Principal, float]] = {}  # token: (who, good until)
 
     def verify(self, token: str | None) -> Principal:
         if not token:
             raise errors.invalid_token("a token is required (Authorization: Bearer or ?token=)")
+        known = self._verified.get(token)
+        if known is not None:
+            if time.time() < known[1]:
+                return known[0]
+            del self._verified[token]  # expired since: checked again, and refused, below
+        principal, claims = self._check(token)
+        try:  # PyJWT takes a token as expired once exp <= now - leeway
+            until = float(claims["exp"]) + LEEWAY_SECONDS
+        except (TypeError, ValueError, OverflowError):
+            return principal
+        if len(self._verified) >= VERIFIED_KEPT:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (principal, until)
+        return principal
+
+    def _check(self, token: str) -> tuple[Principal, dict[str, Any]]:
         alg: Any
         if len(self._keys) == 1:
             # One key: PyJWT refuses any other algorithm itself, so the header is parsed once.
@@ -81,7 +104,7 @@ class TokenVerifier:
             raise errors.invalid_token("the token is malformed") from None
         except jwt.PyJWTError:
             raise errors.invalid_token("the token is not valid") from None
-        return _principal(claims)
+        return _principal(claims), claims
 
 
 def _principal(claims: dict[str, Any]) -> Principal:

@@ -28,6 +28,7 @@ from .presence import Presence
 from .receipts import Receipts
 from .registry import Registry
 from .store import DeliveryQueue, Store
+from .store.protocol import REPLACED
 
 log = logging.getLogger("tidings.dashboard")
 
@@ -128,12 +129,18 @@ class Dashboard:
 
     async def recent(self, tenant_id: str, limit: int = RECENT) -> list[dict[str, Any]]:
         """The tenant's latest notifications, with live delivery counts while we have them,
-        the state of each email, SMS, push and webhook delivery, and the receipts."""
+        the state of each email, SMS, push and webhook delivery, and the receipts. Those that
+        left every inbox stay in the list, marked: `ended` says why (replaced, recalled,
+        expired), and `replaced_by` names the notification that replaced one, when it is in
+        the list too."""
         notifications = await self.store.recent(tenant_id, limit)
         ids = [n["id"] for n in notifications]
         deliveries = await self.queue.for_notifications(ids, tenant_id)
         receipts = await self.receipts.summary(tenant_id, ids)
+        replaced_by = {n["replaces"]: n["id"] for n in notifications if n.get("replaces")}
         for n in notifications:
+            if n.get("ended") == REPLACED and n["id"] in replaced_by:
+                n["replaced_by"] = replaced_by[n["id"]]
             n["delivery"] = self.activity.recent_delivery.get(n["id"])
             n["deliveries"] = deliveries[n["id"]]
             n["receipts"] = receipts[n["id"]]

@@ -49,6 +49,8 @@ BACKOFF_CAP = 300.0
 CONCURRENT_SENDS = 8
 SENDS_PER_TENANT = 2                    # one tenant's slow receiver cannot hold up the rest
 IDLE_WAKE = 60.0                        # look again at least this often
+PLAN_BATCH = 500                        # notifications planned per read
+PLAN_AFTER = 0.01                       # seconds a wake waits for more creates to plan
 LOOP_BACKOFF = (1.0, 30.0)              # a loop that failed waits, doubling, then goes on
 STOP_GRACE = 3.0                        # seconds a stop waits for sends under way
 TURNED_OFF = "turned off in the user's preferences"
@@ -140,10 +142,13 @@ class Orchestrator:
     async def _plan_loop(self) -> None:
         while True:
             await self._plan_wanted.wait()
+            # A moment for the creates right behind this one: under a stream of them, one
+            # pass plans many commits' notifications, not each commit's on its own.
+            await asyncio.sleep(PLAN_AFTER)
             self._plan_wanted.clear()
             while True:
                 cursor = await self.queue.planned_through()
-                batch = await self.notifications.unplanned(cursor)
+                batch = await self.notifications.unplanned(cursor, PLAN_BATCH)
                 if not batch:
                     break
                 planned: list[Planned] = []
@@ -165,6 +170,10 @@ class Orchestrator:
                         if row.status == "skipped":  # decided at planning: an outcome too
                             self.metrics.delivered(row.channel, row.status)
                     self.wake()
+                if len(batch) < PLAN_BATCH and not self._plan_wanted.is_set():
+                    # All there was when it was read; a create since sets _plan_wanted. No
+                    # second look to find nothing (two reads per wake under a stream of creates).
+                    break
 
     async def _tenant_view(self, tenant: str) -> TenantView:
         return TenantView(await self.directory.preferences(tenant, ""),

@@ -75,8 +75,10 @@ class Registry:
             users = len(self._tenants.get(tenant_id, {}))
         else:
             mine = self.user(tenant_id, user_id)
+            if not mine:  # most recipients of most creates: no connection here
+                return {WEBSOCKET: 0, SSE: 0, "total": 0, "users_online": 0}
             counts = Counter(c.transport for c in mine)  # a handful per user at most
-            users = 1 if mine else 0
+            users = 1
         ws, sse = counts[WEBSOCKET], counts[SSE]
         return {WEBSOCKET: ws, SSE: sse, "total": ws + sse, "users_online": users}
 

@@ -12,6 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import orjson
+
 from . import errors
 from .models import PRIORITIES, TYPES, NewNotification
 
@@ -49,6 +51,24 @@ def _finite(raw: str) -> float:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite)
+# 19 digits in a row: maybe a number past 64 bits, which orjson would read as a float.
+_LONG_NUMBER = re.compile(r"[0-9]{19}")
+_LONG_NUMBER_BYTES = re.compile(rb"[0-9]{19}")
+
+
+def _parse(raw: str | bytes) -> Any:
+    """orjson where it reads the text as `json.loads` below does, several times faster; the
+    text it refuses (and any with a number that may not fit 64 bits) goes to `json.loads`,
+    whose result or error is the answer, as it always was."""
+    long = _LONG_NUMBER_BYTES.search(raw) if isinstance(raw, bytes) else \
+        _LONG_NUMBER.search(raw)
+    if long is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return _DECODER.decode(raw) if isinstance(raw, str) else \
+        json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
 
 
 def loads(raw: str | bytes, field: str = "body") -> Any:
@@ -56,8 +76,7 @@ def loads(raw: str | bytes, field: str = "body") -> Any:
     MAX_BODY_DEPTH levels, every string in it (keys too) storable text; else 400 naming
     ``field`` or the path inside it that is wrong."""
     try:
-        value = _DECODER.decode(raw) if isinstance(raw, str) else \
-            json.loads(raw, parse_constant=_no_constant, parse_float=_finite)
+        value = _parse(raw)
     except RecursionError:
         raise errors.invalid(field, "is nested too deeply") from None
     except (ValueError, UnicodeDecodeError):
@@ -219,7 +238,7 @@ def notifications(body: dict[str, Any], tenant_id: str, types: tuple[str, ...] =
     if not isinstance(data, dict):
         raise errors.invalid("data", "must be a JSON object")
     check_json(data, "data", MAX_DATA_DEPTH)
-    size = len(json.dumps(data, ensure_ascii=False).encode())
+    size = data_size(data, len(recipients))
     if size > MAX_DATA_BYTES:
         raise errors.invalid("data", f"must be at most {MAX_DATA_BYTES} bytes as JSON")
     if size * len(recipients) > MAX_BATCH_DATA_BYTES:  # it is stored once per recipient
@@ -246,6 +265,18 @@ def notifications(body: dict[str, Any], tenant_id: str, types: tuple[str, ...] =
                              expires_at=expires_at)
              for r in recipients]
     return items, targets == ["user_ids"]
+
+
+def data_size(data: dict[str, Any], copies: int) -> int:
+    """`data`'s size as JSON with json.dumps' separators (", ", ": "), the measure its
+    bounds are given in. The compact encoding is quicker, and the spaced one is less than
+    three times as long (each separator follows a value or key of a byte or more, and a
+    number's exponent may gain a sign and a digit): data well inside the bounds is not
+    encoded twice. The size returned is then the compact one, under both bounds as well."""
+    compact = len(orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS))
+    if 3 * compact <= MAX_DATA_BYTES and 3 * compact * copies <= MAX_BATCH_DATA_BYTES:
+        return compact
+    return len(json.dumps(data, ensure_ascii=False).encode())
 
 
 def actions(value: Any) -> tuple[dict[str, str], ...]:

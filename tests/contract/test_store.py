@@ -235,6 +235,7 @@ async def test_recent_unplanned_and_ping(backend):
     assert ids(await store.recent("t1")) == [two, one]
     assert ids(await store.recent("t1", limit=1)) == [two]
     assert (await store.recent("t1"))[1]["data"] == {"k": [1, "é"]}
+    assert [n["ended"] for n in await store.recent("t1")] == [None, None]  # both live
     assert (await store.notification(one))["priority"] == "high"
     assert [{k: v for k, v in n.items() if k not in ("removed", "expires_at")}
             for n in await store.unplanned(0)] == [
@@ -245,6 +246,9 @@ async def test_recent_unplanned_and_ping(backend):
         {"id": three, "tenant_id": "t2", "user_id": "x", "type": "info", "priority": "normal",
          "channels": None}]
     assert ids(await store.unplanned(one, limit=1)) == [two]
+    assert await store.recall("t1", one) is not None  # still listed, marked
+    assert [(n["id"], n["ended"]) for n in await store.recent("t1")] == [(two, None),
+                                                                        (one, "recalled")]
 
 
 # --- the directory -----------------------------------------------------------------------------

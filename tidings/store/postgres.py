@@ -614,9 +614,11 @@ class PostgresStore:
 
     async def recent(self, tenant_id: str, limit: int = 20) -> list[Notification]:
         rows = await self.db.fetch(
-            f"SELECT {_BARE_COLUMNS} FROM notifications n "
+            f"SELECT {_BARE_COLUMNS}, n.removed FROM notifications n "
             "WHERE n.tenant_id = $1 ORDER BY n.id DESC LIMIT $2", tenant_id, limit)
-        return [_row(row) for row in rows]
+        now = time.time()
+        return [{**_row(row), "ended": gone(row["removed"], row["expires_at"], now)}
+                for row in rows]
 
     async def notification(self, notification_id: int) -> Notification | None:
         row = await self.db.fetchrow(f"SELECT {_BARE_COLUMNS} FROM notifications n "

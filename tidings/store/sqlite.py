@@ -11,9 +11,9 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
@@ -26,6 +26,7 @@ BUSY_TIMEOUT_MS = 4000  # a write waits this long for a lock held by another pro
 LOCK_WAIT = 5.0         # ... and this long for this process's writer before: under 10 s
 Params = tuple[Any, ...] | dict[str, Any]
 Row = dict[str, Any]
+T = TypeVar("T")
 
 # Primary result codes that mean "the database cannot serve now", not "the SQL is wrong":
 # busy, locked, out of memory, read-only, I/O error, corrupt, full, cannot open, protocol.
@@ -96,16 +97,39 @@ class Database:
         finally:
             self._write_lock.release()
 
+    async def transact(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """`work(connection)` in one transaction, run whole on the writer's thread: BEGIN
+        IMMEDIATE, the statements, COMMIT (or ROLLBACK if it raises) are one hop there and
+        back, where `write()` takes one per statement. It returns after the COMMIT."""
+        writer = self.writer
+        try:
+            async with asyncio.timeout(LOCK_WAIT):
+                await self._write_lock.acquire()
+        except TimeoutError:
+            raise StoreUnavailable("the SQLite database is busy: another write is stuck") from None
+        try:
+            with _guard():
+                # On the writer's own thread, behind what it was given before; a cancelled
+                # caller leaves it to finish (commit or roll back) on its own.
+                result: T = await writer._execute(  # type: ignore[no-untyped-call]
+                    _transaction, writer, work)
+                return result
+        finally:
+            self._write_lock.release()
+
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        # One trip to the reader's thread: a cursor's execute, fetch and close would be three.
+        """The rows as dicts: the query, its rows and the cursor's close are one hop to the
+        reader's thread and back."""
         with _guard():
-            rows = await self.reader.execute_fetchall(sql, params)
-        return [dict(row) for row in rows]
+            rows: list[sqlite3.Row] = await self.reader._execute(  # type: ignore[no-untyped-call]
+                _fetch, self.reader, sql, params, None)
+        return [dict(row) for row in rows]  # here: the reader's thread keeps off the GIL
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
-        """The row of a query that finds at most one (a key's)."""
-        rows = await self.fetchall(sql, params)
-        return rows[0] if rows else None
+        with _guard():
+            rows: list[sqlite3.Row] = await self.reader._execute(  # type: ignore[no-untyped-call]
+                _fetch, self.reader, sql, params, 1)
+        return dict(rows[0]) if rows else None
 
     async def ping(self) -> bool:
         try:
@@ -119,6 +143,28 @@ class Database:
                 await self.writer.execute("PRAGMA optimize")
             await self.reader.close()
             await self.writer.close()
+
+
+def _fetch(reader: aiosqlite.Connection, sql: str, params: Params, size: int | None,
+           ) -> list[sqlite3.Row]:
+    cursor = reader._conn.execute(sql, params)  # on the reader's thread
+    try:
+        return cursor.fetchall() if size is None else cursor.fetchmany(size)
+    finally:
+        cursor.close()
+
+
+def _transaction(writer: aiosqlite.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
+    conn = writer._conn  # on the writer's thread: its sqlite3 connection
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        result = work(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.rollback()
+        raise
+    return result
 
 
 async def _configure(conn: aiosqlite.Connection, synchronous: str) -> None:

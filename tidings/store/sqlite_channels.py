@@ -4,6 +4,7 @@ subscriptions, webhooks, templates) and the `DeliveryQueue` (one row per channel
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import Collection
 from typing import Any
@@ -190,22 +191,8 @@ class SQLiteDeliveryQueue:
         return int(row["planned_through"]) if row else 0
 
     async def add_planned(self, planned: list[Planned], from_id: int, through_id: int) -> bool:
-        now = time.time()
-        async with self.db.write() as conn:
-            cursor = await conn.execute(
-                "UPDATE delivery_cursor SET planned_through = ? WHERE planned_through = ?",
-                (through_id, from_id))
-            if cursor.rowcount != 1:
-                return False
-            await conn.executemany(
-                "INSERT INTO deliveries (notification_id, tenant_id, user_id, channel, target, "
-                "status, next_attempt_at, last_error, digest, only_offline, unless_acknowledged, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(p.notification_id, p.tenant_id, p.user_id, p.channel, p.target, p.status,
-                  p.next_attempt_at if p.next_attempt_at is not None else
-                  (now if p.status in DUE else None), p.last_error, p.digest,
-                  int(p.only_offline), int(p.unless_acknowledged), now) for p in planned])
-        return True
+        return await self.db.transact(lambda conn: _add_planned(conn, planned, from_id,
+                                                                through_id))
 
     async def claim_due(self, now: float, limit: int = 50, lease: float = LEASE,
                         skip_tenants: Collection[str] = ()) -> list[Delivery]:
@@ -297,6 +284,26 @@ DELIVERY_HISTORY = (
     "d.next_attempt_at, d.sent_at, d.created_at, a.attempt AS attempt_number, a.at AS attempt_at, "
     "a.status AS attempt_status, a.error AS attempt_error "
     "FROM deliveries d LEFT JOIN delivery_attempts a ON a.delivery_id = d.id")
+
+
+def _add_planned(conn: sqlite3.Connection, planned: list[Planned], from_id: int,
+                 through_id: int) -> bool:
+    """`add_planned`'s transaction, on the database's thread."""
+    now = time.time()
+    cursor = conn.execute(
+        "UPDATE delivery_cursor SET planned_through = ? WHERE planned_through = ?",
+        (through_id, from_id))
+    if cursor.rowcount != 1:
+        return False
+    conn.executemany(
+        "INSERT INTO deliveries (notification_id, tenant_id, user_id, channel, target, "
+        "status, next_attempt_at, last_error, digest, only_offline, unless_acknowledged, "
+        "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [(p.notification_id, p.tenant_id, p.user_id, p.channel, p.target, p.status,
+          p.next_attempt_at if p.next_attempt_at is not None else
+          (now if p.status in DUE else None), p.last_error, p.digest,
+          int(p.only_offline), int(p.unless_acknowledged), now) for p in planned])
+    return True
 
 
 def group_deliveries(notification_ids: list[int],

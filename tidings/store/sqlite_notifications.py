@@ -7,10 +7,12 @@ filled per user, from its receipt or from its read-all watermark.
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from typing import Any
 
 from .. import errors
+from ..connections import dumps
 from ..models import Principal, iso
 from ..validation import MAX_ID
 from .protocol import (
@@ -83,108 +85,28 @@ class SQLiteStore:
     async def create_batch(self, requests: list[CreateRequest]) -> list[Created]:
         """Creates every request in one transaction (group commit); returns after COMMIT.
 
-        Ids are given here rather than by SQLite, so that the whole batch is one
-        `executemany` (one hop to the database thread, not one per row): the writer holds
-        the database's write lock (BEGIN IMMEDIATE), so ids follow commit order, and
-        `sqlite_sequence` holds the largest id ever given.
+        The transaction runs on the database's thread in one hop (`Database.transact`); what
+        is plain Python (encoding each request's data, shaping the notifications) is done on
+        this thread before and after it, so that the database's thread holds the GIL as
+        little as it can while the event loop serves sockets. Ids are given here rather than
+        by SQLite, so that the batch is one `executemany`: the writer holds the database's
+        write lock (BEGIN IMMEDIATE), so ids follow commit order, and `sqlite_sequence` holds
+        the largest id ever given.
         """
         now = time.time()
+        encoded = [_encoded(request) for request in requests]
+        results, given = await self.db.transact(lambda conn: _create(conn, requests, encoded,
+                                                                     now))
         created_at = iso(now)  # one timestamp for the whole batch, formatted once
-        results: list[Created] = []
-        rows: list[tuple[Any, ...]] = []
-        keys: list[tuple[str, str, str, float]] = []
-        tenants = sorted({r.items[0].tenant_id for r in requests})
-        keyed: dict[tuple[str, str], dict[str | None, int]] = {}  # (tenant, key): user -> id
-        replaced: list[int] = []
-        async with self.db.write() as conn:
-            async with conn.execute("SELECT seq FROM sqlite_sequence "
-                                    "WHERE name = 'notifications'") as cursor:
-                found = await cursor.fetchone()
-            next_id = (found[0] if found else 0) + 1
-            marks = ",".join("?" * len(tenants))
-            async with conn.execute(f"SELECT tenant_id, last_id FROM tenant_positions "
-                                    f"WHERE tenant_id IN ({marks})", tenants) as cursor:
-                positions = {row[0]: row[1] for row in await cursor.fetchall()}
-            seen: dict[tuple[str, str], Created] = {}
-            for request in requests:
-                if request.schedule_id is not None and not await _mark_sent(
-                        conn, request.schedule_id, now):
-                    results.append(Created(notifications=[]))  # cancelled, or sent already
-                    continue
-                key = (request.items[0].tenant_id, request.idempotency_key or "")
-                if request.idempotency_key:
-                    earlier = seen.get(key) or await self._idempotent(conn, *key)
-                    if earlier is not None:
-                        results.append(earlier)
-                        continue
-                created = Created(notifications=[])
-                for item in request.items:
-                    data = json.dumps(item.data, separators=(",", ":"))
-                    channels = json.dumps(item.channels) if item.channels is not None else None
-                    replaces = None
-                    if item.key is not None:  # the recipients' live one with this key goes
-                        live = keyed.get((item.tenant_id, item.key))
-                        if live is None:
-                            live = keyed[(item.tenant_id, item.key)] = await _keyed(
-                                conn, item.tenant_id, item.key)
-                        replaces = live.get(item.user_id)
-                        live[item.user_id] = next_id
-                        if replaces is not None:
-                            replaced.append(replaces)
-                    rows.append((next_id, item.tenant_id, item.user_id, item.type, item.title,
-                                 item.message, data, item.priority, now, channels, item.group,
-                                 actions_json(item.actions), item.key, replaces,
-                                 item.expires_at))
-                    created.notifications.append(shape(
-                        next_id, item.tenant_id, item.user_id, item.type, item.title,
-                        item.message, item.data, item.priority, created_at, None, item.group,
-                        item.actions, key=item.key, replaces=replaces,
-                        expires_at=item.expires_at))
-                    created.prev_ids.append(positions.get(item.tenant_id, 0))
-                    positions[item.tenant_id] = next_id
-                    next_id += 1
-                if request.idempotency_key:
-                    ids = [n["id"] for n in created.notifications]
-                    keys.append((key[0], key[1], json.dumps(ids), now))
-                    seen[key] = Created(created.notifications, created.prev_ids, None, True)
-                results.append(created)
-            if rows:
-                await conn.executemany(
-                    "INSERT INTO notifications (id, tenant_id, user_id, type, title, message, "
-                    "data, priority, created_at, channels, group_name, actions, key, replaces, "
-                    "expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-                if replaced:
-                    marks = ",".join("?" * len(replaced))
-                    await conn.execute(f"UPDATE notifications SET removed = ? WHERE id IN "
-                                       f"({marks})", (REPLACED, *replaced))
-                    await conn.execute(_SKIP.format(marks), (REPLACED, *replaced))
-                await conn.executemany(
-                    "INSERT INTO tenant_positions (tenant_id, last_id) VALUES (?, ?) "
-                    "ON CONFLICT (tenant_id) DO UPDATE SET last_id = excluded.last_id",
-                    [(t, positions[t]) for t in tenants if t in positions])
-            if keys:
-                await conn.executemany(
-                    "INSERT INTO idempotency_keys (tenant_id, key, notification_ids, "
-                    "created_at) VALUES (?, ?, ?, ?)", keys)
+        for request, created, ids in zip(requests, results, given, strict=True):
+            if not ids:  # replayed, or a scheduled entry sent or cancelled meanwhile
+                continue
+            for item, (id_, replaces) in zip(request.items, ids, strict=True):
+                created.notifications.append(shape(
+                    id_, item.tenant_id, item.user_id, item.type, item.title, item.message,
+                    item.data, item.priority, created_at, None, item.group, item.actions,
+                    key=item.key, replaces=replaces, expires_at=item.expires_at))
         return results
-
-    async def _idempotent(self, conn: Any, tenant_id: str, key: str) -> Created | None:
-        async with conn.execute(
-                "SELECT notification_ids, response FROM idempotency_keys "
-                "WHERE tenant_id = ? AND key = ?", (tenant_id, key)) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
-            return None
-        ids = json.loads(row["notification_ids"])
-        response = json.loads(row["response"]) if row["response"] else None
-        notifications = []
-        for notification_id in ids:
-            async with conn.execute(f"SELECT {_BARE_COLUMNS} FROM notifications n WHERE id = ?",
-                                    (notification_id,)) as cursor:
-                found = await cursor.fetchone()
-            if found is not None:
-                notifications.append(_row(dict(found)))
-        return Created(notifications, [], response, True)
 
     async def save_responses(self, tenant_keys: list[tuple[str, str, dict[str, Any]]]) -> None:
         """Keeps the first answer of idempotent requests, so a retry gets exactly that answer."""
@@ -373,9 +295,11 @@ class SQLiteStore:
 
     async def recent(self, tenant_id: str, limit: int = 20) -> list[Notification]:
         rows = await self.db.fetchall(
-            f"SELECT {_BARE_COLUMNS} FROM notifications n "
+            f"SELECT {_BARE_COLUMNS}, n.removed FROM notifications n "
             "WHERE n.tenant_id = ? ORDER BY n.id DESC LIMIT ?", (tenant_id, limit))
-        return [_row(row) for row in rows]
+        now = time.time()
+        return [{**_row(row), "ended": gone(row["removed"], row["expires_at"], now)}
+                for row in rows]
 
     async def notification(self, notification_id: int) -> Notification | None:
         row = await self.db.fetchone(f"SELECT {_BARE_COLUMNS} FROM notifications n "
@@ -458,12 +382,127 @@ class SQLiteStore:
         await self.db.close()
 
 
-async def _mark_sent(conn: Any, schedule_id: str, now: float) -> bool:
+def _encoded(request: CreateRequest) -> list[tuple[str, str | None, str | None]]:
+    """Each item's data, channels and actions as stored. The items of one request share their
+    data and actions: encoded once."""
+    out: list[tuple[str, str | None, str | None]] = []
+    last: tuple[Any, Any, str, str | None] = (None, None, "", None)
+    for item in request.items:
+        if last[0] is not item.data or last[1] is not item.actions:
+            last = (item.data, item.actions, dumps(item.data), actions_json(item.actions))
+        out.append((last[2], dumps(item.channels) if item.channels is not None else None,
+                    last[3]))
+    return out
+
+
+Given = list[tuple[int, int | None]]  # per item of a request: its id, and the id it replaced
+
+
+def _create(conn: sqlite3.Connection, requests: list[CreateRequest],
+            encoded: list[list[tuple[str, str | None, str | None]]], now: float,
+            ) -> tuple[list[Created], list[Given]]:
+    """`create_batch`'s transaction, on the database's thread: the ids given to each fresh
+    request's items (its `notifications` are left to fill), or what a replayed one answers."""
+    results: list[Created] = []
+    given: list[Given] = []
+    rows: list[tuple[Any, ...]] = []
+    keys: list[tuple[str, str, str, float]] = []
+    tenants = sorted({r.items[0].tenant_id for r in requests})
+    keyed: dict[tuple[str, str], dict[str | None, int]] = {}  # (tenant, key): user -> id
+    replaced: list[int] = []
+    found = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'notifications'"
+                         ).fetchone()
+    next_id = (found[0] if found else 0) + 1
+    marks = ",".join("?" * len(tenants))
+    positions: dict[str, int] = {row[0]: row[1] for row in conn.execute(
+        f"SELECT tenant_id, last_id FROM tenant_positions WHERE tenant_id IN ({marks})",
+        tenants)}
+    seen: dict[tuple[str, str], Created] = {}
+    for request, stored in zip(requests, encoded, strict=True):
+        ids: Given = []
+        given.append(ids)
+        if request.schedule_id is not None and not _mark_sent(conn, request.schedule_id, now):
+            results.append(Created(notifications=[]))  # cancelled, or sent already
+            continue
+        key = (request.items[0].tenant_id, request.idempotency_key or "")
+        if request.idempotency_key:
+            earlier = seen.get(key) or _idempotent(conn, *key)
+            if earlier is not None:
+                results.append(earlier)
+                continue
+        created = Created(notifications=[])
+        for item, (data, channels, actions) in zip(request.items, stored, strict=True):
+            replaces = None
+            if item.key is not None:  # the recipients' live one with this key goes
+                live = keyed.get((item.tenant_id, item.key))
+                if live is None:
+                    live = keyed[(item.tenant_id, item.key)] = _keyed(conn, item.tenant_id,
+                                                                      item.key)
+                replaces = live.get(item.user_id)
+                live[item.user_id] = next_id
+                if replaces is not None:
+                    replaced.append(replaces)
+            rows.append((next_id, item.tenant_id, item.user_id, item.type, item.title,
+                         item.message, data, item.priority, now, channels, item.group,
+                         actions, item.key, replaces, item.expires_at))
+            ids.append((next_id, replaces))
+            created.prev_ids.append(positions.get(item.tenant_id, 0))
+            positions[item.tenant_id] = next_id
+            next_id += 1
+        if request.idempotency_key:
+            keys.append((key[0], key[1], dumps([i for i, _ in ids]), now))
+            # The same list of notifications: filled once the transaction is over.
+            seen[key] = Created(created.notifications, created.prev_ids, None, True)
+        results.append(created)
+    if rows:
+        conn.executemany(
+            "INSERT INTO notifications (id, tenant_id, user_id, type, title, message, data, "
+            "priority, created_at, channels, group_name, actions, key, replaces, expires_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        if replaced:
+            marks = ",".join("?" * len(replaced))
+            conn.execute(f"UPDATE notifications SET removed = ? WHERE id IN ({marks})",
+                         (REPLACED, *replaced))
+            conn.execute(_SKIP.format(marks), (REPLACED, *replaced))
+        conn.executemany(
+            "INSERT INTO tenant_positions (tenant_id, last_id) VALUES (?, ?) "
+            "ON CONFLICT (tenant_id) DO UPDATE SET last_id = excluded.last_id",
+            [(t, positions[t]) for t in tenants if t in positions])
+    if keys:
+        conn.executemany("INSERT INTO idempotency_keys (tenant_id, key, notification_ids, "
+                         "created_at) VALUES (?, ?, ?, ?)", keys)
+    return results, given
+
+
+def _mark_sent(conn: sqlite3.Connection, schedule_id: str, now: float) -> bool:
     """Marks a pending scheduled entry sent; False when it is not pending any more."""
-    cursor = await conn.execute(
+    cursor = conn.execute(
         "UPDATE scheduled SET status = 'sent', done_at = ? WHERE id = ? AND status = 'pending'",
         (now, schedule_id))
-    return bool(cursor.rowcount > 0)
+    return cursor.rowcount > 0
+
+
+def _idempotent(conn: sqlite3.Connection, tenant_id: str, key: str) -> Created | None:
+    row = conn.execute("SELECT notification_ids, response FROM idempotency_keys "
+                       "WHERE tenant_id = ? AND key = ?", (tenant_id, key)).fetchone()
+    if row is None:
+        return None
+    response = json.loads(row["response"]) if row["response"] else None
+    notifications = []
+    for notification_id in json.loads(row["notification_ids"]):
+        found = conn.execute(f"SELECT {_BARE_COLUMNS} FROM notifications n WHERE id = ?",
+                             (notification_id,)).fetchone()
+        if found is not None:
+            notifications.append(_row(dict(found)))
+    return Created(notifications, [], response, True)
+
+
+def _keyed(conn: sqlite3.Connection, tenant_id: str, key: str) -> dict[str | None, int]:
+    """Each recipient's live notification with this key (None: the tenant-wide one)."""
+    # No GROUP BY: with one, SQLite prefers an index ordered by user over notifications_key.
+    rows = conn.execute("SELECT user_id, id FROM notifications WHERE tenant_id = ? AND key = ? "
+                        "AND removed IS NULL ORDER BY id", (tenant_id, key)).fetchall()
+    return {row[0]: row[1] for row in rows}  # the newest wins
 
 
 def _row(row: Row, through: int = 0, marked_at: float | None = None) -> Notification:
@@ -480,15 +519,6 @@ def _row(row: Row, through: int = 0, marked_at: float | None = None) -> Notifica
 def _removal(row: Row) -> Removal:
     return Removal(row["id"], row["notification_id"], row["tenant_id"], row["user_id"],
                    row["reason"])
-
-
-async def _keyed(conn: Any, tenant_id: str, key: str) -> dict[str | None, int]:
-    """Each recipient's live notification with this key (None: the tenant-wide one)."""
-    # No GROUP BY: with one, SQLite prefers an index ordered by user over notifications_key.
-    async with conn.execute(
-            "SELECT user_id, id FROM notifications WHERE tenant_id = ? AND key = ? "
-            "AND removed IS NULL ORDER BY id", (tenant_id, key)) as cursor:
-        return {row[0]: row[1] for row in await cursor.fetchall()}  # the newest wins
 
 
 async def _remove(conn: Any, found: list[tuple[Any, ...]], reason: str,
