@@ -1,5 +1,6 @@
 """The hub: attaches connections, delivers to them in order, replays what they missed, and
-sends heartbeats (SSE events, WebSocket pings). One path for both transports, and for local and remote creates.
+sends heartbeats (SSE events, WebSocket pings). One path for both transports, and for local
+and remote creates.
 
 Order and completeness. Ids are given in commit order (the store serialises creates), and
 every notification travels with its tenant's previous id (`prev_id`). For each tenant with a
