@@ -64,6 +64,8 @@ def log_request(handler: tornado.web.RequestHandler) -> None:
     """The access log: method, redacted URI, status, client and time; never a token. The
     client is the one a trusted proxy forwarded for, else the peer."""
     status = handler.get_status()
+    if status == 101:  # an upgraded WebSocket: its own "opened" and "closed" lines say more
+        return
     level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
     request = handler.request
     client = handler.client_ip() if isinstance(handler, ServicesMixin) else request.remote_ip

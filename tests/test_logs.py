@@ -63,7 +63,7 @@ async def test_json_logs_carry_the_fields_and_never_a_token(tmp_path):
     opened = [e for e in entries if e.get("event") == "opened"]
     assert {e["transport"] for e in opened} == {"websocket", "sse"}
     assert all(e["tenant"] == "acme" and e["user"] == "alice" and e["connection"]
-               for e in opened)
+               and e["client"] == "127.0.0.1" for e in opened)
     closed = [e for e in entries if e.get("event") == "closed"]
     assert {e["connection"] for e in closed} >= {e["connection"] for e in opened}
     created = [e for e in entries if "notification_id" in e]
@@ -73,6 +73,7 @@ async def test_json_logs_carry_the_fields_and_never_a_token(tmp_path):
     assert batch and batch[0]["notification_id_last"] == batch[0]["notification_id_first"] + 1
     access = [e for e in entries if e["logger"] == "tornado.access"]
     assert {e["status"] for e in access} >= {201, 200, 401}
+    assert 101 not in {e["status"] for e in access}  # the opened line says it, and more
     assert any(e["path"].startswith("/api/notifications?token=[redacted]") for e in access)
 
 

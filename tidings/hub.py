@@ -106,8 +106,9 @@ class Hub:
         start = stream.last if stream is not None and stream.ready.is_set() else None
         self.registry.add(conn)
         self.metrics.connection_opened(conn.transport)
-        log.info("%s connection %s opened tenant=%s user=%s%s", conn.transport, conn.id,
-                 conn.tenant_id, conn.user_id, "" if since is None else f" since={since}")
+        log.info("%s connection %s opened tenant=%s user=%s client=%s%s", conn.transport,
+                 conn.id, conn.tenant_id, conn.user_id, conn.remote_ip or "-",
+                 "" if since is None else f" since={since}")
         try:
             if stream is None:
                 stream = self.streams[conn.tenant_id] = TenantStream(conn.tenant_id)
