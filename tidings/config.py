@@ -97,7 +97,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("jwt_audience", None, "When set, tokens must carry this `aud` claim."),
     Setting("jwt_issuer", None, "When set, tokens must carry this `iss` claim."),
     Setting("heartbeat", 30.0, "Seconds between heartbeats (WebSocket pings, SSE heartbeat "
-            "events); a WebSocket peer that leaves a ping unanswered for one interval is "
+            "events); a WebSocket peer that has not answered a ping by the next heartbeat is "
             "dropped.", float),
     Setting("housekeeping_interval", 60.0, "Seconds between housekeeping runs, which remove "
             "what each tenant's retention (PUT /api/tenant) no longer keeps and what has "
