@@ -182,8 +182,10 @@ async def serve(settings: Settings) -> None:
         log.info("%s received: shutting down", signal.Signals(signum).name)
         await server.stop()
 
+    # The loop that runs, by its module (uvloop, asyncio), not the setting that asked for it.
+    running = type(loop).__module__.split(".")[0]
     log.info("tidings listening on http://%s:%d (%s, %s%s)", settings.host, server.port,
-             describe_db(settings.db), settings.event_loop,
+             describe_db(settings.db), running,
              f", Redis {redacted(settings.redis_url)}" if settings.redis_url else "")
     if settings.dev:
         token = mint(str(settings.jwt_secret), "demo", "alice", role="admin", ttl=86400)

@@ -147,7 +147,7 @@ class Connection:
     Slotted, as are its transports': an idle connection is mostly this object, and a process
     holds tens of thousands of them."""
 
-    __slots__ = ("_n", "tenant_id", "user_id", "remote_ip", "user_agent", "opened_at",
+    __slots__ = ("id", "tenant_id", "user_id", "remote_ip", "user_agent", "opened_at",
                  "last_id", "closed", "close_reason", "max_pending", "_held", "_held_bytes",
                  "_unflushed", "_last_write")
 
@@ -155,7 +155,9 @@ class Connection:
 
     def __init__(self, tenant_id: str, user_id: str, *, max_pending: int = 1 << 20,
                  remote_ip: str = "", user_agent: str = "") -> None:
-        self._n = next(_ids)
+        # Unique across processes: the transport, this process, a counter. Made once: every
+        # push and acknowledgement record names it.
+        self.id = f"{self.transport[:2]}-{_PROCESS}-{next(_ids)}"
         self.tenant_id = tenant_id
         self.user_id = user_id
         self.remote_ip = remote_ip
@@ -169,11 +171,6 @@ class Connection:
         self._held_bytes = 0
         self._unflushed = 0           # bytes a replay queued since it last waited
         self._last_write: asyncio.Future[Any] | None = None  # None: nothing left queued
-
-    @property
-    def id(self) -> str:
-        """Unique across processes: the transport, this process, a counter."""
-        return f"{self.transport[:2]}-{_PROCESS}-{self._n}"
 
     # --- for transports ----------------------------------------------------------------
     def encoded(self, message: Message) -> bytes:
