@@ -162,7 +162,9 @@ async def test_presence_and_the_connection_limit_span_processes(shared):
         one = await WSClient.open(a.port, ALICE)
         two = await SSEClient.open(b.port, ALICE)
         await two.next_of("connected")
+        # Each process publishes its own count: wait until both see the other's.
         await eventually(lambda: _user_total(Api(b.port), 2))
+        await eventually(lambda: _user_total(Api(a.port), 2))
         refused = await SSEClient.open(b.port, ALICE)
         assert refused.status == 429
         refused_ws = await Api(a.port).call("GET", "/ws/notifications", tok=ALICE)
