@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 import tornado.httputil
 import tornado.websocket
 from tornado.iostream import StreamBufferFullError, StreamClosedError
-from tornado.util import _websocket_mask
 
 from tidings import receipts, validation
 from tidings.connections import WEBSOCKET, Connection, Message, dumps, write_now
@@ -20,6 +19,7 @@ from tidings.limits import Bucket
 from tidings.models import Principal
 
 from .subscribe import SubscribeMixin
+from .ws_protocol import NotificationProtocol
 
 # Close codes: 1001 going away (shutdown), 1013 try again later (too slow: resume with since).
 _CLOSE_CODES = {"shutdown": 1001, "too slow": 1013}
@@ -27,7 +27,6 @@ _PONG = json.dumps({"type": "pong"})
 _PING = b"\x89\x00"  # a final ping frame, empty: server frames are not masked
 _NO_HEADERS = tornado.httputil.HTTPHeaders()  # what a socket's request keeps after the upgrade
 FRAMES_PER_SECOND = 20  # from a client: tidings.js sends at most ten acks and a ping
-READ_CHUNK = 64 * 1024  # bytes taken from a socket's stream at most per read
 
 
 class WebSocketConnection(Connection):
@@ -80,82 +79,6 @@ class WebSocketConnection(Connection):
         self.handler.close(_CLOSE_CODES.get(reason, 1011), reason)
 
 
-_frame_loops: set[asyncio.Task[None]] = set()  # every open socket's, running
-
-
-class _Protocol(tornado.websocket.WebSocketProtocol13):
-    """Tornado's protocol with three changes. It tells the handler why Tornado itself said
-    goodbye (a ping gone unanswered, a frame too big): on_close cannot tell that from a
-    client's close. Its frame loop runs as a task of its own: Tornado awaits it at the
-    bottom of the request's coroutines (_execute, get, accept), which would then stay
-    suspended, with their frames and the request's task, as long as the socket is open.
-    And it reads what the socket has in one go.
-
-    Tornado reads a frame in three or four `read_bytes` calls (header, length, mask,
-    payload), each a future and a visit to the stream's buffer; and as the header leaves the
-    rest of the frame in that buffer, the stream stops listening to the socket and starts
-    again for the next frame, two epoll_ctl calls per frame. Here every read takes all the
-    stream holds (up to READ_CHUNK) into the protocol's own bytes, and the pieces of a frame
-    come from there without a future; a small whole frame is taken in one go. Tornado's
-    frame parsing (its size limit, checked before a payload is read, control frames,
-    fragments, close) decides every other frame."""
-
-    handler: NotificationSocket
-    _unread = b""  # bytes read from the stream that no frame has used yet
-
-    async def _receive_frame(self) -> None:
-        """The usual client frame (an ack, a ping: final, masked, text, under 126 bytes, no
-        message in fragments under way) is taken whole here once it has been read; any other
-        goes to Tornado's reader, which takes its pieces through `_read_bytes`."""
-        unread = self._unread
-        if not unread:
-            unread = self._unread = await self.stream.read_bytes(READ_CHUNK, partial=True)
-        if len(unread) < 6 or unread[0] != 0x81 or unread[1] < 0x80 or unread[1] >= 0x80 | 126 \
-                or len(unread) < (end := 6 + (unread[1] & 0x7F)) \
-                or self._fragmented_message_buffer is not None or self._decompressor is not None:
-            return await super()._receive_frame()
-        self._unread = unread[end:]
-        self._wire_bytes_in += end
-        handled = self._handle_message(0x1, _websocket_mask(unread[2:6], unread[6:end]))
-        if handled is not None:
-            await handled
-
-    async def _read_bytes(self, n: int) -> bytes:
-        unread = self._unread
-        while len(unread) < n:
-            unread += await self.stream.read_bytes(max(n - len(unread), READ_CHUNK),
-                                                   partial=True)
-        self._unread = unread[n:]
-        self._wire_bytes_in += n
-        return unread[:n] if len(unread) > n else unread
-
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        if not self.server_terminated and not self.client_terminated:
-            self.handler.goodbye = reason or f"code {code}"
-        super().close(code, reason)
-
-    async def _receive_frame_loop(self) -> None:
-        # Held in a module-wide set, not an attribute: one more key would grow every
-        # socket's attribute dict to its next size (measured: 1.6 KiB a socket).
-        task = asyncio.ensure_future(super()._receive_frame_loop())
-        _frame_loops.add(task)
-        task.add_done_callback(self._frames_ended)
-
-    def _frames_ended(self, task: asyncio.Task[None]) -> None:
-        """As Tornado's accept_connection does when the loop it awaits fails: a malformed
-        frame (ValueError) or a cancellation ends the socket; anything else is logged too."""
-        _frame_loops.discard(task)
-        if task.cancelled():
-            self._abort()
-            return
-        error = task.exception()
-        if error is None:
-            return
-        if not isinstance(error, ValueError):
-            self.handler.log_exception(type(error), error, error.__traceback__)
-        self._abort()
-
-
 class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
     who: Principal
     since: int | None
@@ -179,7 +102,7 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
         protocol = super().get_websocket_protocol()
         if not isinstance(protocol, tornado.websocket.WebSocketProtocol13):
             return protocol
-        return _Protocol(self, False, protocol.params)
+        return NotificationProtocol(self, False, protocol.params)
 
     async def get(self, *args: Any, **kwargs: Any) -> None:
         # Refusals are plain HTTP with a JSON body, before the upgrade.
@@ -253,7 +176,7 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
         ids = receipts.quick_ack_ids(raw) if isinstance(raw, str) else None
         if ids is not None:  # most frames: an ack as tidings.js writes it
             if self.conn is not None:
-                self.services.receipts.acknowledged(self.who, ids, self.conn.id)
+                self.services.receipts.acknowledged_by(self.conn, ids)
             return None
         try:
             frame = validation.loads(raw, "frame")
@@ -267,7 +190,7 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
             except TidingsError as e:
                 return self._error(e.code, e.message)
             if self.conn is not None:
-                self.services.receipts.acknowledged(self.who, ids, self.conn.id)
+                self.services.receipts.acknowledged_by(self.conn, ids)
         elif kind == "ping":
             self.write_message(_PONG)
         elif kind == "mark_read":

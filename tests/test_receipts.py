@@ -115,6 +115,28 @@ async def test_acknowledging_what_is_not_yours_records_nothing(server, api):
 
 
 @pytest.mark.gen_test
+async def test_a_websocket_acknowledges_at_most_what_it_was_sent(server, api):
+    """One id per message sent to it: a client that repeats its acknowledgements, or
+    acknowledges what it never got, cannot grow what is stored."""
+    unsent = [(await api.send(SERVICE, user_id="alice", title=t))["notification"]["id"]
+              for t in "ab"]
+    ws = await WSClient.open(server.port, ALICE)
+    live = (await api.send(SERVICE, user_id="alice", title="live"))["notification"]["id"]
+    await ws.notifications(1)
+    ws.send({"type": "ack", "ids": [*unsent, live]})  # one sent, so the first id only
+    for _ in range(5):
+        ws.send({"type": "ack", "ids": [live]})
+    ws.send({"type": "ping"})
+    await ws.next_of("pong")  # the frames before it were handled
+    await server.services.receipts.flush()
+    [entry] = await receipts(api, unsent[0])  # the user's mark: it was not pushed there
+    assert entry["acknowledged_at"] is not None and entry["connections"] == []
+    assert await receipts(api, unsent[1]) == []
+    assert not await acknowledged(api, live, ws.hello["connection_id"])  # nothing left for it
+    ws.close()
+
+
+@pytest.mark.gen_test
 async def test_bad_acknowledgements_are_400_naming_the_field(server, api):
     bad = [({}, "ids"), ({"ids": []}, "ids"), ({"ids": "1"}, "ids"), ({"ids": [True]}, "ids"),
            ({"ids": [0]}, "ids"), ({"ids": [1.5]}, "ids"), ({"ids": list(range(1, 502))}, "ids"),

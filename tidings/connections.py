@@ -148,8 +148,8 @@ class Connection:
     holds tens of thousands of them."""
 
     __slots__ = ("id", "tenant_id", "user_id", "remote_ip", "user_agent", "opened_at",
-                 "last_id", "closed", "close_reason", "max_pending", "_held", "_held_bytes",
-                 "_unflushed", "_last_write")
+                 "last_id", "ack_allowance", "closed", "close_reason", "max_pending", "_held",
+                 "_held_bytes", "_unflushed", "_last_write")
 
     transport = ""
 
@@ -164,6 +164,7 @@ class Connection:
         self.user_agent = user_agent
         self.opened_at = time.time()
         self.last_id = 0              # largest notification or event id sent: none at or below again
+        self.ack_allowance = 0        # ids it may still acknowledge: one per message sent with one
         self.closed = False
         self.close_reason: str | None = None  # why the server ended it, when it did
         self.max_pending = max_pending
@@ -229,6 +230,7 @@ class Connection:
             if message.event_id <= self.last_id:
                 return False
             self.last_id = message.event_id
+            self.ack_allowance += 1
         try:
             self._last_write = self._write(message)
         except StreamBufferFullError:

@@ -1,8 +1,9 @@
 """Receipts: which connection was pushed a notification and which acknowledged it.
 
 Recording must not slow the fan-out, so a push is remembered in memory as one entry per
-notification (its connections), and everything remembered is written every `FLUSH_INTERVAL`,
-in transactions of WRITE_CHUNK records so that creates never wait long behind them.
+notification (its connections), a WebSocket acknowledgement as one entry per frame (its ids),
+and everything remembered is written every `FLUSH_INTERVAL`, in transactions of WRITE_CHUNK
+records so that creates never wait long behind them.
 Receipts are a record, not the notification: when the store is away or the buffer is full,
 the oldest wait and the newest are dropped (counted in `dropped`, logged), and a notification
 is never held up for them.
@@ -23,13 +24,14 @@ from . import errors
 from .connections import Connection
 from .models import Principal
 from .store import ReceiptBook, StoreUnavailable
-from .store.protocol import Ack, Push, pack_connections
+from .store.protocol import Ack, FrameAcks, Push, pack_connections
 
 log = logging.getLogger("tidings.receipts")
 
 FLUSH_INTERVAL = 1.0     # seconds between writes
-MAX_BUFFERED = 200_000   # pushes and acks waiting to be written, at most
-MAX_TENANT_ACKS = MAX_BUFFERED // 8  # one tenant's acks per write: its flood is its own
+MAX_BUFFERED = 1_000_000  # pushed connections and acknowledged ids waiting to be written, at
+                          # most (8 to 40 bytes each; an acknowledgement over REST about 100)
+MAX_TENANT_ACKS = MAX_BUFFERED // 4  # one tenant's acks per write: its flood is its own
 MAX_ACK_IDS = 500        # ids in one acknowledgement
 WRITE_CHUNK = 500        # records per transaction: a create waits behind one chunk, not a second's
 
@@ -73,8 +75,10 @@ class Receipts:
         # One key per frame, shared by its ids, and no object per acknowledgement: what waits
         # for the write is a few dicts, not a tuple per id for the collector to walk.
         self._acks: dict[int, dict[tuple[str, str, str], float]] = {}
+        self._frames: list[FrameAcks] = []
         self._unwritten: list[Push] = []  # records a failed write left, written first next time
         self._unwritten_acks: list[Ack] = []
+        self._unwritten_frames: list[FrameAcks] = []
         self._buffered = 0
         self._tenant_acks: collections.Counter[str] = collections.Counter()
         self._task: asyncio.Task[None] | None = None
@@ -92,21 +96,40 @@ class Receipts:
         self._pushed.append((notification_id, tenant_id, connections, self.clock()))
 
     def acknowledged(self, who: Principal, ids: list[int], connection_id: str = "") -> None:
-        """`connection_id` '': every SSE connection of the user that was pushed them."""
-        count, tenant = len(ids), who.tenant_id
-        if self._buffered + count > MAX_BUFFERED or \
-                self._tenant_acks[tenant] + count > MAX_TENANT_ACKS:
-            self.dropped += count
+        """Over REST: `connection_id` names an SSE connection ('': every SSE connection of
+        the user that was pushed them)."""
+        if not self._room(who.tenant_id, len(ids)):
             return
-        self._buffered += count
-        self._tenant_acks[tenant] += count
-        key, now, acks = (tenant, who.user_id, connection_id), self.clock(), self._acks
+        key, now, acks = (who.tenant_id, who.user_id, connection_id), self.clock(), self._acks
         for i in ids:
             entries = acks.get(i)
             if entries is None:
                 acks[i] = {key: now}
             elif key not in entries:  # the first is kept, as the store keeps it
                 entries[key] = now
+
+    def acknowledged_by(self, connection: Connection, ids: list[int]) -> None:
+        """A WebSocket frame's acknowledgement: one entry, whatever its ids. A connection
+        acknowledges at most as many ids as it was sent messages that carry one, so a client
+        that repeats its acknowledgements cannot grow what is stored."""
+        allowed = connection.ack_allowance
+        if len(ids) > allowed:
+            ids = ids[:allowed]
+        if not ids or not self._room(connection.tenant_id, len(ids)):
+            return
+        connection.ack_allowance = allowed - len(ids)
+        self._frames.append(FrameAcks(connection.tenant_id, connection.user_id, connection.id,
+                                      self.clock(), ids))
+
+    def _room(self, tenant_id: str, count: int) -> bool:
+        """Whether `count` acknowledged ids of the tenant fit; counted as taken if so."""
+        if self._buffered + count > MAX_BUFFERED or \
+                self._tenant_acks[tenant_id] + count > MAX_TENANT_ACKS:
+            self.dropped += count
+            return False
+        self._buffered += count
+        self._tenant_acks[tenant_id] += count
+        return True
 
     # --- written off it ----------------------------------------------------------------
     def start(self) -> None:
@@ -127,29 +150,30 @@ class Receipts:
         """Writes what is buffered; while the store is away it stays buffered (any other
         failure is a bug, and that batch is dropped rather than retried forever)."""
         async with self._lock:
-            pushed, acked, rows = self._pushed, self._acks, self._unwritten
-            if not pushed and not acked and not rows and not self._unwritten_acks:
+            pushed, acked = self._pushed, self._acks
+            rows, acks, frames = self._unwritten, self._unwritten_acks, self._unwritten_frames
+            if not (pushed or acked or rows or acks or frames or self._frames):
                 return
-            acks = self._unwritten_acks
-            self._pushed, self._acks, self._unwritten, self._buffered = [], {}, [], 0
-            self._unwritten_acks = []
+            frames += self._frames
+            self._pushed, self._acks, self._frames, self._buffered = [], {}, [], 0
+            self._unwritten, self._unwritten_acks, self._unwritten_frames = [], [], []
             self._tenant_acks.clear()
             acks += [Ack(n, tenant, user, connection, at) for n, entries in acked.items()
                      for (tenant, user, connection), at in entries.items()]
             rows += [Push(n, tenant, at, pack_connections((c.id, c.user_id, c.transport)
                                                           for c in conns))
                      for n, tenant, conns, at in pushed]
-            done_rows = done_acks = 0
             try:
-                while done_rows < len(rows) or done_acks < len(acks):
-                    chunk = rows[done_rows:done_rows + WRITE_CHUNK]
-                    some = acks[done_acks:done_acks + WRITE_CHUNK]
-                    await self.book.record(chunk, some)
-                    done_rows, done_acks = done_rows + len(chunk), done_acks + len(some)
+                while rows or acks or frames:
+                    await self.book.record(rows[:WRITE_CHUNK], acks[:WRITE_CHUNK],
+                                           frames[:WRITE_CHUNK])
+                    rows, acks = rows[WRITE_CHUNK:], acks[WRITE_CHUNK:]
+                    frames = frames[WRITE_CHUNK:]
             except (StoreUnavailable, asyncio.CancelledError):  # kept for the next try
-                self._unwritten = rows[done_rows:] + self._unwritten
-                self._unwritten_acks = acks[done_acks:] + self._unwritten_acks
-                self._buffered += len(rows) - done_rows + len(acks) - done_acks  # about
+                self._unwritten = rows + self._unwritten
+                self._unwritten_acks = acks + self._unwritten_acks
+                self._unwritten_frames = frames + self._unwritten_frames
+                self._buffered += len(rows) + len(acks) + len(frames)  # about
                 raise
 
     async def _flush_loop(self) -> None:

@@ -1,6 +1,7 @@
-"""The receipt book's contract on SQLite and PostgreSQL: pushes and acknowledgements read back
-per recipient and connection; acknowledgements of what is not the user's are dropped, and a
-user cannot grow a notification's acknowledgements without bound."""
+"""The receipt book's contract on SQLite and PostgreSQL: pushes and acknowledgements (REST rows
+and packed WebSocket frames) read back per recipient and connection; acknowledgements of what
+is not the user's are dropped, and a user cannot grow a notification's REST acknowledgements
+without bound (a WebSocket connection's are bounded by what it was sent, in `Receipts`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 import pytest
 
 from tidings.store import Backend
-from tidings.store.protocol import ACKS_PER_RECIPIENT, Ack, Push, pack_connections
+from tidings.store.protocol import ACKS_PER_RECIPIENT, Ack, FrameAcks, Push, pack_connections, ts
 
 from .test_store import create, new
 
@@ -35,7 +36,7 @@ async def test_pushes_and_acks_read_back_per_recipient_and_connection(backend):
          Push(nid, "t1", now + 0.5, pack_connections([("ss-3", "bob", "sse"),
                                                        ("we-1", "alice", "websocket")]))],
         [Ack(nid, "t1", "alice", "we-1", now + 1), Ack(nid, "t1", "bob", "", now + 2),
-         Ack(nid, "t2", "carol", "", now)])  # another tenant's user: dropped
+         Ack(nid, "t2", "carol", "", now)], [])  # another tenant's user: dropped
     found = (await backend.receipts.receipts("t1", [nid]))[nid]
     assert [e["user_id"] for e in found] == ["alice", "bob"]
     alice = {c["connection_id"]: c for c in found[0]["connections"]}
@@ -55,8 +56,8 @@ async def test_acknowledgements_of_one_recipient_are_bounded(backend, kind):
     now = time.time()
     for i in range(3):  # in several flushes, as a flood would come
         await backend.receipts.record(
-            [], [Ack(nid, "t1", "alice", f"ss-0123abcd-{i}{j}", now) for j in range(10)])
-    await backend.receipts.record([], [Ack(nid, "t1", "bob", "", now)])  # not bob's: dropped
+            [], [Ack(nid, "t1", "alice", f"ss-0123abcd-{i}{j}", now) for j in range(10)], [])
+    await backend.receipts.record([], [Ack(nid, "t1", "bob", "", now)], [])  # not bob's: dropped
     assert await acks_stored(backend, kind, nid) == ACKS_PER_RECIPIENT
     assert not await backend.receipts.acknowledged(nid, "bob")
 
@@ -66,13 +67,13 @@ async def test_one_batch_keeps_the_first_of_each_and_the_bound(backend, kind):
     [direct] = await create(backend, new())  # alice's
     [wide] = await create(backend, new(user=None))
     now = time.time()
-    await backend.receipts.record([], [Ack(wide, "t1", "alice", "we-1", now + 5)])
+    await backend.receipts.record([], [Ack(wide, "t1", "alice", "we-1", now + 5)], [])
     await backend.receipts.record([], [
         Ack(wide, "t1", "alice", "we-1", now + 9),  # stored already: the first stays
         *[Ack(direct, "t1", "alice", f"ss-0123abcd-{i}", now + i) for i in range(15)],
         Ack(direct, "t1", "alice", "ss-0123abcd-0", now + 20),  # a repeat in the batch
         Ack(direct, "t2", "alice", "", now), Ack(wide, "t2", "bob", "", now),  # not t2's
-        Ack(wide, "t1", "bob", "", now + 1)])
+        Ack(wide, "t1", "bob", "", now + 1)], [])
     assert await acks_stored(backend, kind, direct) == ACKS_PER_RECIPIENT
     assert await acks_stored(backend, kind, wide) == 2
     found = {e["user_id"]: e for e in (await backend.receipts.receipts("t1", [wide]))[wide]}
@@ -80,7 +81,41 @@ async def test_one_batch_keeps_the_first_of_each_and_the_bound(backend, kind):
     assert found["alice"]["acknowledged_at"] == (await backend.receipts.receipts(
         "t1", [wide], "alice"))[wide][0]["acknowledged_at"]
     [entry] = (await backend.receipts.receipts("t1", [direct]))[direct]
-    from tidings.store.protocol import ts
     assert entry["acknowledged_at"] == ts(now)
     [first] = (await backend.receipts.receipts("t1", [wide], "alice"))[wide]
     assert first["acknowledged_at"] == ts(now + 5)
+
+
+@pytest.mark.gen_test
+async def test_frame_acknowledgements_read_back_as_rows_do(backend):
+    """Packed WebSocket acknowledgements: the user's own (or its tenant's broadcast) only, the
+    earliest of a connection's kept, in receipts as in `acknowledged`."""
+    [direct] = await create(backend, new())  # alice's
+    [wide] = await create(backend, new(user=None))
+    now = time.time()
+    await backend.receipts.record(
+        [Push(wide, "t1", now, pack_connections([("we-1", "alice", "websocket"),
+                                                  ("we-2", "bob", "websocket")]))], [],
+        [FrameAcks("t1", "alice", "we-1", now + 2, [direct, wide]),
+         FrameAcks("t1", "bob", "we-2", now + 3, [direct, wide]),  # not bob's: `direct`
+         FrameAcks("t2", "carol", "we-3", now, [direct, wide])])  # another tenant's user
+    await backend.receipts.record(
+        [], [], [FrameAcks("t1", "alice", "we-1", now + 1, [wide]),  # earlier, written later
+                 FrameAcks("t1", "alice", "we-1", now + 9, [wide])])
+    found = {e["user_id"]: e for e in (await backend.receipts.receipts("t1", [wide]))[wide]}
+    assert set(found) == {"alice", "bob"}
+    assert found["alice"]["acknowledged_at"] == ts(now + 1)
+    assert found["alice"]["connections"] == [{
+        "connection_id": "we-1", "transport": "websocket", "pushed_at": ts(now),
+        "acknowledged_at": ts(now + 1)}]
+    assert found["bob"]["connections"][0]["acknowledged_at"] == ts(now + 3)
+    [entry] = (await backend.receipts.receipts("t1", [direct]))[direct]
+    assert entry["user_id"] == "alice" and entry["acknowledged_at"] == ts(now + 2)
+    [bob] = (await backend.receipts.receipts("t1", [wide], "bob"))[wide]
+    assert bob["user_id"] == "bob"
+    assert await backend.receipts.acknowledged(wide, "bob")
+    assert await backend.receipts.acknowledged(direct, "alice")
+    assert not await backend.receipts.acknowledged(direct, "bob")
+    assert not await backend.receipts.acknowledged(wide, "carol")
+    assert not await backend.receipts.acknowledged(wide, "bo")  # a whole user field only
+    assert (await backend.receipts.receipts("t2", [wide]))[wide] == []

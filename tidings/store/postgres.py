@@ -495,7 +495,7 @@ class PostgresStore:
                                ids)
             await conn.execute("DELETE FROM receipts WHERE tenant_id = $2 "
                                "AND notification_id = ANY($1::bigint[])", ids, tenant_id)
-            for table in ("pushes", "acks", "notification_events"):
+            for table in ("pushes", "acks", "frame_acks", "notification_events"):
                 await conn.execute(
                     f"DELETE FROM {table} WHERE notification_id = ANY($1::bigint[])", ids)
             await conn.execute("DELETE FROM notifications WHERE id = ANY($1::bigint[])", ids)

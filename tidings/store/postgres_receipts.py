@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .postgres import PgDatabase
-from .protocol import ACKS_PER_RECIPIENT, Ack, Push
+from .protocol import ACKS_PER_RECIPIENT, Ack, FrameAcks, Push, pack_frame_acks
 from .sqlite_receipts import assemble, first_acks, owned
 
 _RECEIPTS = """
@@ -15,6 +15,9 @@ SELECT 'push' AS kind, notification_id, NULL AS user_id, connections AS connecti
 UNION ALL
 SELECT 'ack', notification_id, user_id, connection_id, NULL, acknowledged_at
   FROM acks WHERE tenant_id = $1 AND notification_id = ANY($2::bigint[]){mine}
+UNION ALL
+SELECT 'frames', notification_id, NULL, acks, NULL, NULL
+  FROM frame_acks WHERE tenant_id = $1 AND notification_id = ANY($2::bigint[])
 UNION ALL
 SELECT 'read', notification_id, user_id, NULL, NULL, read_at
   FROM receipts WHERE tenant_id = $1 AND notification_id = ANY($2::bigint[]){mine}
@@ -31,17 +34,27 @@ class PostgresReceiptBook:
     def __init__(self, db: PgDatabase) -> None:
         self.db = db
 
-    async def record(self, pushes: list[Push], acks: list[Ack]) -> None:
+    async def record(self, pushes: list[Push], acks: list[Ack],
+                     frames: list[FrameAcks]) -> None:
         async with self.db.transaction() as conn:
             if pushes:  # one array per field, in the fields' order
                 await conn.execute(
                     "INSERT INTO pushes (notification_id, tenant_id, pushed_at, connections) "
                     "SELECT * FROM unnest($1::bigint[], $2::text[], $3::double precision[], "
                     "$4::text[])", *map(list, zip(*pushes, strict=True)))
+            if not acks and not frames:
+                return
+            owners = {row[0]: (row[1], row[2]) for row in await conn.fetch(
+                "SELECT id, tenant_id, user_id FROM notifications WHERE id = ANY($1::bigint[])",
+                list({a.notification_id for a in acks}.union(*(f.ids for f in frames))))}
+            packed = pack_frame_acks(frames, owners)
+            if packed:
+                await conn.execute(
+                    "INSERT INTO frame_acks (notification_id, tenant_id, acks) "
+                    "SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[])",
+                    *map(list, zip(*packed, strict=True)))
             if acks:  # the user's, the first of each and the bound, within the batch too
-                acks = owned(acks, {row[0]: (row[1], row[2]) for row in await conn.fetch(
-                    "SELECT id, tenant_id, user_id FROM notifications WHERE id = "
-                    "ANY($1::bigint[])", list({a.notification_id for a in acks}))})
+                acks = owned(acks, owners)
                 pairs = list({(a.notification_id, a.user_id): None for a in acks})
                 known: dict[tuple[int, str], set[str]] = {}
                 for row in await conn.fetch(
@@ -75,6 +88,8 @@ class PostgresReceiptBook:
 
     async def acknowledged(self, notification_id: int, user_id: str) -> bool:
         row = await self.db.fetchrow(
-            "SELECT 1 FROM acks WHERE notification_id = $1 AND user_id = $2 LIMIT 1",
+            "SELECT 1 FROM acks WHERE notification_id = $1 AND user_id = $2 UNION ALL "
+            "SELECT 1 FROM frame_acks WHERE notification_id = $1 "
+            "AND strpos(acks, chr(9) || $2 || chr(9)) > 0 LIMIT 1",  # the user field
             notification_id, user_id)
         return row is not None

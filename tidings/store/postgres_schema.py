@@ -290,3 +290,16 @@ MIGRATIONS.append(
     CREATE INDEX notification_events_notification ON notification_events (notification_id);
     """
 )
+
+MIGRATIONS.append(
+    # 9: acknowledgements from WebSocket frames, packed: a row per notification and write, a
+    # line per frame that acknowledged it ("connection\tuser\tat"), as `pushes` are.
+    """
+    CREATE TABLE frame_acks (
+        notification_id BIGINT NOT NULL,
+        tenant_id TEXT NOT NULL,
+        acks TEXT NOT NULL
+    );
+    CREATE INDEX frame_acks_notification ON frame_acks (notification_id);
+    """
+)

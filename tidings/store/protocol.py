@@ -167,7 +167,8 @@ def pack_connections(connections: Iterable[tuple[str, str, str]]) -> str:
     return "\n".join("\t".join(c) for c in connections)
 
 
-def unpack_connections(packed: str) -> list[list[str]]:
+def unpack_lines(packed: str) -> list[list[str]]:
+    """The fields of each line, as `pack_connections` and `pack_frame_acks` write them."""
     return [line.split("\t") for line in packed.split("\n")] if packed else []
 
 
@@ -185,12 +186,47 @@ class Ack(NamedTuple):
     at: float
 
 
+class FrameAcks(NamedTuple):
+    """The ids one WebSocket frame acknowledged. These are the volume (every client sends up
+    to ten a second), so they are written packed, a row per notification and write (see
+    `pack_frame_acks`), not a row each; the connection bounds them (it acknowledges at most
+    as many ids as it was sent), so the store need not."""
+
+    tenant_id: str
+    user_id: str
+    connection_id: str
+    at: float
+    ids: list[int]
+
+
+def pack_frame_acks(frames: Iterable[FrameAcks], owners: dict[int, tuple[str, str | None]],
+                    ) -> list[tuple[int, str, str]]:
+    """(notification id, tenant, acknowledgements) rows: a line per frame that acknowledged
+    the notification, "connection\tuser\tat", kept only where the notification is the
+    user's (or the user's tenant's, for a broadcast); `owners` holds each notification's
+    tenant and user."""
+    lines: dict[int, list[str]] = {}
+    for tenant, user, connection, at, ids in frames:
+        line = f"{connection}\t{user}\t{at!r}"
+        for n in ids:
+            owner = owners.get(n)
+            if owner is not None and owner[0] == tenant and (owner[1] is None or owner[1] == user):
+                found = lines.get(n)
+                if found is None:
+                    lines[n] = [line]
+                else:
+                    found.append(line)
+    return [(n, owners[n][0], "\n".join(found)) for n, found in lines.items()]
+
+
 class ReceiptBook(Protocol):
     """Who was pushed, acknowledged and read which notification."""
 
-    async def record(self, pushes: list[Push], acks: list[Ack]) -> None:
-        """Writes pushes and acknowledgements in one transaction; the first of each is kept.
-        An acknowledgement of a notification that is not the user's is dropped."""
+    async def record(self, pushes: list[Push], acks: list[Ack],
+                     frames: list[FrameAcks]) -> None:
+        """Writes pushes and acknowledgements in one transaction. Of `acks` (from REST) the
+        first of each is kept, at most ACKS_PER_RECIPIENT per notification and user; any
+        acknowledgement of a notification that is not the user's is dropped."""
     async def receipts(self, tenant_id: str, notification_ids: list[int],
                        user_id: str | None = None) -> dict[int, list[dict[str, Any]]]:
         """Per notification, one entry per recipient that was pushed it, acknowledged it or

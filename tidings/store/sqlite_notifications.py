@@ -183,7 +183,7 @@ class SQLiteStore:
             await conn.execute(f"DELETE FROM deliveries WHERE notification_id IN ({marks})", ids)
             await conn.execute(f"DELETE FROM receipts WHERE tenant_id = ? AND notification_id "
                                f"IN ({marks})", (tenant_id, *ids))
-            for table in ("pushes", "acks", "notification_events"):
+            for table in ("pushes", "acks", "frame_acks", "notification_events"):
                 await conn.execute(f"DELETE FROM {table} WHERE notification_id IN ({marks})", ids)
             await conn.execute(f"DELETE FROM notifications WHERE id IN ({marks})", ids)
             await conn.execute(

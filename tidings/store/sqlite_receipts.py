@@ -5,7 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from .protocol import ACKS_PER_RECIPIENT, Ack, Push, ts, unpack_connections
+from .protocol import (
+    ACKS_PER_RECIPIENT,
+    Ack,
+    FrameAcks,
+    Push,
+    pack_frame_acks,
+    ts,
+    unpack_lines,
+)
 from .sqlite import Database, Row
 
 # One statement, so pushes, acknowledgements and reads come from one snapshot. A read is an
@@ -18,6 +26,9 @@ SELECT 'push' AS kind, notification_id, NULL AS user_id, connections AS connecti
 UNION ALL
 SELECT 'ack', notification_id, user_id, connection_id, NULL, acknowledged_at
   FROM acks WHERE tenant_id = :tenant AND notification_id IN ({ids}){mine}
+UNION ALL
+SELECT 'frames', notification_id, NULL, acks, NULL, NULL
+  FROM frame_acks WHERE tenant_id = :tenant AND notification_id IN ({ids})
 UNION ALL
 SELECT 'read', notification_id, user_id, NULL, NULL, read_at
   FROM receipts WHERE tenant_id = :tenant AND notification_id IN ({ids}){mine}
@@ -34,21 +45,26 @@ class SQLiteReceiptBook:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def record(self, pushes: list[Push], acks: list[Ack]) -> None:
+    async def record(self, pushes: list[Push], acks: list[Ack],
+                     frames: list[FrameAcks]) -> None:
         async with self.db.write() as conn:
             # The rows are the tuples themselves, in their fields' order.
             await conn.executemany(
                 "INSERT INTO pushes (notification_id, tenant_id, pushed_at, connections) "
                 "VALUES (?, ?, ?, ?)", pushes)
-            if not acks:
+            if not acks and not frames:
                 return
             # What a statement per row would ask (is the notification the user's; how many
             # does the user have of it already), asked once for the whole batch: two lookups
             # by key, then the inserts alone.
-            ids = ",".join(str(int(n)) for n in {a.notification_id for a in acks})
+            ids = ",".join(str(int(n)) for n in {a.notification_id for a in acks}.union(
+                *(f.ids for f in frames)))
             async with conn.execute("SELECT id, tenant_id, user_id FROM notifications "
                                     f"WHERE id IN ({ids})") as cursor:
                 owners = {row[0]: (row[1], row[2]) for row in await cursor.fetchall()}
+            await conn.executemany(
+                "INSERT INTO frame_acks (notification_id, tenant_id, acks) VALUES (?, ?, ?)",
+                pack_frame_acks(frames, owners))
             acks = owned(acks, owners)
             pairs = list({(a.notification_id, a.user_id): None for a in acks})
             known: dict[tuple[int, str], set[str]] = {}
@@ -80,8 +96,10 @@ class SQLiteReceiptBook:
 
     async def acknowledged(self, notification_id: int, user_id: str) -> bool:
         row = await self.db.fetchone(
-            "SELECT 1 FROM acks WHERE notification_id = ? AND user_id = ? LIMIT 1",
-            (notification_id, user_id))
+            "SELECT 1 FROM acks WHERE notification_id = :n AND user_id = :user UNION ALL "
+            "SELECT 1 FROM frame_acks WHERE notification_id = :n "
+            "AND instr(acks, char(9) || :user || char(9)) > 0 LIMIT 1",  # the user field
+            {"n": notification_id, "user": user_id})
         return row is not None
 
 
@@ -116,15 +134,22 @@ def assemble(notification_ids: list[int], rows: list[Row],
     pushed it. An acknowledgement naming no connection ('') marks every SSE connection of the
     user; one naming a connection that was not pushed it marks only the user."""
     users: dict[int, dict[str, dict[str, Any]]] = {n: {} for n in notification_ids}
-    acks: list[Row] = []
+    acks: list[Row | dict[str, Any]] = []
 
     def entry_of(notification_id: int, user: str) -> dict[str, Any]:
         return users[notification_id].setdefault(user, {
             "user_id": user, "read_at": None, "acknowledged_at": None, "connections": {}})
 
     for row in rows:
+        if row["kind"] == "frames":  # packed: a line per frame, its connection, user, time
+            for connection_id, user, at in unpack_lines(row["connection_id"]):
+                if user_id is None or user == user_id:
+                    entry_of(row["notification_id"], user)
+                    acks.append({"notification_id": row["notification_id"], "user_id": user,
+                                 "connection_id": connection_id, "at": float(at)})
+            continue
         if row["kind"] == "push":  # packed: the connections of one write
-            for connection_id, user, transport in unpack_connections(row["connection_id"]):
+            for connection_id, user, transport in unpack_lines(row["connection_id"]):
                 if user_id is not None and user != user_id:
                     continue
                 connections = entry_of(row["notification_id"], user)["connections"]
