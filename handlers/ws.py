@@ -173,10 +173,10 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
                                                  "second; frames past that are ignored")
             return None
         self.told_to_slow_down = False
-        ids = receipts.quick_ack_ids(raw) if isinstance(raw, str) else None
-        if ids is not None:  # most frames: an ack as tidings.js writes it
+        acked = receipts.quick_ack_ids(raw) if isinstance(raw, str) else None
+        if acked is not None:  # most frames: an ack as tidings.js writes it
             if self.conn is not None:
-                self.services.receipts.acknowledged_by(self.conn, ids)
+                self.services.receipts.acknowledged_by(self.conn, acked)
             return None
         try:
             frame = validation.loads(raw, "frame")
@@ -190,7 +190,7 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
             except TidingsError as e:
                 return self._error(e.code, e.message)
             if self.conn is not None:
-                self.services.receipts.acknowledged_by(self.conn, ids)
+                self.services.receipts.acknowledged_by(self.conn, ",".join(map(str, ids)))
         elif kind == "ping":
             self.write_message(_PONG)
         elif kind == "mark_read":

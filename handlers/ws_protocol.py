@@ -135,50 +135,50 @@ class NotificationProtocol(tornado.websocket.WebSocketProtocol13):
             self._unread += data  # (a bytearray: a part frame, however small its pieces)
         else:
             self._unread = data
-        try:
-            self._handle_frames()
-        except Exception as e:  # a bug: this socket ends, the server goes on
-            self.handler.log_exception(type(e), e, e.__traceback__)
-            self._abort()
+        self._handle_frames()
 
     def _handle_frames(self) -> None:
         """Handles every whole frame read so far, in order. Stops at a part frame, at the
         end of the socket, and at a frame whose handler returns a coroutine: the next frame
         waits for it (and the socket is not read meanwhile), as in Tornado."""
-        unread, at, size = self._unread, 0, len(self._unread)
-        while not self.waiting and not self.client_terminated and size - at >= 2:
-            first, second = unread[at], unread[at + 1]
-            opcode, length, start = first & 0x0F, second & 0x7F, at + 2
-            if first & _RESERVED or opcode & 0x8 and length >= 126:
-                self._abort()  # an extension never agreed on; a control frame too long
-                return
-            if length == 126:
-                start += 2
-                if size < start:
+        try:
+            unread, at, size = self._unread, 0, len(self._unread)
+            while not self.waiting and not self.client_terminated and size - at >= 2:
+                first, second = unread[at], unread[at + 1]
+                opcode, length, start = first & 0x0F, second & 0x7F, at + 2
+                if first & _RESERVED or opcode & 0x8 and length >= 126:
+                    self._abort()  # an extension never agreed on; a control frame too long
+                    return
+                if length == 126:
+                    start += 2
+                    if size < start:
+                        break
+                    length = int.from_bytes(unread[at + 2:start], "big")
+                elif length == 127:
+                    start += 8
+                    if size < start:
+                        break
+                    length = int.from_bytes(unread[at + 2:start], "big")
+                held = self._fragmented_message_buffer
+                if length + (len(held) if held is not None else 0) > self.params.max_message_size:
+                    self.close(1009, "message too big")
+                    self._abort()
+                    return
+                masked = second & 0x80
+                end = start + (4 if masked else 0) + length
+                if size < end:
                     break
-                length = int.from_bytes(unread[at + 2:start], "big")
-            elif length == 127:
-                start += 8
-                if size < start:
-                    break
-                length = int.from_bytes(unread[at + 2:start], "big")
-            held = self._fragmented_message_buffer
-            if length + (len(held) if held is not None else 0) > self.params.max_message_size:
-                self.close(1009, "message too big")
-                self._abort()
-                return
-            masked = second & 0x80
-            end = start + (4 if masked else 0) + length
-            if size < end:
-                break
-            payload = bytes(unread[start + 4 if masked else start:end])
-            if masked:
-                payload = _websocket_mask(bytes(unread[start:start + 4]), payload)
-            at = end
-            handled = self._frame(bool(first & 0x80), opcode, payload)
-            if handled is not None:
-                self._pause(handled)
-        self._unread = b"" if at == size else unread if at == 0 else bytearray(unread[at:])
+                payload = bytes(unread[start + 4 if masked else start:end])
+                if masked:
+                    payload = _websocket_mask(bytes(unread[start:start + 4]), payload)
+                at = end
+                handled = self._frame(bool(first & 0x80), opcode, payload)
+                if handled is not None:
+                    self._pause(handled)
+            self._unread = b"" if at == size else unread if at == 0 else bytearray(unread[at:])
+        except Exception as e:  # a bug, or the handler's: this socket ends, the server goes on
+            self.handler.log_exception(type(e), e, e.__traceback__)
+            self._abort()
 
     def _frame(self, final: bool, opcode: int, payload: bytes) -> asyncio.Future[None] | None:
         """One frame, as Tornado's `_receive_frame` decides after reading it."""
@@ -203,6 +203,16 @@ class NotificationProtocol(tornado.websocket.WebSocketProtocol13):
             self._fragmented_message_opcode = opcode
             self._fragmented_message_buffer = bytearray(payload)
             return None
+        if opcode == 0x1:
+            # Text goes straight to the handler (`_handle_message` would take two calls more);
+            # what the handler raises ends the socket (see `_handle_frames`), as in Tornado.
+            try:
+                text = payload.decode()
+            except UnicodeDecodeError:
+                self._abort()
+                return None
+            handled = self.handler.on_message(text)
+            return None if handled is None else asyncio.ensure_future(handled)
         return self._handle_message(opcode, payload)
 
     def _pause(self, handled: asyncio.Future[None]) -> None:
@@ -210,8 +220,15 @@ class NotificationProtocol(tornado.websocket.WebSocketProtocol13):
         self.read(False)
         handled.add_done_callback(self._resume)
 
-    def _resume(self, _: asyncio.Future[None]) -> None:
+    def _resume(self, handled: asyncio.Future[None]) -> None:
         self.waiting = False
+        if handled.cancelled() or handled.exception() is not None:
+            if not handled.cancelled():
+                error = handled.exception()
+                assert error is not None
+                self.handler.log_exception(type(error), error, error.__traceback__)
+            self._abort()
+            return
         if self.stream.closed():
             return
         self._handle_frames()  # the frames read already first, then the socket

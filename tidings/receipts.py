@@ -31,7 +31,7 @@ log = logging.getLogger("tidings.receipts")
 FLUSH_INTERVAL = 1.0     # seconds between writes
 MAX_BUFFERED = 1_000_000  # pushed connections and acknowledged ids waiting to be written, at
                           # most (8 to 40 bytes each; an acknowledgement over REST about 100)
-MAX_TENANT_ACKS = MAX_BUFFERED // 4  # one tenant's acks per write: its flood is its own
+MAX_TENANT_ACKS = MAX_BUFFERED // 2  # one tenant's acks per write: its flood is its own
 MAX_ACK_IDS = 500        # ids in one acknowledgement
 WRITE_CHUNK = 500        # records per transaction: a create waits behind one chunk, not a second's
 
@@ -40,21 +40,22 @@ WRITE_CHUNK = 500        # records per transaction: a create waits behind one ch
 # without the general JSON walk. Anything else (another key order, spaces, a bad id) goes the
 # general way, with the same answers.
 _ACK_FRAME_MAX = len('{"type":"ack","ids":[]}') + MAX_ACK_IDS * 20  # 19 digits and a comma
+_LONG_ID = re.compile(r"[0-9]{19}")  # the only ids that may be 2**63 or more
 _ACK_FRAME = re.compile(r'\{"type":"ack","ids":\[((?:[1-9][0-9]{0,18},){0,499}[1-9][0-9]{0,18})\]\}')
 
 
-def quick_ack_ids(frame: str) -> list[int] | None:
-    """The ids of an ack frame in its common shape, valid and deduplicated; None when the
-    frame is not in that shape (then `ack_ids` of the parsed frame decides)."""
+def quick_ack_ids(frame: str) -> str | None:
+    """The ids of an ack frame in its common shape, valid, as the frame wrote them ("42,43");
+    None when the frame is not in that shape (then `ack_ids` of the parsed frame decides)."""
     if len(frame) > _ACK_FRAME_MAX or not frame.startswith('{"type":"ack"'):
         return None
     found = _ACK_FRAME.fullmatch(frame)
     if found is None:
         return None
-    ids = [int(i) for i in found.group(1).split(",")]
-    if max(ids) >= 2**63:
+    ids = found.group(1)
+    if _LONG_ID.search(ids) and max(map(int, ids.split(","))) >= 2**63:
         return None
-    return list(dict.fromkeys(ids))
+    return ids
 
 
 def ack_ids(value: Any) -> list[int]:
@@ -108,16 +109,17 @@ class Receipts:
             elif key not in entries:  # the first is kept, as the store keeps it
                 entries[key] = now
 
-    def acknowledged_by(self, connection: Connection, ids: list[int]) -> None:
-        """A WebSocket frame's acknowledgement: one entry, whatever its ids. A connection
-        acknowledges at most as many ids as it was sent messages that carry one, so a client
-        that repeats its acknowledgements cannot grow what is stored."""
-        allowed = connection.ack_allowance
-        if len(ids) > allowed:
-            ids = ids[:allowed]
-        if not ids or not self._room(connection.tenant_id, len(ids)):
+    def acknowledged_by(self, connection: Connection, ids: str) -> None:
+        """A WebSocket frame's acknowledgement ("42,43", as `quick_ack_ids` gives them): one
+        entry, whatever its ids. A connection acknowledges at most as many ids as it was sent
+        messages that carry one, so a client that repeats its acknowledgements cannot grow
+        what is stored."""
+        allowed, count = connection.ack_allowance, ids.count(",") + 1
+        if count > allowed:
+            ids, count = ",".join(ids.split(",")[:allowed]), allowed
+        if not count or not self._room(connection.tenant_id, count):
             return
-        connection.ack_allowance = allowed - len(ids)
+        connection.ack_allowance = allowed - count
         self._frames.append(FrameAcks(connection.tenant_id, connection.user_id, connection.id,
                                       self.clock(), ids))
 

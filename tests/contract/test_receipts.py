@@ -96,12 +96,12 @@ async def test_frame_acknowledgements_read_back_as_rows_do(backend):
     await backend.receipts.record(
         [Push(wide, "t1", now, pack_connections([("we-1", "alice", "websocket"),
                                                   ("we-2", "bob", "websocket")]))], [],
-        [FrameAcks("t1", "alice", "we-1", now + 2, [direct, wide]),
-         FrameAcks("t1", "bob", "we-2", now + 3, [direct, wide]),  # not bob's: `direct`
-         FrameAcks("t2", "carol", "we-3", now, [direct, wide])])  # another tenant's user
+        [FrameAcks("t1", "alice", "we-1", now + 2, f"{direct},{wide}"),
+         FrameAcks("t1", "bob", "we-2", now + 3, f"{direct},{wide}"),  # not bob's: `direct`
+         FrameAcks("t2", "carol", "we-3", now, f"{direct},{wide}")])  # another tenant's user
     await backend.receipts.record(
-        [], [], [FrameAcks("t1", "alice", "we-1", now + 1, [wide]),  # earlier, written later
-                 FrameAcks("t1", "alice", "we-1", now + 9, [wide])])
+        [], [], [FrameAcks("t1", "alice", "we-1", now + 1, str(wide)),  # earlier, written later
+                 FrameAcks("t1", "alice", "we-1", now + 9, str(wide))])
     found = {e["user_id"]: e for e in (await backend.receipts.receipts("t1", [wide]))[wide]}
     assert set(found) == {"alice", "bob"}
     assert found["alice"]["acknowledged_at"] == ts(now + 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .postgres import PgDatabase
-from .protocol import ACKS_PER_RECIPIENT, Ack, FrameAcks, Push, pack_frame_acks
+from .protocol import ACKS_PER_RECIPIENT, Ack, FrameAcks, Push, frame_ack_ids, pack_frame_acks
 from .sqlite_receipts import assemble, first_acks, owned
 
 _RECEIPTS = """
@@ -46,7 +46,7 @@ class PostgresReceiptBook:
                 return
             owners = {row[0]: (row[1], row[2]) for row in await conn.fetch(
                 "SELECT id, tenant_id, user_id FROM notifications WHERE id = ANY($1::bigint[])",
-                list({a.notification_id for a in acks}.union(*(f.ids for f in frames))))}
+                list({a.notification_id for a in acks}.union(frame_ack_ids(frames))))}
             packed = pack_frame_acks(frames, owners)
             if packed:
                 await conn.execute(

@@ -188,7 +188,8 @@ class Ack(NamedTuple):
 
 class FrameAcks(NamedTuple):
     """The ids one WebSocket frame acknowledged. These are the volume (every client sends up
-    to ten a second), so they are written packed, a row per notification and write (see
+    to ten a second), so they stay as the frame wrote them ("42,43": nothing is done per id
+    until the write) and are written packed, a row per notification and write (see
     `pack_frame_acks`), not a row each; the connection bounds them (it acknowledges at most
     as many ids as it was sent), so the store need not."""
 
@@ -196,7 +197,12 @@ class FrameAcks(NamedTuple):
     user_id: str
     connection_id: str
     at: float
-    ids: list[int]
+    ids: str  # notification ids, comma-separated, each below 2**63
+
+
+def frame_ack_ids(frames: Iterable[FrameAcks]) -> list[int]:
+    """Every notification id the frames name, once."""
+    return [int(n) for n in set().union(*(frame.ids.split(",") for frame in frames))]
 
 
 def pack_frame_acks(frames: Iterable[FrameAcks], owners: dict[int, tuple[str, str | None]],
@@ -204,19 +210,30 @@ def pack_frame_acks(frames: Iterable[FrameAcks], owners: dict[int, tuple[str, st
     """(notification id, tenant, acknowledgements) rows: a line per frame that acknowledged
     the notification, "connection\tuser\tat", kept only where the notification is the
     user's (or the user's tenant's, for a broadcast); `owners` holds each notification's
-    tenant and user."""
-    lines: dict[int, list[str]] = {}
+    tenant and user. Grouped per tenant and id first (a lookup and an append per id), then
+    checked once per notification."""
+    tenants: dict[str, dict[str, list[str]]] = {}
     for tenant, user, connection, at, ids in frames:
         line = f"{connection}\t{user}\t{at!r}"
-        for n in ids:
-            owner = owners.get(n)
-            if owner is not None and owner[0] == tenant and (owner[1] is None or owner[1] == user):
-                found = lines.get(n)
-                if found is None:
-                    lines[n] = [line]
-                else:
-                    found.append(line)
-    return [(n, owners[n][0], "\n".join(found)) for n, found in lines.items()]
+        lines = tenants.setdefault(tenant, {})
+        for n in ids.split(","):
+            found = lines.get(n)
+            if found is None:
+                lines[n] = [line]
+            else:
+                found.append(line)
+    rows = []
+    for tenant, lines in tenants.items():
+        for n, found in lines.items():
+            owner = owners.get(int(n))
+            if owner is None or owner[0] != tenant:
+                continue
+            if owner[1] is not None:  # a user's own: that user's lines only
+                field = f"\t{owner[1]}\t"
+                found = [line for line in found if field in line]
+            if found:
+                rows.append((int(n), tenant, "\n".join(found)))
+    return rows
 
 
 class ReceiptBook(Protocol):

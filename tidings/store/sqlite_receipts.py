@@ -10,6 +10,7 @@ from .protocol import (
     Ack,
     FrameAcks,
     Push,
+    frame_ack_ids,
     pack_frame_acks,
     ts,
     unpack_lines,
@@ -58,7 +59,7 @@ class SQLiteReceiptBook:
             # does the user have of it already), asked once for the whole batch: two lookups
             # by key, then the inserts alone.
             ids = ",".join(str(int(n)) for n in {a.notification_id for a in acks}.union(
-                *(f.ids for f in frames)))
+                frame_ack_ids(frames)))
             async with conn.execute("SELECT id, tenant_id, user_id FROM notifications "
                                     f"WHERE id IN ({ids})") as cursor:
                 owners = {row[0]: (row[1], row[2]) for row in await cursor.fetchall()}
