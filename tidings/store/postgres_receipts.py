@@ -5,7 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 from .postgres import PgDatabase
-from .protocol import ACKS_PER_RECIPIENT, Ack, FrameAcks, Push, frame_ack_ids, pack_frame_acks
+from .protocol import (
+    ACKS_PER_RECIPIENT,
+    Ack,
+    FrameAcks,
+    Push,
+    frame_ack_ids,
+    frame_ack_lines,
+    pack_frame_acks,
+)
 from .sqlite_receipts import assemble, first_acks, owned
 
 _RECEIPTS = """
@@ -44,10 +52,11 @@ class PostgresReceiptBook:
                     "$4::text[])", *map(list, zip(*pushes, strict=True)))
             if not acks and not frames:
                 return
+            lines = frame_ack_lines(frames)
             owners = {row[0]: (row[1], row[2]) for row in await conn.fetch(
                 "SELECT id, tenant_id, user_id FROM notifications WHERE id = ANY($1::bigint[])",
-                list({a.notification_id for a in acks}.union(frame_ack_ids(frames))))}
-            packed = pack_frame_acks(frames, owners)
+                list({a.notification_id for a in acks}.union(frame_ack_ids(lines))))}
+            packed = pack_frame_acks(lines, owners)
             if packed:
                 await conn.execute(
                     "INSERT INTO frame_acks (notification_id, tenant_id, acks) "

@@ -190,7 +190,7 @@ class FrameAcks(NamedTuple):
     """The ids one WebSocket frame acknowledged. These are the volume (every client sends up
     to ten a second), so they stay as the frame wrote them ("42,43": nothing is done per id
     until the write) and are written packed, a row per notification and write (see
-    `pack_frame_acks`), not a row each; the connection bounds them (it acknowledges at most
+    `frame_ack_lines`), not a row each; the connection bounds them (it acknowledges at most
     as many ids as it was sent), so the store need not."""
 
     tenant_id: str
@@ -200,19 +200,13 @@ class FrameAcks(NamedTuple):
     ids: str  # notification ids, comma-separated, each below 2**63
 
 
-def frame_ack_ids(frames: Iterable[FrameAcks]) -> list[int]:
-    """Every notification id the frames name, once."""
-    return [int(n) for n in set().union(*(frame.ids.split(",") for frame in frames))]
+AckLines = dict[str, dict[str, list[str]]]  # tenant -> notification id as written -> lines
 
 
-def pack_frame_acks(frames: Iterable[FrameAcks], owners: dict[int, tuple[str, str | None]],
-                    ) -> list[tuple[int, str, str]]:
-    """(notification id, tenant, acknowledgements) rows: a line per frame that acknowledged
-    the notification, "connection\tuser\tat", kept only where the notification is the
-    user's (or the user's tenant's, for a broadcast); `owners` holds each notification's
-    tenant and user. Grouped per tenant and id first (a lookup and an append per id), then
-    checked once per notification."""
-    tenants: dict[str, dict[str, list[str]]] = {}
+def frame_ack_lines(frames: Iterable[FrameAcks]) -> AckLines:
+    """Per tenant and notification id, a line per frame that acknowledged it,
+    "connection\tuser\tat": a lookup and an append per id, nothing more."""
+    tenants: AckLines = {}
     for tenant, user, connection, at, ids in frames:
         line = f"{connection}\t{user}\t{at!r}"
         lines = tenants.setdefault(tenant, {})
@@ -222,6 +216,18 @@ def pack_frame_acks(frames: Iterable[FrameAcks], owners: dict[int, tuple[str, st
                 lines[n] = [line]
             else:
                 found.append(line)
+    return tenants
+
+
+def frame_ack_ids(tenants: AckLines) -> set[int]:
+    return {int(n) for lines in tenants.values() for n in lines}
+
+
+def pack_frame_acks(tenants: AckLines, owners: dict[int, tuple[str, str | None]],
+                    ) -> list[tuple[int, str, str]]:
+    """(notification id, tenant, acknowledgements) rows, the lines kept only where the
+    notification is the user's (or the user's tenant's, for a broadcast); `owners` holds
+    each notification's tenant and user."""
     rows = []
     for tenant, lines in tenants.items():
         for n, found in lines.items():

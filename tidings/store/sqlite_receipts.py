@@ -11,6 +11,7 @@ from .protocol import (
     FrameAcks,
     Push,
     frame_ack_ids,
+    frame_ack_lines,
     pack_frame_acks,
     ts,
     unpack_lines,
@@ -58,14 +59,15 @@ class SQLiteReceiptBook:
             # What a statement per row would ask (is the notification the user's; how many
             # does the user have of it already), asked once for the whole batch: two lookups
             # by key, then the inserts alone.
+            lines = frame_ack_lines(frames)
             ids = ",".join(str(int(n)) for n in {a.notification_id for a in acks}.union(
-                frame_ack_ids(frames)))
+                frame_ack_ids(lines)))
             async with conn.execute("SELECT id, tenant_id, user_id FROM notifications "
                                     f"WHERE id IN ({ids})") as cursor:
                 owners = {row[0]: (row[1], row[2]) for row in await cursor.fetchall()}
             await conn.executemany(
                 "INSERT INTO frame_acks (notification_id, tenant_id, acks) VALUES (?, ?, ?)",
-                pack_frame_acks(frames, owners))
+                pack_frame_acks(lines, owners))
             acks = owned(acks, owners)
             pairs = list({(a.notification_id, a.user_id): None for a in acks})
             known: dict[tuple[int, str], set[str]] = {}
