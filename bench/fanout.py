@@ -9,7 +9,9 @@ All clients and the publisher run in this process on core 1 (raw asyncio clients
 server on core 0. Floor: bare Tornado holding the same connections and writing the same JSON.
 Targets: delivered/s at least 2.0 x the floor (WebSocket), 1.4 x (SSE). Case websocket-ack: the WebSocket case with
 every client acknowledging each notification it gets (what receipts cost); the floor ignores
-the acks, and the run also prints tidings' acknowledging / plain ratio (target >= 0.9).
+the acks, and the run also prints tidings' acknowledging / plain ratio (target >= 0.9). Every
+tidings run reports `receipts_dropped`, the pushes and acknowledgements its log says it had no
+room to record: work not done, so a figure with any is not the whole cost.
 Case websocket-unicast: instead of broadcasts, --unicasts stored notifications each to one
 user (user0, user1 … in turn; every client is its own user), --unicast-posters POSTs in
 flight: notifications delivered per second (target 0.8 x the floor, which writes each to the
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import time
 from typing import Any
 
@@ -218,9 +221,16 @@ async def measure(server: Server, case: str, args: argparse.Namespace,
             f"p99 {numbers['p99_ms']:.1f} ms")
     numbers["clients_dropped"] = sum(c.done.done() for c in clients)
     numbers["server_rss_kib"] = server.rss_kib()
+    if server.program == "tidings":  # pushes or acks it had no room to record are work not done
+        numbers["receipts_dropped"] = sum(map(int, _DROPPED.findall(server.log_path.read_text())))
+        if numbers["receipts_dropped"]:
+            log(f"  {server.side}/{case}: {numbers['receipts_dropped']:,} pushes or "
+                "acknowledgements not recorded (the receipts buffer was full)")
     await close_clients(clients)
     return numbers
 
+
+_DROPPED = re.compile(r"(\d+) pushes or acknowledgements were not recorded")
 
 METRICS = [
     Metric("websocket", "delivered_per_s", "delivered", "msg/s", min_ratio=2.0),
