@@ -72,11 +72,10 @@ class Receipts:
         self.clock = clock
         self.dropped = 0
         self._pushed: list[tuple[int, str, list[Connection], float]] = []
-        # Per notification, its acknowledgements: (tenant, user, connection) -> when, the first.
-        # One key per frame, shared by its ids, and no object per acknowledgement: what waits
-        # for the write is a few dicts, not a tuple per id for the collector to walk.
+        # Per notification, its acknowledgements over REST: (tenant, user, connection) -> when,
+        # the first. One key per request, shared by its ids, and no object per id.
         self._acks: dict[int, dict[tuple[str, str, str], float]] = {}
-        self._frames: list[FrameAcks] = []
+        self._frames: list[FrameAcks] = []  # WebSocket acknowledgements, one per frame
         self._unwritten: list[Push] = []  # records a failed write left, written first next time
         self._unwritten_acks: list[Ack] = []
         self._unwritten_frames: list[FrameAcks] = []
