@@ -121,7 +121,10 @@ class Server:
         try:
             await asyncio.wait_for(emptied.wait(), SHUTDOWN_GRACE)
         except TimeoutError:
-            log.warning("some clients did not finish closing within %.0fs", SHUTDOWN_GRACE)
+            log.warning("some clients did not finish closing within %.0fs; dropping them",
+                        SHUTDOWN_GRACE)
+            for conn in list(registry.all()):
+                conn.drop()
         finally:
             registry.unlisten(check)
         try:

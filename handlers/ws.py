@@ -30,16 +30,18 @@ FRAMES_PER_SECOND = 20  # from a client: tidings.js sends at most ten acks and a
 
 
 class WebSocketConnection(Connection):
-    __slots__ = ("handler", "awaiting_pong")
+    __slots__ = ("handler", "protocol", "awaiting_pong")
     transport = WEBSOCKET
 
     def __init__(self, handler: NotificationSocket, who: Principal, max_pending: int,
                  **kwargs: Any) -> None:
         super().__init__(who.tenant_id, who.user_id, max_pending=max_pending, **kwargs)
         self.handler = handler
+        # Kept here too: the handler lets go of it when it says goodbye, before the peer does.
+        assert isinstance(handler.ws_connection, NotificationProtocol)
+        self.protocol = handler.ws_connection
         self.awaiting_pong = False  # a ping went out and its pong has not come back yet
-        assert handler.ws_connection is not None
-        handler.ws_connection.stream.max_write_buffer_size = max_pending
+        self.protocol.stream.max_write_buffer_size = max_pending
 
     def heartbeat(self) -> None:
         """The hub's heartbeat walk, once per interval: a ping, unless the last one went
@@ -69,6 +71,9 @@ class WebSocketConnection(Connection):
         if ws is None or ws.is_closing():
             raise StreamClosedError()
         return write_now(ws.stream, message.ws_frame)
+
+    def drop(self) -> None:
+        self.protocol._abort()  # the socket closes; on_close detaches it, with its reason
 
     def _close(self, reason: str) -> None:
         ws = self.handler.ws_connection

@@ -213,7 +213,11 @@ class NotificationProtocol(tornado.websocket.WebSocketProtocol13):
                 return None
             handled = self.handler.on_message(text)
             return None if handled is None else asyncio.ensure_future(handled)
-        return self._handle_message(opcode, payload)
+        try:
+            return self._handle_message(opcode, payload)
+        except ValueError:  # a close frame's reason that is not UTF-8: the client's fault
+            self._abort()
+            return None
 
     def _pause(self, handled: asyncio.Future[None]) -> None:
         self.waiting = True

@@ -8,7 +8,7 @@ import signal
 import pytest
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
-from .clients import Api, ServerProcess, SSEClient, WSClient, token
+from .clients import Api, ServerProcess, SSEClient, WSClient, eventually, raw_websocket, token
 
 SERVICE = token(user="backend", role="service")
 ALICE = token(user="alice")
@@ -57,3 +57,25 @@ async def test_a_signal_closes_clients_and_exits_0(tmp_path, signum):
             await restarted.kill()
     finally:
         await server.kill()
+
+
+@pytest.fixture
+def deployment() -> str:
+    return "local"  # one process's own sockets; the store and broker play no part
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_websocket_that_never_answers_the_close_is_dropped_past_the_grace(
+        start_server):
+    """Its close is counted and logged as the shutdown's, as every other socket's: it does not
+    just vanish with the process."""
+    server = await start_server()
+    registry = server.services.registry
+    mute = await raw_websocket(server.port, ALICE)  # reads nothing, answers nothing
+    await eventually(lambda: registry.stats()["total"] == 1)
+    await server.stop()
+    assert registry.stats()["total"] == 0
+    metrics = (await server.services.metrics.scrape()).decode()
+    assert 'tidings_connections_closed_total{reason="shutdown",transport="websocket"} 1.0' \
+        in metrics
+    mute.close()

@@ -142,6 +142,16 @@ async def test_frames_however_the_socket_cuts_them(server):
 
 
 @pytest.mark.gen_test
+async def test_a_close_whose_reason_is_not_utf8_ends_the_socket_without_an_error(server):
+    """The client's fault: the socket ends, and no ERROR is logged (conftest fails on one)."""
+    stream = await raw_websocket(server.port, ALICE)
+    assert (await next_text(stream))["type"] == "connected"
+    stream.write(masked(8, (1000).to_bytes(2, "big") + b"\xff"))
+    await eventually(lambda: server.services.registry.stats()["total"] == 0)
+    stream.close()
+
+
+@pytest.mark.gen_test
 async def test_a_frame_announcing_more_than_64_kib_closes_before_its_payload(server):
     stream = await raw_websocket(server.port, ALICE)
     assert (await next_text(stream))["type"] == "connected"

@@ -197,6 +197,11 @@ class Connection:
         for message in held:
             self.send(message)
 
+    def drop(self) -> None:
+        """Ends the socket at once, with no goodbye awaited: at shutdown, past the grace,
+        for a client that did not answer `close`. An SSE stream's HTTP connection is closed
+        with the server's, so only the WebSocket transport does anything here."""
+
     def heartbeat(self) -> None:
         """Called by the hub's heartbeat walk, once per interval: an SSE `heartbeat` event
         (the WebSocket transport pings instead)."""

@@ -26,6 +26,13 @@ async def acks_stored(backend: Backend, kind: str, notification_id: int) -> int:
     return int(row["n"])
 
 
+async def frame_lines_stored(backend: Backend, kind: str, notification_id: int) -> int:
+    db = backend.receipts.db  # type: ignore[attr-defined]
+    query = "SELECT acks FROM frame_acks WHERE notification_id = " + str(int(notification_id))
+    rows = await (db.fetchall(query) if kind == "sqlite" else db.fetch(query))
+    return sum(len(row["acks"].split("\n")) for row in rows)
+
+
 @pytest.mark.gen_test
 async def test_pushes_and_acks_read_back_per_recipient_and_connection(backend):
     [nid] = await create(backend, new(user=None))  # a broadcast
@@ -119,3 +126,16 @@ async def test_frame_acknowledgements_read_back_as_rows_do(backend):
     assert not await backend.receipts.acknowledged(wide, "carol")
     assert not await backend.receipts.acknowledged(wide, "bo")  # a whole user field only
     assert (await backend.receipts.receipts("t2", [wide]))[wide] == []
+
+
+@pytest.mark.gen_test
+async def test_a_write_keeps_one_frame_line_per_connection_and_notification(backend, kind):
+    [nid] = await create(backend, new())
+    now = time.time()
+    await backend.receipts.record([], [], [
+        FrameAcks("t1", "alice", "we-1", now, f"{nid},{nid},{nid}"),
+        FrameAcks("t1", "alice", "we-1", now + 1, str(nid)),
+        FrameAcks("t1", "alice", "we-2", now + 2, str(nid))])
+    assert await frame_lines_stored(backend, kind, nid) == 2
+    [entry] = (await backend.receipts.receipts("t1", [nid]))[nid]
+    assert entry["acknowledged_at"] == ts(now)

@@ -190,8 +190,9 @@ class FrameAcks(NamedTuple):
     """The ids one WebSocket frame acknowledged. These are the volume (every client sends up
     to ten a second), so they stay as the frame wrote them ("42,43": nothing is done per id
     until the write) and are written packed, a row per notification and write (see
-    `frame_ack_lines`), not a row each; the connection bounds them (it acknowledges at most
-    as many ids as it was sent), so the store need not."""
+    `frame_ack_lines`), not a row each. A connection bounds them: it acknowledges at most as
+    many ids as it was sent, and a write keeps one line per connection and notification, so
+    they never outgrow what was sent."""
 
     tenant_id: str
     user_id: str
@@ -200,12 +201,14 @@ class FrameAcks(NamedTuple):
     ids: str  # notification ids, comma-separated, each below 2**63
 
 
-AckLines = dict[str, dict[str, list[str]]]  # tenant -> notification id as written -> lines
+# tenant -> notification id as written -> connection -> its line
+AckLines = dict[str, dict[str, dict[str, str]]]
 
 
 def frame_ack_lines(frames: Iterable[FrameAcks]) -> AckLines:
-    """Per tenant and notification id, a line per frame that acknowledged it,
-    "connection\tuser\tat": a lookup and an append per id, nothing more."""
+    """Per tenant and notification id, a line per connection that acknowledged it,
+    "connection\tuser\tat", its first (frames come in order): a lookup and a store per id,
+    nothing more."""
     tenants: AckLines = {}
     for tenant, user, connection, at, ids in frames:
         line = f"{connection}\t{user}\t{at!r}"
@@ -213,9 +216,9 @@ def frame_ack_lines(frames: Iterable[FrameAcks]) -> AckLines:
         for n in ids.split(","):
             found = lines.get(n)
             if found is None:
-                lines[n] = [line]
-            else:
-                found.append(line)
+                lines[n] = {connection: line}
+            elif connection not in found:
+                found[connection] = line
     return tenants
 
 
@@ -230,10 +233,11 @@ def pack_frame_acks(tenants: AckLines, owners: dict[int, tuple[str, str | None]]
     each notification's tenant and user."""
     rows = []
     for tenant, lines in tenants.items():
-        for n, found in lines.items():
+        for n, by_connection in lines.items():
             owner = owners.get(int(n))
             if owner is None or owner[0] != tenant:
                 continue
+            found = list(by_connection.values())
             if owner[1] is not None:  # a user's own: that user's lines only
                 field = f"\t{owner[1]}\t"
                 found = [line for line in found if field in line]
