@@ -57,7 +57,7 @@ class WebSocketConnection(Connection):
         try:
             write_now(ws.stream, _PING)  # the same two bytes for every socket
         except StreamBufferFullError:
-            self._too_slow("output buffer")
+            self.too_slow("output buffer")
         except (StreamClosedError, tornado.websocket.WebSocketClosedError):
             pass  # on_close follows
 
@@ -82,6 +82,11 @@ class WebSocketConnection(Connection):
             # socket if the peer does not answer it within 5 s.
             ws.stream.max_write_buffer_size = None
         self.handler.close(_CLOSE_CODES.get(reason, 1011), reason)
+
+
+def _retrieve(written: asyncio.Future[None]) -> None:
+    if not written.cancelled():
+        written.exception()
 
 
 class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
@@ -220,12 +225,24 @@ class NotificationSocket(SubscribeMixin, tornado.websocket.WebSocketHandler):
 
     def write_message(self, message: str | bytes | dict[str, Any],  # type: ignore[override]
                       binary: bool = False) -> asyncio.Future[None]:
+        """Tornado's, for the server's own frames (connected, pong, error), with the peer's
+        doings not taken for errors: a socket already gone is left to on_close; a full output
+        buffer (a client that sends but never reads) closes it as too slow; and a write that
+        fails later has its exception retrieved here, so asyncio does not log it."""
         try:
-            return super().write_message(message, binary)
+            written = super().write_message(message, binary)
         except tornado.websocket.WebSocketClosedError:
-            future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            future.set_result(None)
-            return future
+            written = None
+        except StreamBufferFullError:
+            if self.conn is not None:
+                self.conn.too_slow("output buffer")
+            written = None
+        if written is None:
+            written = asyncio.get_running_loop().create_future()
+            written.set_result(None)
+        else:
+            written.add_done_callback(_retrieve)
+        return written
 
     def on_close(self) -> None:
         if self.conn is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from urllib.parse import urlencode
 
 import pytest
@@ -113,3 +114,29 @@ async def test_a_slow_reader_of_a_replay_far_larger_than_the_bound_gets_it_all(
     assert got == ids
     assert server.services.registry.stats("acme", "alice")["total"] == 1  # never dropped
     stream.close()
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_a_client_that_sends_but_never_reads_is_dropped_as_too_slow(start_server):
+    """Its answers (error frames) fill its output bound: it is closed as too slow, with no
+    error logged (conftest fails the test on one), and the process goes on."""
+    server = await start_server(max_pending_kib=64)
+    registry = server.services.registry
+    stuck = await raw_websocket(server.port, BOB)
+    stuck.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills sooner
+    await eventually(lambda: registry.stats("acme")["total"] == 1)
+    bob = next(iter(registry.user("acme", "bob")))
+    frame = json.dumps({"type": "x" * 60_000}).encode()
+    mask = b"\x01\x02\x03\x04"
+    masked = bytes([0x81, 0x80 | 127]) + len(frame).to_bytes(8, "big") + mask + bytes(
+        b ^ mask[i % 4] for i, b in enumerate(frame))
+    for _ in range(400):  # 20 a second are answered: the loop paces itself on the socket
+        if bob.closed:
+            break
+        stuck.write(masked)
+        await asyncio.sleep(0.02)
+    assert bob.close_reason == "too slow"
+    await eventually(lambda: registry.stats("acme")["total"] == 0)
+    metrics = (await server.services.metrics.scrape()).decode()
+    assert 'tidings_connections_closed_total{reason="slow",transport="websocket"} 1.0' in metrics
+    stuck.close()

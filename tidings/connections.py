@@ -213,7 +213,7 @@ class Connection:
             self._held.append(message)
             self._held_bytes += len(self.encoded(message))
             if self._held_bytes > self.max_pending:  # live traffic outruns a slow replay
-                self._too_slow("held live messages")
+                self.too_slow("held live messages")
             return False
         return self.send_replay(message)
 
@@ -239,14 +239,14 @@ class Connection:
         try:
             self._last_write = self._write(message)
         except StreamBufferFullError:
-            self._too_slow("output buffer")
+            self.too_slow("output buffer")
             return False
         except StreamClosedError:
             self.close("write failed")
             return False
         return True
 
-    def _too_slow(self, what: str) -> None:
+    def too_slow(self, what: str) -> None:
         log.warning("dropping slow %s connection %s of tenant=%s user=%s: its %s is full",
                     self.transport, self.id, self.tenant_id, self.user_id, what)
         self.close("too slow")
