@@ -175,7 +175,10 @@ class NotificationProtocol(tornado.websocket.WebSocketProtocol13):
                 handled = self._frame(bool(first & 0x80), opcode, payload)
                 if handled is not None:
                     self._pause(handled)
-            self._unread = b"" if at == size else unread if at == 0 else bytearray(unread[at:])
+            if at == size:
+                self._unread = b""
+            elif at or not isinstance(unread, bytearray):  # a part frame: it grows in place
+                self._unread = bytearray(unread[at:])
         except Exception as e:  # a bug, or the handler's: this socket ends, the server goes on
             self.handler.log_exception(type(e), e, e.__traceback__)
             self._abort()
@@ -226,11 +229,10 @@ class NotificationProtocol(tornado.websocket.WebSocketProtocol13):
 
     def _resume(self, handled: asyncio.Future[None]) -> None:
         self.waiting = False
-        if handled.cancelled() or handled.exception() is not None:
-            if not handled.cancelled():
-                error = handled.exception()
-                assert error is not None
-                self.handler.log_exception(type(error), error, error.__traceback__)
+        error = None if handled.cancelled() else handled.exception()
+        if error is not None:  # the handler's: this socket ends, as in Tornado
+            self.handler.log_exception(type(error), error, error.__traceback__)
+        if handled.cancelled() or error is not None:
             self._abort()
             return
         if self.stream.closed():
