@@ -129,14 +129,20 @@ async def test_tenant_page_marks_what_was_replaced_recalled_or_expired(start_ser
     building = await sent(user_id="alice", title="build running", key="build-7")
     passed = await sent(user_id="alice", title="build passed", key="build-7")
     expiring = await sent(user_id="alice", title="code 123456", ttl=1)
-    await asyncio.sleep(1.1)
 
-    recent = {n["id"]: n for n in await server.services.dashboard.recent("acme")}
-    assert recent[live["id"]]["ended"] is None and recent[passed["id"]]["ended"] is None
-    assert recent[recalled["id"]]["ended"] == "recalled"
-    assert recent[expiring["id"]]["ended"] == "expired"
-    assert recent[building["id"]]["ended"] == "replaced"
-    assert recent[building["id"]]["replaced_by"] == passed["id"]
+    async def recent() -> dict:
+        return {n["id"]: n for n in await server.services.dashboard.recent("acme")}
+
+    async def expired() -> bool:  # its ttl of a second has passed
+        return (await recent())[expiring["id"]]["ended"] == "expired"
+
+    await eventually(expired)
+    found = await recent()
+    assert found[live["id"]]["ended"] is None and found[passed["id"]]["ended"] is None
+    assert found[recalled["id"]]["ended"] == "recalled"
+    assert found[expiring["id"]]["ended"] == "expired"
+    assert found[building["id"]]["ended"] == "replaced"
+    assert found[building["id"]]["replaced_by"] == passed["id"]
 
     cookie = await _login(api, "pw")
     html = (await api.call("GET", "/admin/tenants/acme", headers={"Cookie": cookie})).body.decode()

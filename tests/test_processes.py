@@ -229,7 +229,7 @@ async def test_redis_away_for_five_seconds_under_load_loses_nothing(shared, redi
             while not stop_sending.is_set():
                 r = await api.send(SERVICE, user_id="alice", title="load")  # always 201
                 ids.append(r["notification"]["id"])
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.02)  # the load's pace, not a wait for an event
 
         senders = [asyncio.ensure_future(load(Api(a.port))),
                    asyncio.ensure_future(load(Api(b.port)))]

@@ -130,11 +130,11 @@ async def test_a_client_that_sends_but_never_reads_is_dropped_as_too_slow(start_
     mask = b"\x01\x02\x03\x04"
     masked = bytes([0x81, 0x80 | 127]) + len(frame).to_bytes(8, "big") + mask + bytes(
         b ^ mask[i % 4] for i, b in enumerate(frame))
-    for _ in range(400):  # 20 a second are answered: the loop paces itself on the socket
+    for _ in range(400):
         if bob.closed:
             break
         stuck.write(masked)
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # the frame limit's pace (20 a second), not a wait for an event
     assert bob.close_reason == "too slow"
     await eventually(lambda: registry.stats("acme")["total"] == 0)
     metrics = (await server.services.metrics.scrape()).decode()

@@ -125,10 +125,13 @@ async def test_frames_however_the_socket_cuts_them(server):
     stream.write(masked(1, ping) * 3)
     for _ in range(3):
         assert await next_text(stream) == {"type": "pong"}
+    protocol = next(iter(server.services.registry.user("acme", "alice"))).protocol
+    read_before = protocol._wire_bytes_in
     cut = masked(1, json.dumps({"type": "ping", "pad": "y" * 300}).encode())
     for i in range(0, len(cut), 3):  # header, length, mask and payload arrive piece by piece
         stream.write(cut[i:i + 3])
-        await asyncio.sleep(0.002)
+        end = read_before + min(i + 3, len(cut))  # each piece read on its own before the next
+        await eventually(lambda end=end: protocol._wire_bytes_in >= end, step=0.001)
     assert await next_text(stream) == {"type": "pong"}
     stream.write(masked(1, ping[:5], fin=False) + masked(9, b"hi") + masked(0, ping[5:]))
     assert await server_frame(stream) == (10, b"hi")  # the protocol ping's pong
