@@ -37,7 +37,8 @@ class WebSocketConnection(Connection):
                  **kwargs: Any) -> None:
         super().__init__(who.tenant_id, who.user_id, max_pending=max_pending, **kwargs)
         self.handler = handler
-        # Kept here too: the handler lets go of it when it says goodbye, before the peer does.
+        # Its own reference: the handler lets go of the protocol when it says goodbye, before
+        # the peer has answered (and shutdown may still have to drop the socket).
         assert isinstance(handler.ws_connection, NotificationProtocol)
         self.protocol = handler.ws_connection
         self.awaiting_pong = False  # a ping went out and its pong has not come back yet
@@ -47,8 +48,8 @@ class WebSocketConnection(Connection):
         """The hub's heartbeat walk, once per interval: a ping, unless the last one went
         unanswered, which closes the connection as Tornado's own pinging would ("ping timed
         out", counted as a dead peer)."""
-        ws = self.handler.ws_connection
-        if ws is None or ws.is_closing() or self._held is not None:
+        ws = self.protocol
+        if ws.is_closing() or self._held is not None:
             return  # closing; or still in open() (greeting, replay), when no frame is read
         if self.awaiting_pong:
             ws.close(None, "ping timed out")
@@ -67,20 +68,18 @@ class WebSocketConnection(Connection):
     def _write(self, message: Message) -> asyncio.Future[Any] | None:
         # The frame built once for every socket goes straight to this one: Tornado's
         # write_message would build it again and start a task per socket.
-        ws = self.handler.ws_connection
-        if ws is None or ws.is_closing():
+        if self.protocol.is_closing():
             raise StreamClosedError()
-        return write_now(ws.stream, message.ws_frame)
+        return write_now(self.protocol.stream, message.ws_frame)
 
     def drop(self) -> None:
         self.protocol._abort()  # the socket closes; on_close detaches it, with its reason
 
     def _close(self, reason: str) -> None:
-        ws = self.handler.ws_connection
-        if ws is not None and not ws.is_closing():
+        if not self.protocol.is_closing():
             # The close frame must fit even when the buffer is full; Tornado then aborts the
             # socket if the peer does not answer it within 5 s.
-            ws.stream.max_write_buffer_size = None
+            self.protocol.stream.max_write_buffer_size = None
         self.handler.close(_CLOSE_CODES.get(reason, 1011), reason)
 
 
