@@ -173,7 +173,8 @@ class WsClient(StreamClient):
 
 class AckingWsClient(WsClient):
     """A WebSocket client that acknowledges the notifications it gets as tidings.js does: the
-    ids of each ACK_DELAY in one `ack` frame (at most 500 ids, which fits 16-bit lengths)."""
+    ids of a burst in one `ack` frame ACK_DELAY after its first, at most one batch each
+    ACK_INTERVAL (up to 500 ids a frame, which fits 16-bit lengths)."""
 
     def frame(self, opcode: int, payload: bytes) -> None:
         super().frame(opcode, payload)
@@ -181,21 +182,26 @@ class AckingWsClient(WsClient):
             found = _NOTIFICATION_ID.search(payload)
             if found is not None:
                 if not self.unacked:
-                    asyncio.get_running_loop().call_later(ACK_DELAY, self.acknowledge)
+                    loop = asyncio.get_running_loop()
+                    wait = max(ACK_DELAY, self.acked_at + ACK_INTERVAL - loop.time())
+                    loop.call_later(wait, self.acknowledge)
                 self.unacked.append(found.group(1))
 
     def acknowledge(self) -> None:
         ids, self.unacked = self.unacked, []
-        self.send(1, b'{"type":"ack","ids":[' + b",".join(ids) + b"]}")
+        self.acked_at = asyncio.get_running_loop().time()
+        for i in range(0, len(ids), ACK_MAX_IDS):
+            self.send(1, b'{"type":"ack","ids":[' + b",".join(ids[i:i + ACK_MAX_IDS]) + b"]}")
 
     unacked: list[bytes]
+    acked_at: float
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.unacked = []
+        self.unacked, self.acked_at = [], float("-inf")
         super().connection_made(transport)
 
 
-ACK_DELAY = 0.1  # seconds, as static/tidings.js
+ACK_DELAY, ACK_INTERVAL, ACK_MAX_IDS = 0.1, 1.0, 500  # seconds, seconds, ids: as static/tidings.js
 _NOTIFICATION_ID = re.compile(rb'"id":(\d+)')  # the notification's own: "tenant_id" has no quote before id
 
 

@@ -28,15 +28,21 @@
  * the Authorization header, and opens the stream with `?ticket=`.
  *
  * Each notification it emits is acknowledged to the server (an `ack` frame over the WebSocket,
- * POST /api/notifications/ack from SSE; batched), which is how the sender's receipts and
- * "email me only if I did not see it" know it was shown. `ack: false` turns that off.
+ * POST /api/notifications/ack from SSE), which is how the sender's receipts and "email me only
+ * if I did not see it" know it was shown: a burst in one batch 0.1 s after it starts, at most
+ * one batch a second. `ack: false` turns that off.
  */
 (function (root) {
   "use strict";
 
   const AUTH_CLOSE_CODES = new Set([1008, 4401, 4403]); // the token was refused: retrying will not help
   const SEEN_LIMIT = 2000; // notification and event ids remembered for de-duplication
-  const ACK_DELAY = 100; // ms: acknowledgements of a burst go in one frame or request
+  // Acknowledgements of a burst go in one frame or request, ACK_DELAY ms after its first
+  // notification, and at most one batch each ACK_INTERVAL ms: under a steady stream a client
+  // sends one a second, not one per burst (the server writes receipts once a second anyway).
+  const ACK_DELAY = 100;
+  const ACK_INTERVAL = 1000;
+  const ACK_MAX_IDS = 500; // the server takes 500 ids at a time
 
   class Tidings {
     /**
@@ -65,7 +71,8 @@
       this.lastId = typeof o.since === "number" ? o.since : null;
       this.snapshot = o.snapshot || null;
       this.ack = o.ack !== false;
-      this._unacked = []; // ids emitted and not yet acknowledged (sent within ACK_DELAY)
+      this._unacked = []; // ids emitted and not yet acknowledged
+      this._ackedAt = -Infinity; // when the last batch went (performance.now())
       this.minDelay = o.minDelay || 1000;
       this.maxDelay = o.maxDelay || 30000;
       this.stableAfter = 10000; // a connection up this long resets the backoff
@@ -302,23 +309,25 @@
     _acknowledge(id) {
       if (!this.ack) return;
       this._unacked.push(id);
-      this._scheduleAck();
+      if (this._ackTimer) return;
+      const wait = Math.max(ACK_DELAY, this._ackedAt + ACK_INTERVAL - performance.now());
+      this._ackTimer = setTimeout(() => this._sendAcks(), wait);
     }
 
-    _scheduleAck() {
-      if (this._ackTimer || !this._unacked.length) return;
-      this._ackTimer = setTimeout(() => {
-        this._ackTimer = null;
-        const ids = this._unacked.splice(0, 500); // the server takes 500 at a time
-        if (this.current === "websocket" && this._sock && this._sock.readyState === 1) {
+    _sendAcks() {
+      this._ackTimer = null;
+      this._ackedAt = performance.now();
+      const websocket = this.current === "websocket" && this._sock && this._sock.readyState === 1;
+      while (this._unacked.length) {
+        const ids = this._unacked.splice(0, ACK_MAX_IDS);
+        if (websocket) {
           this._sock.send(JSON.stringify({type: "ack", ids}));
         } else {
           const body = {ids};
           if (this._connectionId && this.current === "sse") body.connection_id = this._connectionId;
           this.request("POST", "/api/notifications/ack", body).catch(() => {}); // a record, not a delivery
         }
-        this._scheduleAck();
-      }, ACK_DELAY);
+      }
     }
 
     /** Restart the idle watchdog: a silent link for idleTimeout is treated as dead. */

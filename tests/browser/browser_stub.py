@@ -13,6 +13,7 @@ import asyncio
 import itertools
 import json
 import threading
+import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,7 +64,8 @@ class StubServer:
         self.refused_websockets = 0
         self.read_ids: list[int] = []
         self.acks: list[tuple[str, list[int], str | None]] = []  # (transport, ids, connection_id)
-        self.acked = threading.Event()  # set at each acknowledgement the stub receives
+        self.ack_times: list[float] = []  # time.monotonic() at each acknowledgement received
+        self._acked = threading.Condition()  # notified at each one (recorded on the stub's thread)
         self.tickets: set[str] = set()  # made and not yet spent
         self.stream_uris: list[str] = []  # every WebSocket and SSE request's URI, as sent
         self._ticket_numbers = itertools.count(1)
@@ -127,6 +129,17 @@ class StubServer:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self._loop.close()
+
+    def record_ack(self, transport: str, ids: list[int], connection_id: str | None) -> None:
+        with self._acked:
+            self.acks.append((transport, ids, connection_id))
+            self.ack_times.append(time.monotonic())
+            self._acked.notify_all()
+
+    def wait_for_acks(self, count: int, timeout: float = 5) -> bool:
+        """Whether `count` acknowledgements (frames or requests) arrived within `timeout`."""
+        with self._acked:
+            return self._acked.wait_for(lambda: len(self.acks) >= count, timeout)
 
     def publish(self, title: str, user_id: str | None = "alice", **fields: Any) -> dict[str, Any]:
         """Store a notification and push it to the live peers (if the server is up)."""
@@ -285,8 +298,7 @@ class AckHandler(StubHandler):
     def post(self) -> None:
         if self.authorized():
             body = json.loads(self.request.body)
-            self.stub.acks.append(("sse", body["ids"], body.get("connection_id")))
-            self.stub.acked.set()
+            self.stub.record_ack("sse", body["ids"], body.get("connection_id"))
             self.set_status(204)
             self.finish()
 
@@ -356,8 +368,7 @@ class ClientSocket(StubHandler, WebSocketHandler):
         elif frame["type"] == "mark_read":
             self.stub.mark_read([frame["id"]])
         elif frame["type"] == "ack":
-            self.stub.acks.append(("websocket", frame["ids"], "c1"))
-            self.stub.acked.set()
+            self.stub.record_ack("websocket", frame["ids"], "c1")
 
     def on_close(self) -> None:
         self.stub.peers.discard(self)

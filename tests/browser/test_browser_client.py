@@ -115,9 +115,26 @@ def test_what_it_emits_it_acknowledges_in_one_batch(page, stub, transport) -> No
     connected_over(page, transport)
     ids = [stub.publish(f"n{i}")["id"] for i in range(3)]
     page.wait_for_function(RECEIVED, arg=3)
-    assert stub.acked.wait(5)  # the stub records it on its own thread
+    assert stub.wait_for_acks(1)
     connection = "c1" if transport == "websocket" else "s1"
     assert stub.acks == [(transport, ids, connection)]  # all three, in one batch
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_a_steady_stream_is_acknowledged_at_most_once_a_second(page, stub, transport) -> None:
+    page.goto(f"{stub.url}/client?transport={transport}")
+    connected_over(page, transport)
+    first = stub.publish("first")["id"]
+    assert stub.wait_for_acks(1)
+    # More than one request or frame holds (500 ids), arriving within the second after the
+    # first batch: they wait for that second to end, then all go at once.
+    rest = [stub.publish(f"n{i}")["id"] for i in range(600)]
+    page.wait_for_function(RECEIVED, arg=601)
+    assert stub.wait_for_acks(3)
+    assert [len(ids) for _, ids, _ in stub.acks] == [1, 500, 100]
+    assert [i for _, ids, _ in stub.acks for i in ids] == [first, *rest]
+    assert stub.ack_times[1] - stub.ack_times[0] >= 0.9  # not before the second is over
+    assert stub.ack_times[2] - stub.ack_times[1] < 0.5  # the second part of the same batch
 
 
 def test_ack_false_acknowledges_nothing(page, stub) -> None:
