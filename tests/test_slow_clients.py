@@ -117,6 +117,28 @@ async def test_a_slow_reader_of_a_replay_far_larger_than_the_bound_gets_it_all(
 
 
 @pytest.mark.gen_test(timeout=60)
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_a_replay_nobody_reads_is_given_up_after_two_heartbeats(start_server, transport):
+    """A replay is not pinged, so without a deadline a client that asks for a backlog and
+    never reads would hold its connection for good."""
+    server = await start_server(max_pending_kib=64, heartbeat=0.5)
+    api = Api(server.port)
+    for i in range(300):  # 9 MB: more than the socket buffers hold
+        await api.send(SERVICE, user_id="alice", title=str(i), data={"pad": PAD})
+    opened = raw_websocket(server.port, ALICE, since=0) if transport == "websocket" else \
+        raw_sse(server.port, ALICE, since=0)
+    stuck = await opened
+    registry = server.services.registry
+    await eventually(lambda: registry.stats("acme", "alice")["total"] == 1)
+    alice = next(iter(registry.user("acme", "alice")))
+    await eventually(lambda: alice.closed, timeout=20)
+    assert alice.close_reason == "too slow"
+    await eventually(lambda: registry.stats("acme")["total"] == 0)
+    await closed_within(stuck, 10)
+    stuck.close()
+
+
+@pytest.mark.gen_test(timeout=60)
 async def test_a_client_that_sends_but_never_reads_is_dropped_as_too_slow(start_server):
     """Its answers (error frames) fill its output bound: it is closed as too slow, with no
     error logged (conftest fails the test on one), and the process goes on."""

@@ -98,7 +98,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("jwt_issuer", None, "When set, tokens must carry this `iss` claim."),
     Setting("heartbeat", 30.0, "Seconds between heartbeats (WebSocket pings, SSE heartbeat "
             "events); a WebSocket peer that has not answered a ping by the next heartbeat is "
-            "dropped.", float),
+            "dropped, and so is a client that takes nothing of its replay for two.", float),
     Setting("housekeeping_interval", 60.0, "Seconds between housekeeping runs, which remove "
             "what each tenant's retention (PUT /api/tenant) no longer keeps and what has "
             "expired (telling connections), a few hundred notifications per transaction so "

@@ -217,14 +217,16 @@ class Connection:
             return False
         return self.send_replay(message)
 
-    async def replay(self, message: Message) -> None:
+    async def replay(self, message: Message, patience: float | None) -> None:
         """Sends one message of a replay at the client's pace: past half the output bound,
         it waits for the socket to take what was queued, so a slow reader of a big backlog
-        is never dropped for reading slowly."""
+        is never dropped for reading slowly. One that takes none of it for `patience`
+        seconds is dropped as too slow (a replay is not pinged, and it holds a connection)."""
         if self.send_replay(message):
             self._unflushed += len(self.encoded(message))
             if self._unflushed > self.max_pending // 2:
-                await self.drain()
+                if not await self.drain(patience):
+                    self.too_slow("output buffer")
                 self._unflushed = 0
 
     def send_replay(self, message: Message) -> bool:
@@ -251,10 +253,13 @@ class Connection:
                     self.transport, self.id, self.tenant_id, self.user_id, what)
         self.close("too slow")
 
-    async def drain(self) -> None:
-        """Waits until what was queued so far has left for the socket."""
+    async def drain(self, timeout: float | None) -> bool:
+        """Waits until what was queued so far has left for the socket; whether it has, or
+        `timeout` seconds went by first."""
         if self._last_write is not None and not self._last_write.done():
-            await asyncio.wait([self._last_write])
+            done, _ = await asyncio.wait([self._last_write], timeout=timeout)
+            return bool(done)
+        return True
 
     def close(self, reason: str) -> None:
         """Ends the connection. Never raises: a failing close must not reach a fan-out that

@@ -72,6 +72,8 @@ class Hub:
         self.broker = broker
         self.presence = presence
         self.heartbeat = heartbeat
+        # A replay nobody reads is given up as a peer that answers no ping is: two heartbeats.
+        self.replay_patience = 2 * heartbeat if heartbeat > 0 else None
         self.streams: dict[str, TenantStream] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._fills: set[asyncio.Future[Any]] = set()
@@ -126,7 +128,7 @@ class Hub:
                 # that removes, so a removal this page missed is seen here.
                 reset = await resume_reset(self.store, who, since)
                 if reset is not None:
-                    await conn.replay(Message.reset(reset))
+                    await conn.replay(Message.reset(reset), self.replay_patience)
                     if reset["reason"] == CURSOR_UNKNOWN:  # nothing to replay; live from here
                         conn.last_id, page, more = position, [], False
             while not conn.closed:
@@ -134,7 +136,7 @@ class Hub:
                     if not isinstance(entry, Removal) and \
                             self._muted(conn.tenant_id, conn.user_id, entry):
                         continue  # not pushed live, so not replayed either: the inbox has it
-                    await conn.replay(_message(entry))  # at its pace
+                    await conn.replay(_message(entry), self.replay_patience)  # at its pace
                     if not isinstance(entry, Removal):
                         self.receipts.pushed(entry["id"], conn.tenant_id, [conn])
                 if not more or not page:
