@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from tidings import receipts as receipts_module
+
 from .clients import Api, SSEClient, WSClient, eventually, token
 
 SERVICE = token(user="backend", role="service")
@@ -245,3 +247,26 @@ def test_a_bucket_spends_as_the_rate_limiter_does():
     for step in [0.0] * 45 + [0.01] * 30 + [0.2] * 5 + [0.0] * 10:
         now[0] += step
         assert bucket.take() == (limiter.take("") == 0.0)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_one_tenants_replays_do_not_crowd_out_anothers_receipts(start_server, monkeypatch):
+    """Receipts are a record with a bounded buffer; a tenant gets half of it, so one tenant's
+    flood (here replays: a push recorded per notification replayed) cannot drop another's."""
+    monkeypatch.setattr(receipts_module, "FLUSH_INTERVAL", 3600)  # written when read: no race
+    monkeypatch.setattr(receipts_module, "MAX_BUFFERED", 100)
+    monkeypatch.setattr(receipts_module, "MAX_TENANT_SHARE", 50)
+    server = await start_server()
+    api = Api(server.port)
+    for i in range(120):
+        await api.send(SERVICE, user_id="alice", title=str(i))
+    replaying = await WSClient.open(server.port, ALICE, since=0)
+    await replaying.notifications(120)
+    listener = await WSClient.open(server.port, token(tenant="globex", user="bob"),
+                                   tenant_id="globex")
+    nid = (await api.send(OTHER_TENANT, user_id="bob", title="globex's"))["notification"]["id"]
+    await listener.notifications(1)
+    [entry] = await receipts(api, nid, OTHER_TENANT)
+    assert by_connection(entry)[listener.hello["connection_id"]]["pushed_at"] is not None
+    replaying.conn.close()
+    listener.conn.close()

@@ -31,7 +31,7 @@ log = logging.getLogger("tidings.receipts")
 FLUSH_INTERVAL = 1.0     # seconds between writes
 MAX_BUFFERED = 1_000_000  # pushed connections and acknowledged ids waiting to be written, at
                           # most (8 to 40 bytes each; an acknowledgement over REST about 100)
-MAX_TENANT_ACKS = MAX_BUFFERED // 2  # one tenant's acks per write: its flood is its own
+MAX_TENANT_SHARE = MAX_BUFFERED // 2  # one tenant's records per write: its flood is its own
 MAX_ACK_IDS = 500        # ids in one acknowledgement
 WRITE_CHUNK = 500        # records per transaction: a create waits behind one chunk, not a second's
 
@@ -78,19 +78,15 @@ class Receipts:
         self._unwritten_acks: list[Ack] = []
         self._unwritten_frames: list[FrameAcks] = []
         self._buffered = 0
-        self._tenant_acks: collections.Counter[str] = collections.Counter()
+        self._tenant_records: collections.Counter[str] = collections.Counter()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
 
     # --- recorded on the hot path: an append, nothing more -----------------------------
     def pushed(self, notification_id: int, tenant_id: str,
                connections: list[Connection]) -> None:
-        if not connections:
+        if not connections or not self._room(tenant_id, len(connections)):
             return
-        if self._buffered + len(connections) > MAX_BUFFERED:
-            self.dropped += len(connections)
-            return
-        self._buffered += len(connections)
         self._pushed.append((notification_id, tenant_id, connections, self.clock()))
 
     def acknowledged(self, who: Principal, ids: list[int], connection_id: str = "") -> None:
@@ -121,13 +117,14 @@ class Receipts:
                                       self.clock(), ids))
 
     def _room(self, tenant_id: str, count: int) -> bool:
-        """Whether `count` acknowledged ids of the tenant fit; counted as taken if so."""
+        """Whether `count` records (pushed connections, acknowledged ids) of the tenant fit;
+        counted as taken if so."""
         if self._buffered + count > MAX_BUFFERED or \
-                self._tenant_acks[tenant_id] + count > MAX_TENANT_ACKS:
+                self._tenant_records[tenant_id] + count > MAX_TENANT_SHARE:
             self.dropped += count
             return False
         self._buffered += count
-        self._tenant_acks[tenant_id] += count
+        self._tenant_records[tenant_id] += count
         return True
 
     # --- written off it ----------------------------------------------------------------
@@ -156,7 +153,7 @@ class Receipts:
             frames += self._frames
             self._pushed, self._acks, self._frames, self._buffered = [], {}, [], 0
             self._unwritten, self._unwritten_acks, self._unwritten_frames = [], [], []
-            self._tenant_acks.clear()
+            self._tenant_records.clear()
             acks += [Ack(n, tenant, user, connection, at) for n, entries in acked.items()
                      for (tenant, user, connection), at in entries.items()]
             rows += [Push(n, tenant, at, pack_connections((c.id, c.user_id, c.transport)
