@@ -11,7 +11,6 @@ import base64
 import itertools
 import json
 import os
-import re
 import struct
 from collections.abc import Callable, Iterable
 from typing import Protocol, cast
@@ -174,18 +173,18 @@ class WsClient(StreamClient):
 class AckingWsClient(WsClient):
     """A WebSocket client that acknowledges the notifications it gets as tidings.js does: the
     ids of a burst in one `ack` frame ACK_DELAY after its first, at most one batch each
-    ACK_INTERVAL (up to 500 ids a frame, which fits 16-bit lengths)."""
+    ACK_INTERVAL (up to 500 ids a frame, which fits 16-bit lengths). Taking the id costs the
+    load generator as little as it can (a slice at a known place): what is measured is the
+    server's cost of acknowledgements, and this core is near its limit already."""
 
     def frame(self, opcode: int, payload: bytes) -> None:
         super().frame(opcode, payload)
-        if opcode == 1 and self.ready.done():
-            found = _NOTIFICATION_ID.search(payload)
-            if found is not None:
-                if not self.unacked:
-                    loop = asyncio.get_running_loop()
-                    wait = max(ACK_DELAY, self.acked_at + ACK_INTERVAL - loop.time())
-                    loop.call_later(wait, self.acknowledge)
-                self.unacked.append(found.group(1))
+        if opcode == 1 and payload.startswith(_NOTIFICATION_HEAD) and self.ready.done():
+            if not self.unacked:
+                loop = asyncio.get_running_loop()
+                wait = max(ACK_DELAY, self.acked_at + ACK_INTERVAL - loop.time())
+                loop.call_later(wait, self.acknowledge)
+            self.unacked.append(payload[_ID_AT:payload.index(b",", _ID_AT)])
 
     def acknowledge(self) -> None:
         ids, self.unacked = self.unacked, []
@@ -202,7 +201,9 @@ class AckingWsClient(WsClient):
 
 
 ACK_DELAY, ACK_INTERVAL, ACK_MAX_IDS = 0.1, 1.0, 500  # seconds, seconds, ids: as static/tidings.js
-_NOTIFICATION_ID = re.compile(rb'"id":(\d+)')  # the notification's own: "tenant_id" has no quote before id
+# A notification frame as tidings writes it: the notification's id is its first field.
+_NOTIFICATION_HEAD = b'{"type":"notification","notification":{"id":'
+_ID_AT = len(_NOTIFICATION_HEAD)
 
 
 class SseClient(StreamClient):

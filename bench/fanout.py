@@ -91,9 +91,10 @@ def client_factory(transport: str, port: int, tally: Tally) -> Any:
 
 
 async def publish(conns: list[HttpConn], service: str, count: int, stamp: bool,
-                  deliveries: list[int], users: int = 0) -> None:
+                  deliveries: list[int], users: int = 0) -> int:
     """`count` broadcasts spread over the connections, one request at a time on each; with
-    `users`, notifications to user0, user1 … in turn instead (unicast)."""
+    `users`, notifications to user0, user1 … in turn instead (unicast). The last one's id."""
+    created: list[int] = []
     left = iter(range(count))
 
     async def worker(conn: HttpConn) -> None:
@@ -104,10 +105,12 @@ async def publish(conns: list[HttpConn], service: str, count: int, stamp: bool,
             status, body = await conn.post_json("/api/notifications", service, TENANT, doc)
             if status != 201:
                 raise RuntimeError(f"POST answered {status}: {body[:300]!r}")
-            delivery = json.loads(body)["delivery"]
-            deliveries.append(delivery["websocket"] + delivery["sse"])
+            answer = json.loads(body)
+            deliveries.append(answer["delivery"]["websocket"] + answer["delivery"]["sse"])
+            created.append(answer["notification"]["id"])
 
     await asyncio.gather(*(worker(c) for c in conns))
+    return max(created)
 
 
 async def wait_reached(tally: Tally, timeout: float, label: str) -> bool:
@@ -176,21 +179,37 @@ async def latency(server: Server, tally: Tally, n: int, args: argparse.Namespace
     conn = HttpConn(server.port)
     deliveries: list[int] = []
     log(f"  latency: {count} broadcasts at {args.rate}/s")
+    cpu_before = server.cpu_seconds()
     start = time.perf_counter()
-    late = 0
+    late = last = 0
     for i in range(count):
         wait = start + i / args.rate - time.perf_counter()
         if wait > 0:
             await asyncio.sleep(wait)
         else:
             late += 1
-        await publish([conn], service, 1, True, deliveries)
+        last = await publish([conn], service, 1, True, deliveries)
     await wait_reached(tally, 30, "latency")
+    # The server's CPU per delivery at a pace it keeps up with: nothing backs up, so unlike
+    # the throughput phase this hardly moves with how busy the machine is. It includes the
+    # acknowledgements of the last second and the receipts write after them (a fixed wait:
+    # neither announces itself to the clients).
+    await asyncio.sleep(1.5)
+    paced_cpu = server.cpu_seconds() - cpu_before
+    if tally.transport == "websocket-ack" and server.program == "tidings":
+        # The acknowledgements are real: every client's is in the last broadcast's receipts.
+        status, body = await conn.request("GET", f"/api/notifications/{last}/receipts",
+                                          {"Authorization": f"Bearer {service}",
+                                           "X-Tenant-ID": TENANT})
+        acked = sum(1 for r in json.loads(body)["receipts"] if r["acknowledged_at"])
+        if status != 200 or acked != n:
+            raise RuntimeError(f"{acked} of {n} clients' acknowledgements recorded")
     conn.close()
     lat, tally.want_payload = tally.latencies, False
     return {"p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
             "max_ms": max(lat) if lat else None, "late_sends": late,
-            "latency_missing": count * n - len(lat)}
+            "latency_missing": count * n - len(lat),
+            "paced_us_per_delivered": round(1e6 * paced_cpu / max(len(lat), 1), 2)}
 
 
 async def measure(server: Server, case: str, args: argparse.Namespace,
@@ -273,14 +292,14 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         result["ack_ratio_of_medians"] = acking / plain
         print(f"  the same of the medians over {result['rounds']} rounds: {acking:,.0f} / "
               f"{plain:,.0f} = {acking / plain:.2f}x")
-        # The same from the server's CPU seconds per delivered notification, which a busy
-        # machine disturbs far less than the rate (acks that come after the last delivery
-        # are not in it).
-        cost = [tidings.get(c, {}).get("server_us_per_delivered") for c in CASES[1::-1]]
-        if cost[0] and cost[1]:
-            result["ack_cpu_ratio"] = cost[1] / cost[0]
-            print(f"  server CPU per delivered, plain / acknowledging: {cost[1]:.1f} / "
-                  f"{cost[0]:.1f} us = {cost[1] / cost[0]:.2f}x")
+        # The same from the server's CPU per delivered notification at the latency phase's
+        # steady pace (medians), which a busy machine disturbs far less than the rate.
+        plain_us, acking_us = (typical[c]["paced_us_per_delivered"]
+                               for c in ("websocket", "websocket-ack"))
+        result["ack_cpu_ratio"] = plain_us / acking_us
+        print(f"  server CPU per delivered at the latency phase's pace, plain / "
+              f"acknowledging: {plain_us:.2f} / {acking_us:.2f} us = "
+              f"{plain_us / acking_us:.2f}x")
     return result
 
 
