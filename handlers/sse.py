@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from tidings.connections import SSE, Connection, Message, dumps, write_now
+from tidings.connections import SSE, Connection, Message, dumps, unsent, write_now
 from tidings.models import Principal
 
 from .base import BaseHandler
@@ -40,6 +40,9 @@ class SSEConnection(Connection):
         # The event framed once for every stream goes straight to this one: the handler
         # would frame it again per connection.
         return write_now(self.stream, message.sse_chunk if self.chunked else message.sse)
+
+    def unsent(self) -> int:
+        return unsent(self.stream)
 
     def _close(self, reason: str) -> None:
         if reason == "too slow":  # its buffer may never drain: no goodbye, the socket goes

@@ -13,7 +13,7 @@ import tornado.websocket
 from tornado.iostream import StreamBufferFullError, StreamClosedError
 
 from tidings import receipts, validation
-from tidings.connections import WEBSOCKET, Connection, Message, dumps, write_now
+from tidings.connections import WEBSOCKET, Connection, Message, dumps, unsent, write_now
 from tidings.errors import TidingsError
 from tidings.limits import Bucket
 from tidings.models import Principal
@@ -71,6 +71,9 @@ class WebSocketConnection(Connection):
         if self.protocol.is_closing():
             raise StreamClosedError()
         return write_now(self.protocol.stream, message.ws_frame)
+
+    def unsent(self) -> int:
+        return unsent(self.protocol.stream)
 
     def drop(self) -> None:
         self.protocol._abort()  # the socket closes; on_close detaches it, with its reason

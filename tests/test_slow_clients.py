@@ -123,8 +123,8 @@ async def test_a_replay_nobody_reads_is_given_up_after_two_heartbeats(start_serv
     never reads would hold its connection for good."""
     server = await start_server(max_pending_kib=64, heartbeat=0.5)
     api = Api(server.port)
-    for i in range(300):  # 9 MB: more than the socket buffers hold
-        await api.send(SERVICE, user_id="alice", title=str(i), data={"pad": PAD})
+    ids = [(await api.send(SERVICE, user_id="alice", title=str(i), data={"pad": PAD}))
+           ["notification"]["id"] for i in range(300)]  # 9 MB: more than the socket buffers
     opened = raw_websocket(server.port, ALICE, since=0) if transport == "websocket" else \
         raw_sse(server.port, ALICE, since=0)
     stuck = await opened
@@ -136,6 +136,41 @@ async def test_a_replay_nobody_reads_is_given_up_after_two_heartbeats(start_serv
     await eventually(lambda: registry.stats("acme")["total"] == 0)
     await closed_within(stuck, 10)
     stuck.close()
+    # What the replay never got to is not recorded as pushed to it.
+    found = await api.json("GET", f"/api/notifications/{ids[-1]}/receipts", tok=SERVICE)
+    assert found == {"receipts": []}
+
+
+@pytest.mark.gen_test(timeout=90)
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+async def test_a_replay_read_slowly_but_steadily_is_never_given_up(start_server, transport):
+    """What the client takes is seen in the kernel's send queue too: the stream alone moves
+    only when a third of the kernel's buffer (megabytes here) is free again."""
+    server = await start_server(max_pending_kib=64, heartbeat=0.5)
+    api = Api(server.port)
+    ids = [(await api.send(SERVICE, user_id="alice", title=str(i), data={"pad": PAD}))
+           ["notification"]["id"] for i in range(300)]  # 9 MB: more than the socket buffers
+    if transport == "websocket":
+        stream = await raw_websocket(server.port, ALICE, since=0)
+        await ws_frames(stream, 1)  # connected
+
+        async def take(count: int) -> list[int]:
+            return [f["notification"]["id"] for f in await ws_frames(stream, count)]
+    else:
+        stream = await raw_sse(server.port, ALICE, since=0)
+        await stream.read_until(b"\r\n\r\n")  # the response head
+        client = SSEClient(stream, 200, {})
+
+        async def take(count: int) -> list[int]:
+            return [n["id"] for n in await client.notifications(count, timeout=30)]
+    got = []
+    for _ in range(30):  # 4.5 s at about 200 KB/s: nine times the patience of one second
+        got += await take(1)
+        await asyncio.sleep(0.15)  # the reader's pace, not a wait for an event
+    assert server.services.registry.stats("acme", "alice")["total"] == 1  # still there
+    got += await take(len(ids) - len(got))
+    assert got == ids
+    stream.close()
 
 
 @pytest.mark.gen_test(timeout=60)

@@ -9,9 +9,13 @@ others wait.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import itertools
 import logging
 import secrets
+import sys
+import termios
 import time
 from typing import Any
 
@@ -132,6 +136,17 @@ def write_now(stream: IOStream, data: bytes) -> asyncio.Future[None] | None:
     return stream.write(data)
 
 
+def unsent(stream: IOStream) -> int:
+    """Bytes queued in the stream and in its socket's send queue (that part on Linux alone:
+    elsewhere the stream's), which only falls as the client reads."""
+    queued: int = stream._total_write_index - stream._total_write_done_index
+    if stream.socket is not None:
+        with contextlib.suppress(OSError):
+            kernel = fcntl.ioctl(stream.socket.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+            queued += int.from_bytes(kernel, sys.byteorder)
+    return queued
+
+
 HEARTBEAT = Message("heartbeat", None, None)
 # Between processes only, never to a client: a tenant's preferences changed.
 PREFERENCES_CHANGED = "preferences_changed"
@@ -217,17 +232,20 @@ class Connection:
             return False
         return self.send_replay(message)
 
-    async def replay(self, message: Message, patience: float | None) -> None:
+    async def replay(self, message: Message, patience: float | None) -> bool:
         """Sends one message of a replay at the client's pace: past half the output bound,
         it waits for the socket to take what was queued, so a slow reader of a big backlog
-        is never dropped for reading slowly. One that takes none of it for `patience`
-        seconds is dropped as too slow (a replay is not pinged, and it holds a connection)."""
-        if self.send_replay(message):
-            self._unflushed += len(self.encoded(message))
-            if self._unflushed > self.max_pending // 2:
-                if not await self.drain(patience):
-                    self.too_slow("output buffer")
-                self._unflushed = 0
+        is never dropped for reading slowly. One that takes nothing for `patience` seconds
+        is dropped as too slow (a replay is not pinged, and it holds a connection). Whether
+        the message was sent."""
+        if not self.send_replay(message):
+            return False
+        self._unflushed += len(self.encoded(message))
+        if self._unflushed > self.max_pending // 2:
+            if not await self.drain(patience):
+                self.too_slow("output buffer")
+            self._unflushed = 0
+        return True
 
     def send_replay(self, message: Message) -> bool:
         """Like `send`, but past the replay gate."""
@@ -253,13 +271,21 @@ class Connection:
                     self.transport, self.id, self.tenant_id, self.user_id, what)
         self.close("too slow")
 
-    async def drain(self, timeout: float | None) -> bool:
-        """Waits until what was queued so far has left for the socket; whether it has, or
-        `timeout` seconds went by first."""
-        if self._last_write is not None and not self._last_write.done():
-            done, _ = await asyncio.wait([self._last_write], timeout=timeout)
-            return bool(done)
+    async def drain(self, patience: float | None) -> bool:
+        """Waits until what was queued so far has left for the socket; False when the client
+        took nothing of it for `patience` seconds. Taking is seen in what is left to send,
+        the kernel's part included: the stream itself only moves when a third of the
+        kernel's buffer is free, which a slow but steady reader may take minutes to free."""
+        while self._last_write is not None and not self._last_write.done():
+            left = self.unsent()
+            done, _ = await asyncio.wait([self._last_write], timeout=patience)
+            if not done and self.unsent() >= left:
+                return False
         return True
+
+    def unsent(self) -> int:
+        """Bytes written to this connection that its client has not taken yet."""
+        raise NotImplementedError
 
     def close(self, reason: str) -> None:
         """Ends the connection. Never raises: a failing close must not reach a fan-out that

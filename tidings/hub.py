@@ -136,8 +136,10 @@ class Hub:
                     if not isinstance(entry, Removal) and \
                             self._muted(conn.tenant_id, conn.user_id, entry):
                         continue  # not pushed live, so not replayed either: the inbox has it
-                    await conn.replay(_message(entry), self.replay_patience)  # at its pace
-                    if not isinstance(entry, Removal):
+                    sent = await conn.replay(_message(entry), self.replay_patience)  # its pace
+                    if conn.closed:
+                        break
+                    if sent and not isinstance(entry, Removal):
                         self.receipts.pushed(entry["id"], conn.tenant_id, [conn])
                 if not more or not page:
                     break
