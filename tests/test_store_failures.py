@@ -15,7 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from tidings import receipts as receipts_module
 from tidings.config import Secret
+from tidings.connections import Connection
+from tidings.receipts import Receipts
+from tidings.store import StoreUnavailable, open_backend
+from tidings.store import sqlite as sqlite_module
 
 from .clients import Api, eventually
 from .deliveries import ALICE, SENDER, SERVICE, profile
@@ -143,3 +148,32 @@ async def test_a_full_disk_answers_503_then_recovers(start_server, deployment, s
     assert health.code == 503
     filler.unlink()
     await mailed_after_recovery(api, smtp_peer)
+
+
+class _Pushed(Connection):
+    transport = "websocket"
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_receipts_a_failed_write_kept_still_count_against_the_bound(tmp_path, monkeypatch):
+    """What a failed write keeps stays counted, by connection and by tenant: a store outage
+    cannot grow the buffer past its bound, nor a tenant's backlog take another's room."""
+    monkeypatch.setattr(sqlite_module, "BUSY_TIMEOUT_MS", 100)
+    monkeypatch.setattr(receipts_module, "MAX_BUFFERED", 100)
+    monkeypatch.setattr(receipts_module, "MAX_TENANT_SHARE", 50)
+    path = str(tmp_path / "receipts.db")
+    backend = await open_backend(path)
+    receipts = Receipts(backend.receipts)
+    receipts.pushed(1, "a", [_Pushed("a", f"u{i}") for i in range(40)])
+    async with Locker(path):
+        with pytest.raises(StoreUnavailable):
+            await receipts.flush()
+    receipts.pushed(2, "a", [_Pushed("a", f"u{i}") for i in range(40)])
+    assert receipts.dropped == 40  # a's 40 kept and 40 more are past its 50
+    receipts.pushed(3, "b", [_Pushed("b", f"v{i}") for i in range(10)])
+    assert receipts.dropped == 40  # b's room is whole
+    await receipts.flush()  # the store is back: all that was kept is written
+    found = await backend.receipts.receipts("a", [1, 2])
+    assert (len(found[1]), found[2]) == (40, [])
+    assert len((await backend.receipts.receipts("b", [3]))[3]) == 10
+    await backend.store.close()

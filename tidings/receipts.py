@@ -64,6 +64,15 @@ def ack_ids(value: Any) -> list[int]:
     return list(dict.fromkeys(value))
 
 
+def _size(record: Push | Ack | FrameAcks) -> int:
+    """The pushed connections or acknowledged ids a record holds: what MAX_BUFFERED counts."""
+    if isinstance(record, Push):
+        return record.connections.count("\n") + 1
+    if isinstance(record, FrameAcks):
+        return record.ids.count(",") + 1
+    return 1
+
+
 class Receipts:
     def __init__(self, book: ReceiptBook, clock: Callable[[], float] = time.time) -> None:
         self.book = book
@@ -169,7 +178,10 @@ class Receipts:
                 self._unwritten = rows + self._unwritten
                 self._unwritten_acks = acks + self._unwritten_acks
                 self._unwritten_frames = frames + self._unwritten_frames
-                self._buffered += len(rows) + len(acks) + len(frames)  # about
+                for record in (*rows, *acks, *frames):  # still held: still counted
+                    size = _size(record)
+                    self._buffered += size
+                    self._tenant_records[record.tenant_id] += size
                 raise
 
     async def _flush_loop(self) -> None:
