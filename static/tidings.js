@@ -30,7 +30,8 @@
  * Each notification it emits is acknowledged to the server (an `ack` frame over the WebSocket,
  * POST /api/notifications/ack from SSE), which is how the sender's receipts and "email me only
  * if I did not see it" know it was shown: a burst in one batch 0.1 s after it starts, at most
- * one batch a second. `ack: false` turns that off.
+ * one batch a second (of up to 5,000 ids); what is pending when the connection ends goes at
+ * once. `ack: false` turns that off.
  */
 (function (root) {
   "use strict";
@@ -43,6 +44,7 @@
   const ACK_DELAY = 100;
   const ACK_INTERVAL = 1000;
   const ACK_MAX_IDS = 500; // the server takes 500 ids at a time
+  const ACK_MAX_FRAMES = 10; // frames (or requests) a batch: the server takes 20 frames a second
 
   class Tidings {
     /**
@@ -143,6 +145,7 @@
 
     /** Replace the token (e.g. after a refresh) and reconnect with it. */
     setToken(token) {
+      this._sendAcks(true);
       this.token = token;
       this._closed = false;
       this._attempt = 0;
@@ -151,6 +154,7 @@
     }
 
     close() {
+      this._sendAcks(true);
       this._closed = true;
       if (root.removeEventListener) root.removeEventListener("online", this._onOnline);
       this._teardown();
@@ -311,23 +315,30 @@
       this._unacked.push(id);
       if (this._ackTimer) return;
       const wait = Math.max(ACK_DELAY, this._ackedAt + ACK_INTERVAL - performance.now());
-      this._ackTimer = setTimeout(() => this._sendAcks(), wait);
+      this._ackTimer = setTimeout(() => this._sendAcks(false), wait);
     }
 
-    _sendAcks() {
+    /** Sends a batch: up to ACK_MAX_FRAMES frames (WebSocket) or requests (SSE) of pending
+     * ids, the rest a second later. `final`: the connection they came on is ending, so all of
+     * them go now, over the socket while it is open and the rest over REST (a WebSocket's
+     * new connection was not sent them, and the server would ignore them from it). */
+    _sendAcks(final) {
+      clearTimeout(this._ackTimer);
       this._ackTimer = null;
+      if (!this._unacked.length) return;
       this._ackedAt = performance.now();
-      const websocket = this.current === "websocket" && this._sock && this._sock.readyState === 1;
-      while (this._unacked.length) {
+      const ws = this.current === "websocket" && this._sock && this._sock.readyState === 1 ? this._sock : null;
+      for (let n = 0; this._unacked.length && (final || n < ACK_MAX_FRAMES); n++) {
         const ids = this._unacked.splice(0, ACK_MAX_IDS);
-        if (websocket) {
-          this._sock.send(JSON.stringify({type: "ack", ids}));
+        if (ws && n < ACK_MAX_FRAMES) {
+          ws.send(JSON.stringify({type: "ack", ids}));
         } else {
           const body = {ids};
           if (this._connectionId && this.current === "sse") body.connection_id = this._connectionId;
           this.request("POST", "/api/notifications/ack", body).catch(() => {}); // a record, not a delivery
         }
       }
+      if (this._unacked.length) this._ackTimer = setTimeout(() => this._sendAcks(false), ACK_INTERVAL);
     }
 
     /** Restart the idle watchdog: a silent link for idleTimeout is treated as dead. */
@@ -341,6 +352,7 @@
     }
 
     _lost(authError) {
+      this._sendAcks(true);
       clearInterval(this._keepAlive);
       clearTimeout(this._idleTimer);
       const wasConnected = this.connected;

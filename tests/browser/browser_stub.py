@@ -63,7 +63,8 @@ class StubServer:
         self.cursors: list[tuple[str, str | None]] = []  # (transport, cursor) per accepted stream
         self.refused_websockets = 0
         self.read_ids: list[int] = []
-        self.acks: list[tuple[str, list[int], str | None]] = []  # (transport, ids, connection_id)
+        # (how: "websocket" or "rest", ids, connection_id): an ack frame or POST .../ack
+        self.acks: list[tuple[str, list[int], str | None]] = []
         self.ack_times: list[float] = []  # time.monotonic() at each acknowledgement received
         self._acked = threading.Condition()  # notified at each one (recorded on the stub's thread)
         self.tickets: set[str] = set()  # made and not yet spent
@@ -141,21 +142,42 @@ class StubServer:
         with self._acked:
             return self._acked.wait_for(lambda: len(self.acks) >= count, timeout)
 
+    def drop_streams(self) -> None:
+        """Close every live stream, as a network failure would, and stay up."""
+
+        async def drop() -> None:
+            for peer in list(self.peers):
+                peer.close(1001)
+
+        self.call(drop)
+
+    def publish_many(self, count: int) -> list[int]:
+        """`count` notifications to alice at once (one call): their ids."""
+
+        async def add() -> list[int]:
+            return [self._add(f"n{i}", "alice", {})["id"] for i in range(count)]
+
+        result: list[int] = self.call(add)
+        return result
+
     def publish(self, title: str, user_id: str | None = "alice", **fields: Any) -> dict[str, Any]:
         """Store a notification and push it to the live peers (if the server is up)."""
 
         async def add() -> dict[str, Any]:
-            n = {"id": self.next_id, "tenant_id": "acme", "user_id": user_id,
-                 "type": "info", "title": title, "message": "", "data": {}, "priority": "normal",
-                 "created_at": now_iso(), "read_at": None, **fields}
-            self.notifications.append(n)
-            self.next_id += 1
-            for peer in list(self.peers):
-                peer.send("notification", n)
-            return n
+            return self._add(title, user_id, fields)
 
         result: dict[str, Any] = self.call(add)
         return result
+
+    def _add(self, title: str, user_id: str | None, fields: dict[str, Any]) -> dict[str, Any]:
+        n = {"id": self.next_id, "tenant_id": "acme", "user_id": user_id,
+             "type": "info", "title": title, "message": "", "data": {}, "priority": "normal",
+             "created_at": now_iso(), "read_at": None, **fields}
+        self.notifications.append(n)
+        self.next_id += 1
+        for peer in list(self.peers):
+            peer.send("notification", n)
+        return n
 
     def remove(self, notification_id: int, reason: str = "recalled") -> dict[str, Any]:
         """Recall (or expire) a notification: an entry of the stream with the next id, pushed
@@ -298,7 +320,7 @@ class AckHandler(StubHandler):
     def post(self) -> None:
         if self.authorized():
             body = json.loads(self.request.body)
-            self.stub.record_ack("sse", body["ids"], body.get("connection_id"))
+            self.stub.record_ack("rest", body["ids"], body.get("connection_id"))
             self.set_status(204)
             self.finish()
 

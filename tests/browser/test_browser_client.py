@@ -116,8 +116,8 @@ def test_what_it_emits_it_acknowledges_in_one_batch(page, stub, transport) -> No
     ids = [stub.publish(f"n{i}")["id"] for i in range(3)]
     page.wait_for_function(RECEIVED, arg=3)
     assert stub.wait_for_acks(1)
-    connection = "c1" if transport == "websocket" else "s1"
-    assert stub.acks == [(transport, ids, connection)]  # all three, in one batch
+    how, connection = ("websocket", "c1") if transport == "websocket" else ("rest", "s1")
+    assert stub.acks == [(how, ids, connection)]  # all three, in one batch
 
 
 @pytest.mark.parametrize("transport", ["websocket", "sse"])
@@ -126,15 +126,49 @@ def test_a_steady_stream_is_acknowledged_at_most_once_a_second(page, stub, trans
     connected_over(page, transport)
     first = stub.publish("first")["id"]
     assert stub.wait_for_acks(1)
-    # More than one request or frame holds (500 ids), arriving within the second after the
-    # first batch: they wait for that second to end, then all go at once.
-    rest = [stub.publish(f"n{i}")["id"] for i in range(600)]
-    page.wait_for_function(RECEIVED, arg=601)
-    assert stub.wait_for_acks(3)
-    assert [len(ids) for _, ids, _ in stub.acks] == [1, 500, 100]
-    assert [i for _, ids, _ in stub.acks for i in ids] == [first, *rest]
-    assert stub.ack_times[1] - stub.ack_times[0] >= 0.9  # not before the second is over
-    assert stub.ack_times[2] - stub.ack_times[1] < 0.5  # the second part of the same batch
+    # Within the second after the first batch: they wait for it to end, then go at most ten
+    # frames or requests of 500 a batch (the server takes 20 frames a second), the rest a
+    # second later.
+    rest = stub.publish_many(5200)
+    page.wait_for_function(RECEIVED, arg=5201)
+    assert stub.wait_for_acks(12)
+    assert [len(ids) for _, ids, _ in stub.acks] == [1, *[500] * 10, 200]
+    # Each once (a batch's requests may arrive in any order).
+    assert sorted(i for _, ids, _ in stub.acks for i in ids) == [first, *rest]
+    times = stub.ack_times
+    assert times[1] - times[0] >= 0.9  # not before the second is over
+    assert times[10] - times[1] < 0.5  # one batch
+    assert times[11] - times[10] >= 0.9  # the next, a second later
+
+
+def test_what_is_pending_when_the_socket_drops_goes_over_rest_at_once(page, stub) -> None:
+    """The next connection was not sent those ids, so the server would ignore them from it."""
+    page.goto(f"{stub.url}/client?transport=websocket")
+    connected_over(page, "websocket")
+    stub.publish("first")
+    assert stub.wait_for_acks(1)
+    second = stub.publish("second")["id"]
+    page.wait_for_function(RECEIVED, arg=2)
+    stub.drop_streams()
+    assert stub.wait_for_acks(2)
+    assert stub.acks[1] == ("rest", [second], None)
+    assert stub.ack_times[1] - stub.ack_times[0] < 0.9  # at the drop, not the second's end
+
+
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
+def test_close_sends_what_is_pending_first(page, stub, transport) -> None:
+    page.goto(f"{stub.url}/client?transport={transport}")
+    connected_over(page, transport)
+    stub.publish("first")
+    assert stub.wait_for_acks(1)
+    second = stub.publish("second")["id"]
+    page.wait_for_function(RECEIVED, arg=2)
+    page.evaluate("window.client.close()")
+    assert stub.wait_for_acks(2)
+    how, connection = ("websocket", "c1") if transport == "websocket" else ("rest", "s1")
+    assert stub.acks[1] == (how, [second], connection)
+    assert stub.ack_times[1] - stub.ack_times[0] < 0.9
+    assert page.evaluate("window.client._ackTimer") is None  # nothing runs after close()
 
 
 def test_ack_false_acknowledges_nothing(page, stub) -> None:
