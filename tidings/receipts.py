@@ -178,7 +178,8 @@ class Receipts:
                 self._unwritten = rows + self._unwritten
                 self._unwritten_acks = acks + self._unwritten_acks
                 self._unwritten_frames = frames + self._unwritten_frames
-                for record in (*rows, *acks, *frames):  # still held: still counted
+                kept: list[Push | Ack | FrameAcks] = [*rows, *acks, *frames]
+                for record in kept:  # still held: still counted
                     size = _size(record)
                     self._buffered += size
                     self._tenant_records[record.tenant_id] += size
