@@ -175,9 +175,7 @@ class Receipts:
                     rows, acks = rows[WRITE_CHUNK:], acks[WRITE_CHUNK:]
                     frames = frames[WRITE_CHUNK:]
             except (StoreUnavailable, asyncio.CancelledError):  # kept for the next try
-                self._unwritten = rows + self._unwritten
-                self._unwritten_acks = acks + self._unwritten_acks
-                self._unwritten_frames = frames + self._unwritten_frames
+                self._unwritten, self._unwritten_acks, self._unwritten_frames = rows, acks, frames
                 kept: list[Push | Ack | FrameAcks] = [*rows, *acks, *frames]
                 for record in kept:  # still held: still counted
                     size = _size(record)

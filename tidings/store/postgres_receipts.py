@@ -44,6 +44,7 @@ class PostgresReceiptBook:
 
     async def record(self, pushes: list[Push], acks: list[Ack],
                      frames: list[FrameAcks]) -> None:
+        lines = frame_ack_lines(frames)  # grouped before the transaction begins
         async with self.db.transaction() as conn:
             if pushes:  # one array per field, in the fields' order
                 await conn.execute(
@@ -52,7 +53,6 @@ class PostgresReceiptBook:
                     "$4::text[])", *map(list, zip(*pushes, strict=True)))
             if not acks and not frames:
                 return
-            lines = frame_ack_lines(frames)
             owners = {row[0]: (row[1], row[2]) for row in await conn.fetch(
                 "SELECT id, tenant_id, user_id FROM notifications WHERE id = ANY($1::bigint[])",
                 list({a.notification_id for a in acks}.union(frame_ack_ids(lines))))}

@@ -187,8 +187,8 @@ class Ack(NamedTuple):
 
 
 class FrameAcks(NamedTuple):
-    """The ids one WebSocket frame acknowledged. These are the volume (every client sends up
-    to ten a second), so they stay as the frame wrote them ("42,43": nothing is done per id
+    """The ids one WebSocket frame acknowledged. These are the volume (every client
+    acknowledges everything it is sent), so they stay as the frame wrote them ("42,43": nothing is done per id
     until the write) and are written packed, a row per notification and write (see
     `frame_ack_lines`), not a row each. A connection bounds them: it acknowledges at most as
     many ids as it was sent, and a write keeps one line per connection and notification, so

@@ -49,6 +49,7 @@ class SQLiteReceiptBook:
 
     async def record(self, pushes: list[Push], acks: list[Ack],
                      frames: list[FrameAcks]) -> None:
+        lines = frame_ack_lines(frames)  # grouped before the write lock is taken
         async with self.db.write() as conn:
             # The rows are the tuples themselves, in their fields' order.
             await conn.executemany(
@@ -59,7 +60,6 @@ class SQLiteReceiptBook:
             # What a statement per row would ask (is the notification the user's; how many
             # does the user have of it already), asked once for the whole batch: two lookups
             # by key, then the inserts alone.
-            lines = frame_ack_lines(frames)
             ids = ",".join(str(int(n)) for n in {a.notification_id for a in acks}.union(
                 frame_ack_ids(lines)))
             async with conn.execute("SELECT id, tenant_id, user_id FROM notifications "
